@@ -1,0 +1,36 @@
+// Baseline two-process ping-pong benchmarks: each forks one echo child and measures, in the parent,
+// the round trip of a request_size-byte request and a reply_size-byte reply. They bracket what a
+// cross-process port can reach: shared-memory busy-poll is the floor, ZeroMQ the conventional choice.
+#pragma once
+
+#include <cstddef>
+
+#include "harness.hpp"
+
+namespace fltport::bench {
+
+// Row names, so a port benchmark can use the busy-poll row as the floor of print_table().
+inline constexpr const char* kBusyPollName = "shm busy-poll";
+inline constexpr const char* kSpinFutexName = "shm spin+futex";
+inline constexpr const char* kSeqpacketName = "AF_UNIX seqpacket";
+inline constexpr const char* kZmqReqRepName = "zmq REQ/REP ipc";
+
+// Shared memory (mapped before fork), one cache-line-aligned sequence counter per direction, both
+// sides spin with pause; payloads are copied through shared slots.
+LatencyStats busy_poll_pingpong(size_t warmup, size_t iterations, size_t request_size = 64,
+                                size_t reply_size = 16);
+
+// As busy_poll_pingpong, but a waiter spins `spins` pause iterations and then sleeps in FUTEX_WAIT
+// (shared, not PRIVATE); a writer calls FUTEX_WAKE only when the peer has flagged itself sleeping.
+LatencyStats spin_futex_pingpong(size_t warmup, size_t iterations, size_t request_size = 64,
+                                 size_t reply_size = 16, unsigned spins = 2000);
+
+// socketpair(AF_UNIX, SOCK_SEQPACKET), blocking send/recv.
+LatencyStats seqpacket_pingpong(size_t warmup, size_t iterations, size_t request_size = 64,
+                                size_t reply_size = 16);
+
+// ZeroMQ REQ (parent, binds) / REP (child, connects) over ipc:// in a fresh mkdtemp directory under
+// /tmp that is removed afterwards. Each process creates its zmq context after fork.
+LatencyStats zmq_reqrep(size_t warmup, size_t iterations, size_t request_size = 64, size_t reply_size = 16);
+
+}  // namespace fltport::bench

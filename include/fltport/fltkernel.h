@@ -1,0 +1,157 @@
+/*
+ * fltport: the filter side of Filter Manager communication ports, with the names, types and
+ * NTSTATUS values of Windows' fltKernel.h. A filter process registers (FltRegisterFilter), creates
+ * a named server port, accepts services' connections in ConnectNotify and sends them messages with
+ * FltSendMessage.
+ */
+#ifndef FLTPORT_FLTKERNEL_H
+#define FLTPORT_FLTKERNEL_H
+
+#include <fltport/status.h>
+#include <fltport/win32.h>
+
+/* ---- object names and attributes ---- */
+typedef struct _UNICODE_STRING {
+  USHORT Length;        /* bytes, without a terminator */
+  USHORT MaximumLength; /* bytes */
+  PWSTR Buffer;
+} UNICODE_STRING, *PUNICODE_STRING;
+typedef const UNICODE_STRING* PCUNICODE_STRING;
+
+typedef struct _OBJECT_ATTRIBUTES {
+  ULONG Length;
+  HANDLE RootDirectory;
+  PUNICODE_STRING ObjectName;
+  ULONG Attributes;
+  PVOID SecurityDescriptor;
+  PVOID SecurityQualityOfService;
+} OBJECT_ATTRIBUTES, *POBJECT_ATTRIBUTES;
+
+#define OBJ_INHERIT 0x00000002L
+#define OBJ_CASE_INSENSITIVE 0x00000040L
+#define OBJ_KERNEL_HANDLE 0x00000200L
+
+#define InitializeObjectAttributes(p, n, a, r, s) \
+  do {                                            \
+    (p)->Length = sizeof(OBJECT_ATTRIBUTES);      \
+    (p)->RootDirectory = (r);                     \
+    (p)->Attributes = (a);                        \
+    (p)->ObjectName = (n);                        \
+    (p)->SecurityDescriptor = (s);                \
+    (p)->SecurityQualityOfService = NULL;         \
+  } while (0)
+
+/* ---- filters ---- */
+typedef struct _DRIVER_OBJECT DRIVER_OBJECT, *PDRIVER_OBJECT;
+typedef struct _FLT_FILTER* PFLT_FILTER;
+typedef struct _FLT_PORT* PFLT_PORT;
+/* Completed by the filter manager; a port-only process passes NULL for both. */
+typedef struct _FLT_CONTEXT_REGISTRATION FLT_CONTEXT_REGISTRATION;
+typedef struct _FLT_OPERATION_REGISTRATION FLT_OPERATION_REGISTRATION;
+typedef ULONG FLT_REGISTRATION_FLAGS;
+typedef ULONG FLT_FILTER_UNLOAD_FLAGS;
+typedef NTSTATUS(FLTAPI* PFLT_FILTER_UNLOAD_CALLBACK)(FLT_FILTER_UNLOAD_FLAGS Flags);
+
+#define FLT_REGISTRATION_VERSION_0200 0x0200
+#define FLT_REGISTRATION_VERSION_0201 0x0201
+#define FLT_REGISTRATION_VERSION_0202 0x0202
+#define FLT_REGISTRATION_VERSION_0203 0x0203
+#define FLT_REGISTRATION_VERSION FLT_REGISTRATION_VERSION_0203
+
+typedef struct _FLT_REGISTRATION {
+  USHORT Size;
+  USHORT Version;
+  FLT_REGISTRATION_FLAGS Flags;
+  const FLT_CONTEXT_REGISTRATION* ContextRegistration;
+  const FLT_OPERATION_REGISTRATION* OperationRegistration;
+  PFLT_FILTER_UNLOAD_CALLBACK FilterUnloadCallback;
+  /* Instance, name and transaction callbacks: not used by fltport yet, kept for layout. */
+  PVOID InstanceSetupCallback;
+  PVOID InstanceQueryTeardownCallback;
+  PVOID InstanceTeardownStartCallback;
+  PVOID InstanceTeardownCompleteCallback;
+  PVOID GenerateFileNameCallback;
+  PVOID NormalizeNameComponentCallback;
+  PVOID NormalizeContextCleanupCallback;
+  PVOID TransactionNotificationCallback;
+  PVOID NormalizeNameComponentExCallback;
+  PVOID SectionNotificationCallback;
+} FLT_REGISTRATION, *PFLT_REGISTRATION;
+
+/* ---- communication port callbacks ---- */
+typedef NTSTATUS(FLTAPI* PFLT_CONNECT_NOTIFY)(PFLT_PORT ClientPort, PVOID ServerPortCookie,
+                                              PVOID ConnectionContext, ULONG SizeOfContext,
+                                              PVOID* ConnectionPortCookie);
+typedef VOID(FLTAPI* PFLT_DISCONNECT_NOTIFY)(PVOID ConnectionCookie);
+typedef NTSTATUS(FLTAPI* PFLT_MESSAGE_NOTIFY)(PVOID PortCookie, PVOID InputBuffer,
+                                              ULONG InputBufferLength, PVOID OutputBuffer,
+                                              ULONG OutputBufferLength,
+                                              PULONG ReturnOutputBufferLength);
+
+/* ---- port access ---- */
+#define FLT_PORT_CONNECT 0x0001
+#define STANDARD_RIGHTS_ALL 0x001F0000L
+#define FLT_PORT_ALL_ACCESS (FLT_PORT_CONNECT | STANDARD_RIGHTS_ALL)
+
+/* Linux extension: who may connect, checked against the connecting process's credentials.
+ * Root is always admitted. Otherwise the port admits a uid or gid listed here, and applies Mode
+ * like file permission bits against OwnerUid/OwnerGid, where the write bit grants connecting. */
+typedef struct _FLTPORT_PORT_ACCESS {
+  ULONG OwnerUid;
+  ULONG OwnerGid;
+  ULONG Mode;
+  const ULONG* AllowedUids;
+  ULONG AllowedUidCount;
+  const ULONG* AllowedGids;
+  ULONG AllowedGidCount;
+} FLTPORT_PORT_ACCESS, *PFLTPORT_PORT_ACCESS;
+
+FLTPORT_BEGIN_C
+
+FLTPORT_API VOID NTAPI RtlInitUnicodeString(PUNICODE_STRING DestinationString, PCWSTR SourceString);
+
+/* Registers a filter. A process that only uses communication ports passes DriverObject NULL and a
+ * zero-initialised FLT_REGISTRATION with Size and Version set and no operations. */
+FLTPORT_API NTSTATUS FLTAPI FltRegisterFilter(PDRIVER_OBJECT Driver, const FLT_REGISTRATION* Registration,
+                                              PFLT_FILTER* RetFilter);
+/* Closes the filter's server ports and client ports, waiting for its callbacks to return. */
+FLTPORT_API VOID FLTAPI FltUnregisterFilter(PFLT_FILTER Filter);
+
+/* A descriptor that admits administrators only: on Linux, uid 0. */
+FLTPORT_API NTSTATUS FLTAPI FltBuildDefaultSecurityDescriptor(PSECURITY_DESCRIPTOR* SecurityDescriptor,
+                                                              ACCESS_MASK DesiredAccess);
+/* Linux extension: a descriptor with the access FLTPORT_PORT_ACCESS describes. */
+FLTPORT_API NTSTATUS FLTAPI FltportBuildPortSecurityDescriptor(const FLTPORT_PORT_ACCESS* Access,
+                                                               PSECURITY_DESCRIPTOR* SecurityDescriptor);
+FLTPORT_API VOID FLTAPI FltFreeSecurityDescriptor(PSECURITY_DESCRIPTOR SecurityDescriptor);
+
+/* Creates the named server port services connect to. ObjectAttributes must carry OBJ_KERNEL_HANDLE
+ * and MaxConnections must be > 0 (else STATUS_INVALID_PARAMETER); an existing name gives
+ * STATUS_OBJECT_NAME_COLLISION. A NULL SecurityDescriptor admits root only. MessageNotify may be
+ * NULL. */
+FLTPORT_API NTSTATUS FLTAPI FltCreateCommunicationPort(PFLT_FILTER Filter, PFLT_PORT* ServerPort,
+                                                       POBJECT_ATTRIBUTES ObjectAttributes,
+                                                       PVOID ServerPortCookie,
+                                                       PFLT_CONNECT_NOTIFY ConnectNotifyCallback,
+                                                       PFLT_DISCONNECT_NOTIFY DisconnectNotifyCallback,
+                                                       PFLT_MESSAGE_NOTIFY MessageNotifyCallback,
+                                                       LONG MaxConnections);
+/* Stops new connections; connections already made keep working. */
+FLTPORT_API VOID FLTAPI FltCloseCommunicationPort(PFLT_PORT ServerPort);
+/* Closes one service's connection and sets *ClientPort to NULL; pending FltSendMessage calls on it
+ * return STATUS_PORT_DISCONNECTED and the service's calls fail. NULL *ClientPort does nothing. */
+FLTPORT_API VOID FLTAPI FltCloseClientPort(PFLT_FILTER Filter, PFLT_PORT* ClientPort);
+
+/* Sends SenderBuffer to the service on *ClientPort. With ReplyBuffer, waits for the reply, whose
+ * data length lands in *ReplyLength. Timeout: NULL waits as long as it takes; otherwise 100 ns
+ * units, negative relative, positive absolute (since 1601-01-01 UTC), zero does not wait.
+ * Returns STATUS_SUCCESS, STATUS_TIMEOUT, STATUS_PORT_DISCONNECTED, STATUS_BUFFER_OVERFLOW (reply
+ * longer than *ReplyLength: the first *ReplyLength bytes are delivered), STATUS_THREAD_IS_TERMINATING
+ * (the filter is unregistering) or STATUS_INVALID_PARAMETER. */
+FLTPORT_API NTSTATUS FLTAPI FltSendMessage(PFLT_FILTER Filter, PFLT_PORT* ClientPort, PVOID SenderBuffer,
+                                           ULONG SenderBufferLength, PVOID ReplyBuffer,
+                                           PULONG ReplyLength, PLARGE_INTEGER Timeout);
+
+FLTPORT_END_C
+
+#endif /* FLTPORT_FLTKERNEL_H */

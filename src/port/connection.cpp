@@ -1,0 +1,309 @@
+#include "port/connection.hpp"
+
+#include <algorithm>
+#include <cstring>
+
+#include "base/log.hpp"
+#include "transport/runtime_dir.hpp"
+
+namespace fltport::detail {
+
+using wire::FrameType;
+
+namespace {
+constexpr size_t kSpareBufferLimit = 64;
+}  // namespace
+
+Result<std::shared_ptr<ServiceConnection>> ServiceConnection::connect(const std::string& port_name,
+                                                                      const ConnectOptions& options) {
+  if (options.context.size() > kMaxConnectionContextSize) return Status(STATUS_INVALID_PARAMETER);
+  auto name = transport::normalize_port_name(port_name);
+  if (!name) return name.status();
+  auto socket = transport::connect_to(transport::socket_path(transport::runtime_directory(), *name));
+  if (!socket) return socket.status();
+
+  const auto hello = wire::make_header(FrameType::hello, wire::kProtocolVersion, options.context.size(), 0,
+                                       options.sync_handle ? 1u : 0u);
+  if (!transport::send_frame(socket->fd(), hello, options.context, stall_deadline()).ok()) {
+    return Status(STATUS_PORT_DISCONNECTED);
+  }
+  // ConnectNotify runs before the answer comes; the filter bounds its own handshake.
+  std::byte answer[wire::kHeaderSize];
+  const auto received = transport::receive_frame(socket->fd(), answer, stall_deadline());
+  if (!received) {
+    // The filter dropped the connection unanswered: it is shutting down or overloaded.
+    return Status(received.status() == Status(STATUS_TIMEOUT) ? STATUS_TIMEOUT : STATUS_INSUFFICIENT_RESOURCES);
+  }
+  const auto decoded = wire::decode(std::span(answer).first(*received), wire::Direction::to_service);
+  if (!decoded.ok() || decoded.frame.type() != FrameType::welcome) {
+    FLTPORT_LOG(warning, "port", "%s: the filter's answer to connect is not valid: %s", port_name.c_str(),
+                decoded.ok() ? "not a welcome" : decoded.error);
+    return Status(STATUS_PORT_DISCONNECTED);
+  }
+  if (decoded.frame.header.status != STATUS_SUCCESS) return Status(decoded.frame.header.status);
+  return std::make_shared<ServiceConnection>(std::move(*socket));
+}
+
+ServiceConnection::ServiceConnection(transport::Socket socket)
+    : socket_(std::move(socket)), receive_buffer_(wire::kMaxFrameSize) {}
+
+void ServiceConnection::close() noexcept {
+  std::lock_guard lock(mutex_);
+  fail(STATUS_CANCELLED);
+}
+
+void ServiceConnection::fail(NTSTATUS status) noexcept {
+  if (broken_) return;
+  broken_ = true;
+  broken_status_ = status;
+  socket_.shutdown();
+  changed_.notify_all();
+}
+
+void ServiceConnection::violation(const char* what) noexcept {
+  FLTPORT_LOG(warning, "port", "closing the connection to the filter: %s", what);
+  fail(STATUS_PORT_DISCONNECTED);
+}
+
+template <class Ready>
+Status ServiceConnection::pump(Lock& lock, Ready ready, Deadline deadline) {
+  for (;;) {
+    if (ready()) return STATUS_SUCCESS;
+    if (broken_) return broken_status_;
+    const bool progressed = reading_ ? wait_until(changed_, lock, deadline) : receive_one(lock, deadline);
+    if (!progressed) {
+      if (ready()) return STATUS_SUCCESS;
+      return broken_ ? broken_status_ : STATUS_TIMEOUT;
+    }
+  }
+}
+
+bool ServiceConnection::receive_one(Lock& lock, Deadline deadline) {
+  reading_ = true;
+  lock.unlock();
+  const auto received = transport::receive_frame(socket_.fd(), receive_buffer_, deadline);
+  lock.lock();
+  reading_ = false;
+  bool progressed = true;
+  if (received) {
+    const auto decoded = wire::decode(std::span(receive_buffer_).first(*received), wire::Direction::to_service);
+    if (decoded.ok()) {
+      dispatch(decoded.frame);
+    } else {
+      violation(decoded.error);
+    }
+  } else if (received.status() == Status(STATUS_TIMEOUT)) {
+    progressed = false;
+  } else if (received.status() == Status(STATUS_BUFFER_OVERFLOW)) {
+    violation("frame larger than the protocol allows");
+  } else {
+    fail(STATUS_PORT_DISCONNECTED);
+  }
+  // Another waiter may now have what it waits for, or may have to take over reading.
+  changed_.notify_all();
+  return progressed;
+}
+
+void ServiceConnection::dispatch(const wire::Frame& frame) {
+  const wire::FrameHeader& h = frame.header;
+  switch (frame.type()) {
+    case FrameType::message: {
+      if (credits_outstanding_ == 0) return violation("message nobody asked for");
+      --credits_outstanding_;
+      Inbound in;
+      in.id = h.id;
+      in.wants_reply = (h.flags & wire::kFlagWantsReply) != 0;
+      in.reply_capacity = h.aux;
+      if (!spare_buffers_.empty()) {
+        in.data = std::move(spare_buffers_.back());
+        spare_buffers_.pop_back();
+      }
+      in.data.assign(frame.payload.begin(), frame.payload.end());
+      inbox_.push_back(std::move(in));
+      return;
+    }
+    case FrameType::withdrawn:
+      awaiting_reply_.erase(h.id);
+      for (Inbound& in : inbox_) {
+        if (in.id == h.id) in.withdrawn = true;
+      }
+      return;
+    case FrameType::response: {
+      const auto found = requests_.find(h.id);
+      if (found == requests_.end()) return violation("response to no request");
+      PendingRequest& request = *found->second;
+      if (frame.payload.size() > request.output.size()) return violation("response longer than asked for");
+      if (!frame.payload.empty()) std::memcpy(request.output.data(), frame.payload.data(), frame.payload.size());
+      request.returned = std::min<size_t>(h.aux, request.output.size());
+      request.status = h.status;
+      request.done = true;
+      return;
+    }
+    default: return violation("unexpected frame type");
+  }
+}
+
+void ServiceConnection::drain_arrived(Lock& lock) {
+  if (reading_) return;  // the active reader takes them as they come
+  while (!broken_ && receive_one(lock, Timeout::Clock::now())) {
+  }
+}
+
+bool ServiceConnection::need_credit() const noexcept {
+  return inbox_.size() + credits_outstanding_ < getters_waiting_;
+}
+
+Result<MessageInfo> ServiceConnection::take_message(Lock& lock, MutableBytes buffer, Deadline deadline) {
+  const Status waited = pump(lock, [this] { return !inbox_.empty(); }, deadline);
+  --getters_waiting_;
+  if (!waited.ok()) return waited;
+  Inbound in = std::move(inbox_.front());
+  inbox_.pop_front();
+  MessageInfo info;
+  info.id = in.id;
+  info.wants_reply = in.wants_reply;
+  info.reply_capacity = in.reply_capacity;
+  info.full_length = in.data.size();
+  info.length = std::min(in.data.size(), buffer.size());
+  if (info.length != 0) std::memcpy(buffer.data(), in.data.data(), info.length);
+  if (in.wants_reply && !in.withdrawn) awaiting_reply_[in.id] = in.reply_capacity;
+  if (spare_buffers_.size() < kSpareBufferLimit) spare_buffers_.push_back(std::move(in.data));
+  return info;
+}
+
+Result<MessageInfo> ServiceConnection::get_message(MutableBytes buffer, Timeout timeout) {
+  Lock lock(mutex_);
+  if (broken_) return Status(broken_status_);
+  ++getters_waiting_;
+  if (need_credit()) {
+    ++credits_outstanding_;
+    lock.unlock();
+    const Status sent = transport::send_frame(socket_.fd(), wire::make_header(FrameType::get, 0, 0, 0, 1), {},
+                                              stall_deadline());
+    lock.lock();
+    if (!sent.ok()) fail(STATUS_PORT_DISCONNECTED);
+  }
+  return take_message(lock, buffer, timeout.deadline());
+}
+
+Status ServiceConnection::check_reply(uint64_t id, size_t length, uint32_t& capacity) {
+  if (length > UINT32_MAX) return STATUS_INVALID_PARAMETER;
+  const auto found = awaiting_reply_.find(id);
+  if (found == awaiting_reply_.end()) return STATUS_FLT_NO_WAITER_FOR_REPLY;
+  capacity = found->second;
+  awaiting_reply_.erase(found);
+  return STATUS_SUCCESS;
+}
+
+Status ServiceConnection::reply(uint64_t id, ConstBytes data, NTSTATUS reply_status) {
+  Lock lock(mutex_);
+  drain_arrived(lock);
+  if (broken_) return broken_status_;
+  uint32_t capacity = 0;
+  if (Status checked = check_reply(id, data.size(), capacity); !checked.ok()) return checked;
+  // Only what the filter accepts travels; the full length tells it whether it overflowed.
+  const ConstBytes payload = data.first(std::min<size_t>(data.size(), capacity));
+  const auto header = wire::make_header(FrameType::reply, id, payload.size(), reply_status,
+                                        static_cast<uint32_t>(data.size()));
+  lock.unlock();
+  const Status sent = transport::send_frame(socket_.fd(), header, payload, stall_deadline());
+  if (sent.ok()) return STATUS_SUCCESS;
+  lock.lock();
+  fail(STATUS_PORT_DISCONNECTED);
+  return broken_status_;
+}
+
+Result<MessageInfo> ServiceConnection::reply_and_get(uint64_t id, ConstBytes data, NTSTATUS reply_status,
+                                                     MutableBytes next, Timeout timeout) {
+  Lock lock(mutex_);
+  drain_arrived(lock);
+  if (broken_) return Status(broken_status_);
+  uint32_t capacity = 0;
+  if (Status checked = check_reply(id, data.size(), capacity); !checked.ok()) return checked;
+  ++getters_waiting_;
+  const bool ask = need_credit();
+  if (ask) ++credits_outstanding_;
+  const ConstBytes payload = data.first(std::min<size_t>(data.size(), capacity));
+  const auto header = wire::make_header(FrameType::reply, id, payload.size(), reply_status,
+                                        static_cast<uint32_t>(data.size()), ask ? wire::kFlagGetNext : 0);
+  lock.unlock();
+  const Status sent = transport::send_frame(socket_.fd(), header, payload, stall_deadline());
+  lock.lock();
+  if (!sent.ok()) fail(STATUS_PORT_DISCONNECTED);
+  return take_message(lock, next, timeout.deadline());
+}
+
+Status ServiceConnection::send(ConstBytes input, MutableBytes output, size_t& returned_length) {
+  returned_length = 0;
+  if (input.size() > kMaxMessageSize) return STATUS_INVALID_PARAMETER;
+  const size_t capacity = std::min(output.size(), kMaxMessageSize);
+  Lock lock(mutex_);
+  if (broken_) return broken_status_;
+  PendingRequest request;
+  request.output = output.first(capacity);
+  const uint64_t id = next_request_id_++;
+  requests_[id] = &request;
+  const auto header =
+      wire::make_header(FrameType::request, id, input.size(), 0, static_cast<uint32_t>(capacity));
+  lock.unlock();
+  const Status sent = transport::send_frame(socket_.fd(), header, input, stall_deadline());
+  lock.lock();
+  if (!sent.ok()) fail(STATUS_PORT_DISCONNECTED);
+  const Status waited = pump(lock, [&request] { return request.done; }, Deadline::max());
+  requests_.erase(id);
+  if (!waited.ok()) return waited;
+  returned_length = request.returned;
+  return request.status;
+}
+
+}  // namespace fltport::detail
+
+namespace fltport {
+
+Connection::Connection(std::shared_ptr<detail::ServiceConnection> core) noexcept : core_(std::move(core)) {}
+Connection::Connection(Connection&&) noexcept = default;
+Connection& Connection::operator=(Connection&& other) noexcept {
+  if (this != &other) {
+    close();
+    core_ = std::move(other.core_);
+  }
+  return *this;
+}
+Connection::~Connection() { close(); }
+
+Result<Connection> Connection::connect(const std::string& port_name, const ConnectOptions& options) {
+  auto core = detail::ServiceConnection::connect(port_name, options);
+  if (!core) return core.status();
+  return Connection(std::move(*core));
+}
+
+Result<MessageInfo> Connection::get_message(MutableBytes buffer, Timeout timeout) {
+  if (!core_) return Status(STATUS_INVALID_HANDLE);
+  return core_->get_message(buffer, timeout);
+}
+
+Status Connection::reply(uint64_t id, ConstBytes data, NTSTATUS reply_status) {
+  if (!core_) return STATUS_INVALID_HANDLE;
+  return core_->reply(id, data, reply_status);
+}
+
+Result<MessageInfo> Connection::reply_and_get(uint64_t id, ConstBytes data, NTSTATUS reply_status,
+                                              MutableBytes next, Timeout timeout) {
+  if (!core_) return Status(STATUS_INVALID_HANDLE);
+  return core_->reply_and_get(id, data, reply_status, next, timeout);
+}
+
+Status Connection::send(ConstBytes input, MutableBytes output, size_t& returned_length) {
+  returned_length = 0;
+  if (!core_) return STATUS_INVALID_HANDLE;
+  return core_->send(input, output, returned_length);
+}
+
+void Connection::close() noexcept {
+  if (core_) {
+    core_->close();
+    core_.reset();
+  }
+}
+
+}  // namespace fltport

@@ -1,0 +1,82 @@
+// The service side of a connection. Any thread of the service may call any member at once; there
+// is no thread of the library's own. Whichever caller needs a frame while nobody reads becomes the
+// reader, hands what it receives to whom it belongs, and passes the role on: a lone service
+// thread costs one system call per received frame, as a bare socket would.
+#pragma once
+
+#include <fltport/port.hpp>
+
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
+
+#include "port/wait.hpp"
+#include "transport/unix_socket.hpp"
+#include "wire/frame.hpp"
+
+namespace fltport::detail {
+
+class ServiceConnection {
+ public:
+  static Result<std::shared_ptr<ServiceConnection>> connect(const std::string& port_name,
+                                                            const ConnectOptions& options);
+  explicit ServiceConnection(transport::Socket socket);
+
+  Result<MessageInfo> get_message(MutableBytes buffer, Timeout timeout);
+  Status reply(uint64_t id, ConstBytes data, NTSTATUS reply_status);
+  Result<MessageInfo> reply_and_get(uint64_t id, ConstBytes data, NTSTATUS reply_status, MutableBytes next,
+                                    Timeout timeout);
+  Status send(ConstBytes input, MutableBytes output, size_t& returned_length);
+  // Fails every call in progress with STATUS_CANCELLED and every later one likewise.
+  void close() noexcept;
+
+ private:
+  struct Inbound {
+    uint64_t id = 0;
+    bool wants_reply = false;
+    bool withdrawn = false;  // its waiter timed out before it was taken here
+    uint32_t reply_capacity = 0;
+    std::vector<std::byte> data;
+  };
+  struct PendingRequest {
+    MutableBytes output;
+    bool done = false;
+    NTSTATUS status = STATUS_SUCCESS;
+    size_t returned = 0;
+  };
+  using Lock = std::unique_lock<std::mutex>;
+
+  // Waits, reading frames when nobody else does, until `ready()` or the connection breaks.
+  template <class Ready>
+  Status pump(Lock& lock, Ready ready, Deadline deadline);
+  // Takes frames that already arrived (a withdrawal crossing our reply) without waiting.
+  void drain_arrived(Lock& lock);
+  bool receive_one(Lock& lock, Deadline deadline);
+  void dispatch(const wire::Frame& frame);
+  void fail(NTSTATUS status) noexcept;
+  void violation(const char* what) noexcept;
+  Status check_reply(uint64_t id, size_t length, uint32_t& full_length);
+  // Asks the filter for one more message when the waiting getters are not all covered.
+  bool need_credit() const noexcept;
+  Result<MessageInfo> take_message(Lock& lock, MutableBytes buffer, Deadline deadline);
+
+  const transport::Socket socket_;
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  bool reading_ = false;
+  bool broken_ = false;
+  NTSTATUS broken_status_ = STATUS_SUCCESS;
+  std::vector<std::byte> receive_buffer_;  // owned by the current reader
+
+  std::deque<Inbound> inbox_;  // received, not yet taken, oldest first
+  std::vector<std::vector<std::byte>> spare_buffers_;
+  uint32_t credits_outstanding_ = 0;
+  uint32_t getters_waiting_ = 0;
+  std::unordered_map<uint64_t, uint32_t> awaiting_reply_;  // taken here, filter waits: id -> capacity
+  std::unordered_map<uint64_t, PendingRequest*> requests_;
+  uint64_t next_request_id_ = 1;
+};
+
+}  // namespace fltport::detail

@@ -1,0 +1,571 @@
+#include "port/server_port.hpp"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "base/log.hpp"
+#include "transport/runtime_dir.hpp"
+
+namespace fltport::detail {
+
+using wire::FrameType;
+
+// Bounds on what one service can make the filter hold.
+namespace {
+constexpr size_t kMaxPendingRequests = 64;  // FilterSendMessage calls queued for MessageNotify
+constexpr size_t kMaxNotifyWorkers = 4;     // MessageNotify calls running at once per connection
+constexpr size_t kWithdrawnMemory = 4096;   // timed-out ids remembered to excuse late replies
+constexpr size_t kMaxHandshakes = 64;       // connections not yet accepted, per port
+}  // namespace
+
+// One FltSendMessage call, on its caller's stack for the whole call.
+struct PortConnection::OutgoingMessage {
+  enum class State { queued, sending, taken, replied, failed };
+
+  uint64_t id = 0;
+  ConstBytes data;
+  MutableBytes reply;
+  bool wants_reply = false;
+  Deadline deadline;
+  State state = State::queued;
+  NTSTATUS failure = STATUS_SUCCESS;
+  ReplyInfo result;
+  std::condition_variable changed;
+};
+
+PortConnection::PortConnection(std::shared_ptr<PortShared> shared, transport::Socket socket, PeerCredentials peer)
+    : shared_(std::move(shared)), socket_(std::move(socket)), peer_(std::move(peer)) {}
+
+PortConnection::~PortConnection() = default;
+
+bool PortConnection::is_open() const noexcept {
+  std::lock_guard lock(mutex_);
+  return !closed_;
+}
+
+Result<ReplyInfo> PortConnection::send(ConstBytes message, MutableBytes* reply, Timeout timeout) {
+  if (message.size() > kMaxMessageSize) return Status(STATUS_INVALID_PARAMETER);
+  OutgoingMessage m;
+  m.data = message;
+  m.wants_reply = reply != nullptr;
+  // A reply frame cannot carry more than kMaxMessageSize bytes: a bigger buffer is not an error.
+  if (reply != nullptr) m.reply = reply->first(std::min(reply->size(), kMaxMessageSize));
+  m.deadline = timeout.deadline();
+  m.id = shared_->next_message_id.fetch_add(1, std::memory_order_relaxed);
+
+  std::unique_lock lock(mutex_);
+  while (!closed_ && queue_.size() >= shared_->queue_limit) {
+    if (!wait_until(queue_room_, lock, m.deadline) && !closed_ && queue_.size() >= shared_->queue_limit) {
+      return Status(STATUS_TIMEOUT);
+    }
+  }
+  if (closed_) return Status(close_reason_);
+  if (credits_ > 0 && queue_.empty()) {
+    --credits_;
+    deliver(m, lock);
+  } else {
+    queue_.push_back(&m);
+  }
+
+  using State = OutgoingMessage::State;
+  for (;;) {
+    switch (m.state) {
+      case State::queued:
+        if (!wait_until(m.changed, lock, m.deadline) && m.state == State::queued) {
+          // Not taken in time: withdrawn before any service saw it.
+          queue_.erase(std::find(queue_.begin(), queue_.end(), &m));
+          queue_room_.notify_one();
+          return Status(STATUS_TIMEOUT);
+        }
+        break;
+      case State::sending:
+        // Bounded: the sending thread gives up at this message's deadline or the stall limit.
+        m.changed.wait(lock);
+        break;
+      case State::taken:
+        if (!m.wants_reply) return m.result;
+        if (!wait_until(m.changed, lock, m.deadline) && m.state == State::taken) {
+          waiters_.erase(m.id);
+          remember_withdrawn(m.id);
+          const bool open = !closed_;
+          lock.unlock();
+          // Best effort and never blocking: tells the service nobody waits for this reply any more.
+          if (open) {
+            transport::send_frame(socket_.fd(), wire::make_header(FrameType::withdrawn, m.id, 0), {},
+                                  Timeout::Clock::now());
+          }
+          return Status(STATUS_TIMEOUT);
+        }
+        break;
+      case State::replied: return m.result;
+      case State::failed: return Status(m.failure);
+    }
+  }
+}
+
+// Sends `m` to the service, a credit already spent on it. Called with the lock held; drops it
+// around the system call.
+void PortConnection::deliver(OutgoingMessage& m, std::unique_lock<std::mutex>& lock) {
+  using State = OutgoingMessage::State;
+  m.state = State::sending;
+  if (m.wants_reply) waiters_[m.id] = &m;
+  const auto capacity = static_cast<uint32_t>(m.reply.size());
+  const auto header = wire::make_header(FrameType::message, m.id, m.data.size(), 0, m.wants_reply ? capacity : 0,
+                                        m.wants_reply ? wire::kFlagWantsReply : 0);
+  const Deadline give_up = stall_deadline(m.deadline);
+  lock.unlock();
+  const Status sent = transport::send_frame(socket_.fd(), header, m.data, give_up);
+  lock.lock();
+  if (sent.ok()) {
+    if (m.state == State::sending) m.state = State::taken;  // a fast reply may already be here
+  } else {
+    if (m.wants_reply) waiters_.erase(m.id);
+    if (m.state == State::sending) {
+      m.state = State::failed;
+      if (sent == Status(STATUS_TIMEOUT) && Timeout::Clock::now() >= m.deadline) {
+        // Nothing was sent: the message simply was not taken in time, the credit still stands.
+        m.failure = STATUS_TIMEOUT;
+        ++credits_;
+      } else {
+        if (sent == Status(STATUS_TIMEOUT)) {
+          FLTPORT_LOG(warning, "port", "%s: service pid %d asked for messages but stopped reading; closing",
+                      shared_->name.c_str(), static_cast<int>(peer_.pid));
+        }
+        close_locked(STATUS_PORT_DISCONNECTED);
+        m.failure = close_reason_;
+      }
+    }
+  }
+  m.changed.notify_one();
+}
+
+void PortConnection::close(NTSTATUS reason) noexcept {
+  std::lock_guard lock(mutex_);
+  close_locked(reason);
+}
+
+void PortConnection::close_locked(NTSTATUS reason) noexcept {
+  if (closed_) return;
+  closed_ = true;
+  close_reason_ = reason;
+  for (OutgoingMessage* m : queue_) {
+    m->state = OutgoingMessage::State::failed;
+    m->failure = reason;
+    m->changed.notify_one();
+  }
+  queue_.clear();
+  for (auto& [id, m] : waiters_) {
+    m->state = OutgoingMessage::State::failed;
+    m->failure = reason;
+    m->changed.notify_one();
+  }
+  waiters_.clear();
+  queue_room_.notify_all();
+  requests_ready_.notify_all();
+  requests_room_.notify_all();
+  socket_.shutdown();  // wakes this connection's thread and tells the service at once
+}
+
+void PortConnection::violation(const char* what) noexcept {
+  FLTPORT_LOG(warning, "port", "%s: closing the connection of pid %d (uid %u): %s", shared_->name.c_str(),
+              static_cast<int>(peer_.pid), static_cast<unsigned>(peer_.uid), what);
+  close(STATUS_PORT_DISCONNECTED);
+}
+
+void PortConnection::remember_withdrawn(uint64_t id) {
+  withdrawn_.insert(id);
+  withdrawn_order_.push_back(id);
+  if (withdrawn_order_.size() > kWithdrawnMemory) {
+    withdrawn_.erase(withdrawn_order_.front());
+    withdrawn_order_.pop_front();
+  }
+}
+
+void PortConnection::run() noexcept {
+  if (handshake()) {
+    receive_loop();
+  }
+  close(STATUS_PORT_DISCONNECTED);
+  for (std::thread& worker : workers_) worker.join();
+  workers_.clear();
+  if (accepted_) {
+    if (shared_->on_disconnect) {
+      try {
+        shared_->on_disconnect(cookie_);
+      } catch (...) {
+        FLTPORT_LOG(error, "port", "%s: DisconnectNotify threw; ignored", shared_->name.c_str());
+      }
+    }
+    // Only now may another service take the slot: a scanner-style DisconnectNotify closes the
+    // port it stored, which must not be the next connection's.
+    std::lock_guard lock(shared_->mutex);
+    --shared_->connections;
+  }
+  kept_handle_ = ClientPort();  // the handle holds this object: break the cycle
+  finished_.store(true, std::memory_order_release);
+}
+
+bool PortConnection::handshake() {
+  std::vector<std::byte> buffer(wire::kHeaderSize + kMaxConnectionContextSize);
+  const auto received = transport::receive_frame(socket_.fd(), buffer, Timeout::Clock::now() + kHandshakeLimit);
+  if (!received) {
+    if (received.status() != Status(STATUS_PORT_DISCONNECTED)) violation("no valid hello in time");
+    return false;
+  }
+  const auto decoded = wire::decode(std::span(buffer).first(*received), wire::Direction::to_filter);
+  if (!decoded.ok() || decoded.frame.type() != FrameType::hello) {
+    violation(decoded.ok() ? "first frame is not a hello" : decoded.error);
+    return false;
+  }
+  auto answer = [this](NTSTATUS status) {
+    return transport::send_frame(socket_.fd(), wire::make_header(FrameType::welcome, 0, 0, status), {},
+                                 stall_deadline())
+        .ok();
+  };
+  if (!shared_->security.admits(peer_)) {
+    FLTPORT_LOG(info, "port", "%s: refused pid %d uid %u", shared_->name.c_str(), static_cast<int>(peer_.pid),
+                static_cast<unsigned>(peer_.uid));
+    answer(STATUS_ACCESS_DENIED);
+    return false;
+  }
+  if (!shared_->listening.load()) {
+    answer(STATUS_OBJECT_NAME_NOT_FOUND);
+    return false;
+  }
+  {
+    std::lock_guard lock(shared_->mutex);
+    if (shared_->connections >= shared_->max_connections) {
+      answer(STATUS_CONNECTION_COUNT_LIMIT);
+      return false;
+    }
+    ++shared_->connections;
+  }
+  ClientPort handle(shared_from_this());
+  Status verdict = STATUS_SUCCESS;
+  if (shared_->on_connect) {
+    try {
+      verdict = shared_->on_connect(handle, ConnectRequest{decoded.frame.payload, peer_}, cookie_);
+    } catch (...) {
+      FLTPORT_LOG(error, "port", "%s: ConnectNotify threw; refusing the connection", shared_->name.c_str());
+      verdict = STATUS_UNSUCCESSFUL;
+    }
+  }
+  if (!verdict.ok()) {
+    {
+      std::lock_guard lock(shared_->mutex);
+      --shared_->connections;
+    }
+    answer(verdict.code());
+    return false;
+  }
+  accepted_ = true;
+  kept_handle_ = std::move(handle);
+  if (!answer(STATUS_SUCCESS)) return false;
+  return true;
+}
+
+void PortConnection::receive_loop() {
+  std::vector<std::byte> buffer(wire::kMaxFrameSize);
+  for (;;) {
+    const auto received = transport::receive_frame(socket_.fd(), buffer, Deadline::max());
+    if (!received) {
+      if (received.status() == Status(STATUS_BUFFER_OVERFLOW)) violation("frame larger than the protocol allows");
+      return;  // the service left, or we closed
+    }
+    const auto decoded = wire::decode(std::span(buffer).first(*received), wire::Direction::to_filter);
+    if (!decoded.ok()) {
+      violation(decoded.error);
+      return;
+    }
+    const wire::Frame& frame = decoded.frame;
+    std::unique_lock lock(mutex_);
+    if (closed_) return;
+    switch (frame.type()) {
+      case FrameType::get: on_credits(frame.header.aux, lock); break;
+      case FrameType::reply:
+        on_reply(frame, lock);
+        if (!closed_ && (frame.header.flags & wire::kFlagGetNext) != 0) on_credits(1, lock);
+        break;
+      case FrameType::request: on_request(frame, lock); break;
+      default:
+        lock.unlock();
+        violation("unexpected frame after the handshake");
+        return;
+    }
+  }
+}
+
+void PortConnection::on_credits(uint32_t count, std::unique_lock<std::mutex>& lock) {
+  if (credits_ + count > wire::kMaxCredits) {
+    lock.unlock();
+    violation("asked for more messages than it can hold");
+    lock.lock();
+    return;
+  }
+  credits_ += count;
+  while (!closed_ && credits_ > 0 && !queue_.empty()) {
+    OutgoingMessage* m = queue_.front();
+    queue_.pop_front();
+    queue_room_.notify_one();
+    --credits_;
+    deliver(*m, lock);
+  }
+}
+
+void PortConnection::on_reply(const wire::Frame& frame, std::unique_lock<std::mutex>& lock) {
+  const uint64_t id = frame.header.id;
+  const auto found = waiters_.find(id);
+  if (found == waiters_.end()) {
+    if (withdrawn_.count(id) != 0) return;  // crossed our timeout on the way: expected, dropped
+    lock.unlock();
+    violation("reply for a message it was not waiting to answer");
+    lock.lock();
+    return;
+  }
+  OutgoingMessage& m = *found->second;
+  waiters_.erase(found);
+  const size_t length = std::min(frame.payload.size(), m.reply.size());
+  if (length != 0) std::memcpy(m.reply.data(), frame.payload.data(), length);
+  m.result.length = length;
+  m.result.full_length = frame.header.aux;
+  m.result.reply_status = frame.header.status;
+  m.state = OutgoingMessage::State::replied;
+  m.changed.notify_one();
+}
+
+void PortConnection::on_request(const wire::Frame& frame, std::unique_lock<std::mutex>& lock) {
+  while (!closed_ && requests_.size() >= kMaxPendingRequests) requests_room_.wait(lock);
+  if (closed_) return;
+  requests_.push_back(Request{frame.header.id, frame.header.aux,
+                              std::vector<std::byte>(frame.payload.begin(), frame.payload.end())});
+  if (idle_workers_ == 0 && workers_.size() < kMaxNotifyWorkers) {
+    workers_.emplace_back([this] { notify_worker(); });
+  } else {
+    requests_ready_.notify_one();
+  }
+}
+
+void PortConnection::notify_worker() noexcept {
+  std::vector<std::byte> output;
+  std::unique_lock lock(mutex_);
+  for (;;) {
+    ++idle_workers_;
+    while (!closed_ && requests_.empty()) requests_ready_.wait(lock);
+    --idle_workers_;
+    if (closed_) return;
+    Request request = std::move(requests_.front());
+    requests_.pop_front();
+    requests_room_.notify_one();
+    lock.unlock();
+
+    output.resize(request.output_capacity);
+    size_t returned = 0;
+    Status status = STATUS_INVALID_PARAMETER;  // no MessageNotify: FilterSendMessage fails cleanly
+    if (shared_->on_message) {
+      try {
+        status = shared_->on_message(cookie_, request.input, output, returned);
+      } catch (...) {
+        FLTPORT_LOG(error, "port", "%s: MessageNotify threw", shared_->name.c_str());
+        status = STATUS_UNSUCCESSFUL;
+      }
+    }
+    returned = std::min(returned, output.size());
+    const auto header = wire::make_header(FrameType::response, request.id, returned, status.code(),
+                                          static_cast<uint32_t>(returned));
+    const Status sent = transport::send_frame(socket_.fd(), header, std::span(output).first(returned),
+                                              stall_deadline());
+    lock.lock();
+    if (!sent.ok()) close_locked(STATUS_PORT_DISCONNECTED);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+ServerPortCore::ServerPortCore(std::shared_ptr<PortShared> shared, transport::Socket listener,
+                               transport::Socket name_lock, std::string socket_path)
+    : shared_(std::move(shared)),
+      listener_(std::move(listener)),
+      name_lock_(std::move(name_lock)),
+      socket_path_(std::move(socket_path)) {}
+
+Result<std::shared_ptr<ServerPortCore>> ServerPortCore::create(ServerPortOptions options) {
+  if (options.max_connections <= 0 || options.queue_limit == 0) return Status(STATUS_INVALID_PARAMETER);
+  auto name = transport::normalize_port_name(options.name);
+  if (!name) return name.status();
+  const std::string directory = transport::runtime_directory();
+  if (Status made = transport::ensure_runtime_directory(directory); !made.ok()) return made;
+  auto lock = transport::claim_port_name(directory, *name);
+  if (!lock) return lock.status();
+  // We own the name: a socket file left here belongs to a dead owner.
+  const std::string path = transport::socket_path(directory, *name);
+  ::unlink(path.c_str());
+  auto listener = transport::listen_at(path);
+  if (!listener) return listener.status();
+
+  auto shared = std::make_shared<PortShared>();
+  shared->name = options.name;
+  shared->security = std::move(options.security);
+  shared->max_connections = options.max_connections;
+  shared->queue_limit = options.queue_limit;
+  shared->on_connect = std::move(options.on_connect);
+  shared->on_disconnect = std::move(options.on_disconnect);
+  shared->on_message = std::move(options.on_message);
+
+  std::shared_ptr<ServerPortCore> core(
+      new ServerPortCore(std::move(shared), std::move(*listener), std::move(*lock), path));
+  core->acceptor_ = std::thread([raw = core.get()] { raw->accept_loop(); });
+  return core;
+}
+
+ServerPortCore::~ServerPortCore() { shutdown(); }
+
+void ServerPortCore::accept_loop() noexcept {
+  for (;;) {
+    auto accepted = transport::accept_from(listener_.fd());
+    if (!accepted) {
+      if (!shared_->listening.load()) return;
+      if (accepted.status() == Status(STATUS_INSUFFICIENT_RESOURCES)) {
+        // Out of descriptors: back off instead of spinning; connections that end free some.
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        continue;
+      }
+      return;
+    }
+    auto peer = transport::peer_credentials(accepted->fd());
+    if (!peer) continue;
+    std::lock_guard lock(mutex_);
+    reap_finished_locked();
+    if (connections_.size() >= static_cast<size_t>(shared_->max_connections) + kMaxHandshakes) {
+      FLTPORT_LOG(warning, "port", "%s: too many connections in progress; dropping pid %d", shared_->name.c_str(),
+                  static_cast<int>(peer->pid));
+      continue;
+    }
+    auto connection = std::make_shared<PortConnection>(shared_, std::move(*accepted), std::move(*peer));
+    connections_.push_back(Running{connection, std::thread([connection] { connection->run(); })});
+  }
+}
+
+void ServerPortCore::reap_finished_locked() {
+  for (auto it = connections_.begin(); it != connections_.end();) {
+    if (it->connection->finished()) {
+      it->thread.join();
+      it = connections_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+size_t ServerPortCore::connection_count() const noexcept {
+  std::lock_guard lock(shared_->mutex);
+  return static_cast<size_t>(shared_->connections);
+}
+
+void ServerPortCore::stop_listening() noexcept {
+  {
+    std::lock_guard lock(mutex_);
+    if (!listening_) return;
+    listening_ = false;
+  }
+  shared_->listening.store(false);
+  listener_.shutdown();  // accept() returns at once
+  if (acceptor_.joinable()) acceptor_.join();
+  // Unlink before giving up the name, so that a new owner's socket is never ours to remove.
+  ::unlink(socket_path_.c_str());
+  listener_ = transport::Socket();
+  name_lock_ = transport::Socket();
+}
+
+void ServerPortCore::shutdown() noexcept {
+  stop_listening();
+  std::list<Running> running;
+  {
+    std::lock_guard lock(mutex_);
+    running.swap(connections_);
+  }
+  for (Running& r : running) r.connection->close(STATUS_THREAD_IS_TERMINATING);
+  for (Running& r : running) {
+    if (r.thread.get_id() == std::this_thread::get_id()) {
+      r.thread.detach();  // torn down from its own callback: it finishes on its own
+    } else {
+      r.thread.join();
+    }
+  }
+}
+
+}  // namespace fltport::detail
+
+// ---- the public classes over the core ----
+
+namespace fltport {
+
+ClientPort::ClientPort() noexcept = default;
+ClientPort::ClientPort(std::shared_ptr<detail::PortConnection> connection) noexcept
+    : connection_(std::move(connection)) {}
+ClientPort::ClientPort(ClientPort&&) noexcept = default;
+ClientPort& ClientPort::operator=(ClientPort&& other) noexcept {
+  if (this != &other) {
+    close();
+    connection_ = std::move(other.connection_);
+  }
+  return *this;
+}
+ClientPort::~ClientPort() { close(); }
+
+Result<ReplyInfo> ClientPort::send(ConstBytes message, MutableBytes reply, Timeout timeout) {
+  if (!connection_) return Status(STATUS_PORT_DISCONNECTED);
+  return connection_->send(message, &reply, timeout);
+}
+
+Status ClientPort::post(ConstBytes message, Timeout timeout) {
+  if (!connection_) return STATUS_PORT_DISCONNECTED;
+  return connection_->send(message, nullptr, timeout).status();
+}
+
+void ClientPort::close() noexcept {
+  if (connection_) {
+    connection_->close(STATUS_PORT_DISCONNECTED);
+    connection_.reset();
+  }
+}
+
+bool ClientPort::is_open() const noexcept { return connection_ && connection_->is_open(); }
+
+const PeerCredentials& ClientPort::peer() const noexcept {
+  static const PeerCredentials nobody;
+  return connection_ ? connection_->peer() : nobody;
+}
+
+ServerPort::ServerPort(std::shared_ptr<detail::ServerPortCore> core) noexcept : core_(std::move(core)) {}
+ServerPort::ServerPort(ServerPort&&) noexcept = default;
+ServerPort& ServerPort::operator=(ServerPort&& other) noexcept {
+  if (this != &other) {
+    if (core_) core_->shutdown();
+    core_ = std::move(other.core_);
+  }
+  return *this;
+}
+ServerPort::~ServerPort() {
+  if (core_) core_->shutdown();
+}
+
+Result<ServerPort> ServerPort::create(ServerPortOptions options) {
+  auto core = detail::ServerPortCore::create(std::move(options));
+  if (!core) return core.status();
+  return ServerPort(std::move(*core));
+}
+
+void ServerPort::close() noexcept {
+  if (core_) core_->stop_listening();
+}
+
+const std::string& ServerPort::name() const noexcept {
+  static const std::string none;
+  return core_ ? core_->name() : none;
+}
+
+size_t ServerPort::connection_count() const noexcept { return core_ ? core_->connection_count() : 0; }
+
+}  // namespace fltport

@@ -1,0 +1,138 @@
+// The filter side of a port: the listening ServerPortCore and one PortConnection per service.
+//
+// Flow control: a service receives a message only after asking for one (a `get` frame gives a
+// credit per waiting FilterGetMessage). Until then the message stays queued here, so a timeout can
+// withdraw it, the queue is bounded, and a service that does not read cannot fill its socket.
+#pragma once
+
+#include <fltport/port.hpp>
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <list>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "port/wait.hpp"
+#include "transport/unix_socket.hpp"
+#include "wire/frame.hpp"
+
+namespace fltport::detail {
+
+// What a port and its connections share; outlives the listener because FltCloseCommunicationPort
+// leaves connections working.
+struct PortShared {
+  std::string name;
+  PortSecurity security;
+  int max_connections = 1;
+  size_t queue_limit = 1024;
+  ConnectHandler on_connect;
+  DisconnectHandler on_disconnect;
+  MessageHandler on_message;
+  std::atomic<uint64_t> next_message_id{1};  // unique per port, never reused
+  std::atomic<bool> listening{true};
+
+  std::mutex mutex;
+  int connections = 0;  // accepted and not yet through DisconnectNotify
+};
+
+class PortConnection : public std::enable_shared_from_this<PortConnection> {
+ public:
+  PortConnection(std::shared_ptr<PortShared> shared, transport::Socket socket, PeerCredentials peer);
+  ~PortConnection();
+
+  // FltSendMessage: `reply` null = no reply wanted.
+  Result<ReplyInfo> send(ConstBytes message, MutableBytes* reply, Timeout timeout);
+  // Ends the connection: waiters and queued senders fail with `reason`.
+  void close(NTSTATUS reason) noexcept;
+  bool is_open() const noexcept;
+  const PeerCredentials& peer() const noexcept { return peer_; }
+
+  // The connection's thread: handshake, then frames until the end, then DisconnectNotify.
+  void run() noexcept;
+  bool finished() const noexcept { return finished_.load(std::memory_order_acquire); }
+
+ private:
+  struct OutgoingMessage;
+  struct Request {
+    uint64_t id;
+    uint32_t output_capacity;
+    std::vector<std::byte> input;
+  };
+
+  bool handshake();
+  void receive_loop();
+  void on_credits(uint32_t count, std::unique_lock<std::mutex>& lock);
+  void on_reply(const wire::Frame& frame, std::unique_lock<std::mutex>& lock);
+  void on_request(const wire::Frame& frame, std::unique_lock<std::mutex>& lock);
+  void deliver(OutgoingMessage& message, std::unique_lock<std::mutex>& lock);
+  void notify_worker() noexcept;
+  void close_locked(NTSTATUS reason) noexcept;
+  void violation(const char* what) noexcept;
+  void remember_withdrawn(uint64_t id);
+
+  const std::shared_ptr<PortShared> shared_;
+  const transport::Socket socket_;
+  const PeerCredentials peer_;
+  std::atomic<bool> finished_{false};
+
+  mutable std::mutex mutex_;
+  std::condition_variable queue_room_;
+  bool closed_ = false;
+  NTSTATUS close_reason_ = STATUS_PORT_DISCONNECTED;
+  uint32_t credits_ = 0;
+  std::deque<OutgoingMessage*> queue_;                     // waiting for a credit, oldest first
+  std::unordered_map<uint64_t, OutgoingMessage*> waiters_;  // delivered, waiting for a reply
+  std::deque<uint64_t> withdrawn_order_;                   // waiters that gave up: a late reply
+  std::unordered_set<uint64_t> withdrawn_;                 // to them is no offence
+
+  // FilterSendMessage requests run on workers so that MessageNotify may itself call
+  // FltSendMessage on this connection while this thread keeps reading replies.
+  std::deque<Request> requests_;
+  std::condition_variable requests_ready_;
+  std::condition_variable requests_room_;
+  std::vector<std::thread> workers_;
+  size_t idle_workers_ = 0;
+
+  bool accepted_ = false;
+  void* cookie_ = nullptr;
+  ClientPort kept_handle_;  // the handle ConnectNotify did not take, closed at the end
+};
+
+class ServerPortCore {
+ public:
+  static Result<std::shared_ptr<ServerPortCore>> create(ServerPortOptions options);
+  ~ServerPortCore();
+
+  void stop_listening() noexcept;  // FltCloseCommunicationPort
+  void shutdown() noexcept;        // and close every connection, waiting for their threads
+  const std::string& name() const noexcept { return shared_->name; }
+  size_t connection_count() const noexcept;
+
+ private:
+  ServerPortCore(std::shared_ptr<PortShared> shared, transport::Socket listener, transport::Socket name_lock,
+                 std::string socket_path);
+  void accept_loop() noexcept;
+  void reap_finished_locked();
+
+  struct Running {
+    std::shared_ptr<PortConnection> connection;
+    std::thread thread;
+  };
+
+  const std::shared_ptr<PortShared> shared_;
+  transport::Socket listener_;
+  transport::Socket name_lock_;
+  const std::string socket_path_;
+  std::thread acceptor_;
+
+  std::mutex mutex_;
+  bool listening_ = true;
+  std::list<Running> connections_;
+};
+
+}  // namespace fltport::detail

@@ -1,0 +1,195 @@
+#include "transport/unix_socket.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <climits>
+#include <cstring>
+
+#include "base/log.hpp"
+
+namespace fltport::transport {
+namespace {
+
+// Milliseconds poll() may wait before `deadline`, rounded up so that it never returns early.
+int poll_timeout_ms(Deadline deadline) noexcept {
+  if (deadline == Deadline::max()) return -1;
+  const auto now = Timeout::Clock::now();
+  if (deadline <= now) return 0;
+  const auto ms = std::chrono::ceil<std::chrono::milliseconds>(deadline - now).count();
+  return ms > INT_MAX ? INT_MAX : static_cast<int>(ms);
+}
+
+// Waits until `fd` is ready for `events`; STATUS_TIMEOUT at the deadline.
+Status wait_ready(int fd, short events, Deadline deadline) noexcept {
+  for (;;) {
+    pollfd pfd{fd, events, 0};
+    const int ready = ::poll(&pfd, 1, poll_timeout_ms(deadline));
+    if (ready > 0) return STATUS_SUCCESS;  // including POLLHUP/POLLERR: the next call reports it
+    if (ready == 0) {
+      if (Timeout::Clock::now() >= deadline) return STATUS_TIMEOUT;
+      continue;
+    }
+    if (errno != EINTR) return STATUS_PORT_DISCONNECTED;
+  }
+}
+
+Status status_from_errno(int error) noexcept {
+  switch (error) {
+    case ENOENT:
+    case ECONNREFUSED: return STATUS_OBJECT_NAME_NOT_FOUND;
+    case EACCES:
+    case EPERM: return STATUS_ACCESS_DENIED;
+    case ENAMETOOLONG: return STATUS_OBJECT_NAME_INVALID;
+    case EADDRINUSE: return STATUS_OBJECT_NAME_COLLISION;
+    case ENOMEM:
+    case ENOBUFS:
+    case EMFILE:
+    case ENFILE: return STATUS_INSUFFICIENT_RESOURCES;
+    default: return STATUS_UNSUCCESSFUL;
+  }
+}
+
+Result<sockaddr_un> address_of(const std::string& path) {
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  if (path.size() >= sizeof address.sun_path) return Status(STATUS_OBJECT_NAME_INVALID);
+  std::memcpy(address.sun_path, path.c_str(), path.size() + 1);
+  return address;
+}
+
+}  // namespace
+
+Socket& Socket::operator=(Socket&& other) noexcept {
+  if (this != &other) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = std::exchange(other.fd_, -1);
+  }
+  return *this;
+}
+
+Socket::~Socket() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+void Socket::shutdown() const noexcept {
+  if (fd_ >= 0) ::shutdown(fd_, SHUT_RDWR);
+}
+
+Status send_frame(int fd, const wire::FrameHeader& header, ConstBytes payload, Deadline deadline) noexcept {
+  iovec parts[2] = {
+      {const_cast<wire::FrameHeader*>(&header), sizeof header},
+      {const_cast<std::byte*>(payload.data()), payload.size()},
+  };
+  msghdr message{};
+  message.msg_iov = parts;
+  message.msg_iovlen = payload.empty() ? 1 : 2;
+  // Without a deadline a plain blocking send is one system call; with one, never block past it.
+  const int flags = MSG_NOSIGNAL | (deadline == Deadline::max() ? 0 : MSG_DONTWAIT);
+  for (;;) {
+    if (::sendmsg(fd, &message, flags) >= 0) return STATUS_SUCCESS;
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN) {
+      if (Status waited = wait_ready(fd, POLLOUT, deadline); !waited.ok()) return waited;
+      continue;
+    }
+    if (errno == EMSGSIZE) return STATUS_INVALID_PARAMETER;
+    return STATUS_PORT_DISCONNECTED;
+  }
+}
+
+Result<size_t> receive_frame(int fd, MutableBytes buffer, Deadline deadline) noexcept {
+  iovec part{buffer.data(), buffer.size()};
+  msghdr message{};
+  message.msg_iov = &part;
+  message.msg_iovlen = 1;
+  const int flags = MSG_CMSG_CLOEXEC | (deadline == Deadline::max() ? 0 : MSG_DONTWAIT);
+  for (;;) {
+    const ssize_t received = ::recvmsg(fd, &message, flags);
+    if (received > 0) {
+      if ((message.msg_flags & MSG_TRUNC) != 0) return Status(STATUS_BUFFER_OVERFLOW);
+      return static_cast<size_t>(received);
+    }
+    if (received == 0) return Status(STATUS_PORT_DISCONNECTED);  // end of stream: the peer left
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN) {
+      if (Status waited = wait_ready(fd, POLLIN, deadline); !waited.ok()) return waited;
+      continue;
+    }
+    return Status(STATUS_PORT_DISCONNECTED);
+  }
+}
+
+Result<Socket> listen_at(const std::string& path) {
+  auto address = address_of(path);
+  if (!address) return address.status();
+  Socket socket(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
+  if (!socket.valid()) return status_from_errno(errno);
+  if (::bind(socket.fd(), reinterpret_cast<const sockaddr*>(&*address), sizeof *address) != 0) {
+    return status_from_errno(errno);
+  }
+  // Who may connect is decided on the peer's credentials at accept, not by file permissions.
+  if (::chmod(path.c_str(), 0666) != 0 || ::listen(socket.fd(), SOMAXCONN) != 0) {
+    const Status failure = status_from_errno(errno);
+    ::unlink(path.c_str());
+    return failure;
+  }
+  return socket;
+}
+
+Result<Socket> connect_to(const std::string& path) {
+  auto address = address_of(path);
+  if (!address) return address.status();
+  Socket socket(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
+  if (!socket.valid()) return status_from_errno(errno);
+  for (;;) {
+    if (::connect(socket.fd(), reinterpret_cast<const sockaddr*>(&*address), sizeof *address) == 0) {
+      return socket;
+    }
+    if (errno == EINTR) continue;
+    // A full backlog says the filter is busy, not that the port is gone: report it as such.
+    if (errno == EAGAIN) return Status(STATUS_INSUFFICIENT_RESOURCES);
+    return status_from_errno(errno);
+  }
+}
+
+Result<Socket> accept_from(int listen_fd) {
+  for (;;) {
+    const int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
+    if (fd >= 0) return Socket(fd);
+    if (errno == EINTR || errno == ECONNABORTED) continue;
+    if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+      return Status(STATUS_INSUFFICIENT_RESOURCES);
+    }
+    return Status(STATUS_PORT_DISCONNECTED);
+  }
+}
+
+Result<PeerCredentials> peer_credentials(int fd) {
+  ucred credentials{};
+  socklen_t length = sizeof credentials;
+  if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &credentials, &length) != 0) {
+    return Status(STATUS_ACCESS_DENIED);
+  }
+  PeerCredentials peer;
+  peer.pid = credentials.pid;
+  peer.uid = credentials.uid;
+  peer.gid = credentials.gid;
+  // Supplementary groups as they were at connect time (Linux >= 4.13).
+  gid_t groups[256];
+  socklen_t groups_length = sizeof groups;
+  if (::getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &groups_length) == 0) {
+    peer.groups.assign(groups, groups + groups_length / sizeof(gid_t));
+  } else {
+    FLTPORT_LOG(info, "transport", "no supplementary groups for pid %d: %s", static_cast<int>(peer.pid),
+                std::strerror(errno));
+  }
+  return peer;
+}
+
+}  // namespace fltport::transport

@@ -1,0 +1,51 @@
+// The socket transport: one AF_UNIX SOCK_SEQPACKET connection per service. The kernel keeps
+// message boundaries, tells each side the other's credentials, and reports a dead peer at once.
+#pragma once
+
+#include <fltport/port.hpp>
+
+#include "wire/frame.hpp"
+
+#include <string>
+
+namespace fltport::transport {
+
+using Deadline = Timeout::Clock::time_point;
+
+// An owned file descriptor.
+class Socket {
+ public:
+  Socket() noexcept = default;
+  explicit Socket(int fd) noexcept : fd_(fd) {}
+  Socket(Socket&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
+  Socket& operator=(Socket&& other) noexcept;
+  Socket(const Socket&) = delete;
+  Socket& operator=(const Socket&) = delete;
+  ~Socket();
+
+  int fd() const noexcept { return fd_; }
+  bool valid() const noexcept { return fd_ >= 0; }
+  // Wakes every thread blocked on this socket and tells the peer; the descriptor stays open so
+  // that no other thread can be handed a recycled number.
+  void shutdown() const noexcept;
+
+ private:
+  int fd_ = -1;
+};
+
+// Sends one frame as one datagram, waiting for room until `deadline`. STATUS_TIMEOUT means
+// nothing was sent; STATUS_PORT_DISCONNECTED that the peer is gone or the socket was shut down.
+Status send_frame(int fd, const wire::FrameHeader& header, ConstBytes payload, Deadline deadline) noexcept;
+
+// Receives one datagram into `buffer`. STATUS_PORT_DISCONNECTED at end of stream or on error,
+// STATUS_TIMEOUT at the deadline, STATUS_BUFFER_OVERFLOW for a datagram longer than the buffer.
+Result<size_t> receive_frame(int fd, MutableBytes buffer, Deadline deadline) noexcept;
+
+Result<Socket> listen_at(const std::string& path);
+// STATUS_OBJECT_NAME_NOT_FOUND when nobody listens there.
+Result<Socket> connect_to(const std::string& path);
+// STATUS_PORT_DISCONNECTED once the listener was shut down.
+Result<Socket> accept_from(int listen_fd);
+Result<PeerCredentials> peer_credentials(int fd);
+
+}  // namespace fltport::transport
