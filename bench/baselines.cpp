@@ -392,7 +392,7 @@ LatencyStats seqpacket_pingpong(size_t warmup, size_t iterations, size_t request
     send_packet(parent_end.get(), request, kSeqpacketName);
     const size_t length = receive_packet(parent_end.get(), reply, kSeqpacketName);
     if (length != reply_size) {
-      if (length == 0) child.throw_if_exited(kSeqpacketName);
+      if (length == 0) throw std::runtime_error(std::string(kSeqpacketName) + ": echo child closed its socket");
       throw std::runtime_error(std::string(kSeqpacketName) + ": unexpected reply length " +
                                std::to_string(length));
     }

@@ -118,6 +118,8 @@ Result<size_t> receive_frame(int fd, MutableBytes buffer, Deadline deadline) noe
     if (received == 0) return Status(STATUS_PORT_DISCONNECTED);  // end of stream: the peer left
     if (errno == EINTR) continue;
     if (errno == EAGAIN) {
+      // A deadline already past asks only for what has arrived: no poll() to find that out.
+      if (Timeout::Clock::now() >= deadline) return Status(STATUS_TIMEOUT);
       if (Status waited = wait_ready(fd, POLLIN, deadline); !waited.ok()) return waited;
       continue;
     }

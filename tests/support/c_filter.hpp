@@ -16,7 +16,10 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <future>
+#include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -28,6 +31,81 @@ namespace fltport::test {
 
 inline constexpr const wchar_t* kPortName = L"\\ScannerPort";
 inline constexpr const char* kNormalizedPortName = "scannerport";
+
+// ---- comparing NTSTATUS / HRESULT values, printed in hex ----
+
+// What wait_code() returns when the other process reported nothing in time.
+inline constexpr int32_t kNoValue = 0x7EADBEEF;
+
+inline ::testing::AssertionResult SameCode(const char* actual_expr, const char* expected_expr, long long actual,
+                                           long long expected) {
+  if (static_cast<int32_t>(actual) == static_cast<int32_t>(expected)) return ::testing::AssertionSuccess();
+  char text[64];
+  auto failure = ::testing::AssertionFailure();
+  failure << actual_expr << " is ";
+  if (static_cast<int32_t>(actual) == kNoValue) {
+    failure << "nothing (the other process did not report in time)";
+  } else {
+    std::snprintf(text, sizeof text, "0x%08X", static_cast<unsigned>(static_cast<uint32_t>(actual)));
+    failure << text;
+  }
+  std::snprintf(text, sizeof text, "0x%08X", static_cast<unsigned>(static_cast<uint32_t>(expected)));
+  return failure << ", expected " << expected_expr << " = " << text;
+}
+
+#define EXPECT_CODE(actual, expected) EXPECT_PRED_FORMAT2(::fltport::test::SameCode, actual, expected)
+#define ASSERT_CODE(actual, expected) ASSERT_PRED_FORMAT2(::fltport::test::SameCode, actual, expected)
+
+// An NTSTATUS or HRESULT sent to the other process.
+inline void notify_code(Signal& signal, int32_t code) { signal.notify(static_cast<uint32_t>(code)); }
+inline int32_t wait_code(Signal& signal, std::chrono::milliseconds timeout = kWaitTimeout) {
+  const std::optional<uint64_t> value = signal.wait_value(timeout);
+  return value ? static_cast<int32_t>(static_cast<uint32_t>(*value)) : kNoValue;
+}
+inline long long wait_number(Signal& signal, std::chrono::milliseconds timeout = kWaitTimeout) {
+  const std::optional<uint64_t> value = signal.wait_value(timeout);
+  return value ? static_cast<long long>(*value) : -1;
+}
+
+// A call on its own thread, with a bounded wait for its result. If the call is still blocked when
+// the object is destroyed, `unblock` runs (e.g. unregistering the filter) before the thread is joined.
+class AsyncCall {
+ public:
+  explicit AsyncCall(std::function<int64_t()> body, std::function<void()> unblock = {})
+      : unblock_(std::move(unblock)) {
+    std::packaged_task<int64_t()> task(std::move(body));
+    result_ = task.get_future();
+    thread_ = std::thread(std::move(task));
+  }
+  ~AsyncCall() {
+    if (thread_.joinable()) {
+      if (result_.valid() && result_.wait_for(std::chrono::seconds(0)) != std::future_status::ready && unblock_) {
+        unblock_();
+      }
+      thread_.join();
+    }
+  }
+  AsyncCall(const AsyncCall&) = delete;
+  AsyncCall& operator=(const AsyncCall&) = delete;
+
+  // The result, or nullopt when the call did not return within the timeout.
+  std::optional<int64_t> wait(std::chrono::milliseconds timeout = kWaitTimeout) {
+    if (!result_.valid()) return value_;
+    if (result_.wait_for(timeout) != std::future_status::ready) return std::nullopt;
+    value_ = result_.get();
+    return value_;
+  }
+  int32_t wait_code(std::chrono::milliseconds timeout = kWaitTimeout) {
+    const auto value = wait(timeout);
+    return value ? static_cast<int32_t>(*value) : kNoValue;
+  }
+
+ private:
+  std::function<void()> unblock_;
+  std::future<int64_t> result_;
+  std::optional<int64_t> value_;
+  std::thread thread_;
+};
 
 // Every test owns a fresh runtime directory ($FLTPORT_RUNTIME_DIR).
 class PortTest : public ::testing::Test {
@@ -128,6 +206,8 @@ struct PortConfig {
   // nullptr: FltBuildDefaultSecurityDescriptor (root only). Not freed by the filter.
   PSECURITY_DESCRIPTOR security = nullptr;
   ULONG attributes = OBJ_KERNEL_HANDLE | OBJ_CASE_INSENSITIVE;
+  // Pass no security descriptor at all (the header says: root only).
+  bool null_security = false;
 };
 
 class CFilter {
@@ -158,7 +238,7 @@ class CFilter {
   NTSTATUS create_port(const PortConfig& config = {}) {
     PSECURITY_DESCRIPTOR security = config.security;
     bool built = false;
-    if (security == nullptr) {
+    if (security == nullptr && !config.null_security) {
       const NTSTATUS status = FltBuildDefaultSecurityDescriptor(&security, FLT_PORT_ALL_ACCESS);
       if (!NT_SUCCESS(status)) return status;
       built = true;

@@ -198,8 +198,8 @@ ExitStatus ChildProcess::kill() {
                                        << " (see its stderr above)";
 }
 
-bool drop_privileges(uid_t uid, gid_t gid) {
-  if (::setgroups(0, nullptr) != 0) return false;
+bool drop_privileges(uid_t uid, gid_t gid, const std::vector<gid_t>& groups) {
+  if (::setgroups(groups.size(), groups.empty() ? nullptr : groups.data()) != 0) return false;
   if (::setgid(gid) != 0) return false;
   if (::setuid(uid) != 0) return false;
   return ::geteuid() == uid && ::getegid() == gid;

@@ -14,6 +14,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -84,9 +85,9 @@ class ChildProcess {
 // gtest predicate: the child exits with code 0 within the timeout.
 ::testing::AssertionResult ExitsCleanly(ChildProcess& child, std::chrono::milliseconds timeout = kExitTimeout);
 
-// Drops the calling (child) process to an unprivileged uid/gid with no supplementary groups.
+// Drops the calling (child) process to an unprivileged uid/gid with these supplementary groups.
 // Returns false when it could not.
-bool drop_privileges(uid_t uid, gid_t gid);
+bool drop_privileges(uid_t uid, gid_t gid, const std::vector<gid_t>& groups = {});
 
 void child_failure(const char* file, int line, const std::string& what);
 
