@@ -188,8 +188,18 @@ extern "C" NTSTATUS FLTAPI FltCreateCommunicationPort(PFLT_FILTER filter, PFLT_P
     const NTSTATUS status = connect_notify(port, server_cookie, context, static_cast<ULONG>(request.context.size()),
                                            &connection_cookie);
     if (status != STATUS_SUCCESS) {
-      PFLT_PORT refused = port;
-      FltCloseClientPort(filter, &refused);
+      // Refused: the library still owes the service the verdict, so the connection is handed
+      // back open rather than closed here.
+      {
+        std::lock_guard lock(live_ports_mutex);
+        live_ports().erase(port);
+      }
+      {
+        std::lock_guard lock(filter->mutex);
+        filter->client_ports.erase(port);
+      }
+      client = std::move(port->client);
+      delete port;
     }
     return status;
   };
