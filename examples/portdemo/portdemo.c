@@ -9,6 +9,7 @@
 #include <fltport/fltkernel.h>
 #include <fltport/fltuser.h>
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,7 +40,7 @@ typedef struct {
 
 static PFLT_FILTER g_filter;
 static PFLT_PORT g_client;
-static volatile int g_connected;
+static atomic_int g_connected; /* publishes g_client to the main thread */
 
 static NTSTATUS FLTAPI on_connect(PFLT_PORT client, PVOID server_cookie, PVOID context, ULONG context_size,
                                   PVOID* connection_cookie) {
@@ -47,7 +48,7 @@ static NTSTATUS FLTAPI on_connect(PFLT_PORT client, PVOID server_cookie, PVOID c
   printf("filter : service connected, context \"%.*s\"\n", (int)context_size, (const char*)context);
   g_client = client;
   *connection_cookie = NULL;
-  g_connected = 1;
+  atomic_store(&g_connected, 1);
   return STATUS_SUCCESS;
 }
 
@@ -131,7 +132,7 @@ static int run_filter(void) {
     return 1;
   }
   printf("filter : port \\DemoPort created\n");
-  for (int i = 0; i < 500 && !g_connected; ++i) usleep(10000);
+  for (int i = 0; i < 500 && !atomic_load(&g_connected); ++i) usleep(10000);
 
   const char* paths[] = {"/tmp/report.pdf", "/tmp/virus.exe", "/tmp/last.txt"};
   int failures = 0;
