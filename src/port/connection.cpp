@@ -22,11 +22,15 @@ Result<std::shared_ptr<ServiceConnection>> ServiceConnection::connect(const std:
   auto socket = transport::connect_to(transport::socket_path(transport::runtime_directory(), *name));
   if (!socket) return socket.status();
 
+  auto replies = transport::socket_pair();
+  if (!replies) return replies.status();
+  auto& [reply_socket, filter_end] = *replies;
   const auto hello = wire::make_header(FrameType::hello, wire::kProtocolVersion, options.context.size(), 0,
                                        options.sync_handle ? 1u : 0u);
-  if (!transport::send_frame(socket->fd(), hello, options.context, stall_deadline()).ok()) {
+  if (!transport::send_frame(socket->fd(), hello, options.context, stall_deadline(), filter_end.fd()).ok()) {
     return Status(STATUS_PORT_DISCONNECTED);
   }
+  filter_end = transport::Socket();  // the filter holds it now
   // ConnectNotify runs before the answer comes; the filter bounds its own handshake.
   std::byte answer[wire::kHeaderSize];
   const auto received = transport::receive_frame(socket->fd(), answer, stall_deadline());
@@ -41,11 +45,11 @@ Result<std::shared_ptr<ServiceConnection>> ServiceConnection::connect(const std:
     return Status(STATUS_PORT_DISCONNECTED);
   }
   if (decoded.frame.header.status != STATUS_SUCCESS) return Status(decoded.frame.header.status);
-  return std::make_shared<ServiceConnection>(std::move(*socket));
+  return std::make_shared<ServiceConnection>(std::move(*socket), std::move(reply_socket));
 }
 
-ServiceConnection::ServiceConnection(transport::Socket socket)
-    : socket_(std::move(socket)), receive_buffer_(wire::kMaxFrameSize) {}
+ServiceConnection::ServiceConnection(transport::Socket socket, transport::Socket reply_socket)
+    : socket_(std::move(socket)), reply_socket_(std::move(reply_socket)), receive_buffer_(wire::kMaxFrameSize) {}
 
 void ServiceConnection::close() noexcept {
   std::lock_guard lock(mutex_);
@@ -57,6 +61,7 @@ void ServiceConnection::fail(NTSTATUS status) noexcept {
   broken_ = true;
   broken_status_ = status;
   socket_.shutdown();
+  reply_socket_.shutdown();
   changed_.notify_all();
 }
 
@@ -206,7 +211,7 @@ Status ServiceConnection::reply(uint64_t id, ConstBytes data, NTSTATUS reply_sta
   const auto header = wire::make_header(FrameType::reply, id, payload.size(), reply_status,
                                         static_cast<uint32_t>(data.size()));
   lock.unlock();
-  const Status sent = transport::send_frame(socket_.fd(), header, payload, stall_deadline());
+  const Status sent = transport::send_frame(reply_socket_.fd(), header, payload, stall_deadline());
   if (sent.ok()) return STATUS_SUCCESS;
   lock.lock();
   fail(STATUS_PORT_DISCONNECTED);
@@ -227,7 +232,7 @@ Result<MessageInfo> ServiceConnection::reply_and_get(uint64_t id, ConstBytes dat
   const auto header = wire::make_header(FrameType::reply, id, payload.size(), reply_status,
                                         static_cast<uint32_t>(data.size()), ask ? wire::kFlagGetNext : 0);
   lock.unlock();
-  const Status sent = transport::send_frame(socket_.fd(), header, payload, stall_deadline());
+  const Status sent = transport::send_frame(reply_socket_.fd(), header, payload, stall_deadline());
   lock.lock();
   if (!sent.ok()) fail(STATUS_PORT_DISCONNECTED);
   return take_message(lock, next, timeout.deadline());

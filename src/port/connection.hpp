@@ -22,7 +22,7 @@ class ServiceConnection {
  public:
   static Result<std::shared_ptr<ServiceConnection>> connect(const std::string& port_name,
                                                             const ConnectOptions& options);
-  explicit ServiceConnection(transport::Socket socket);
+  ServiceConnection(transport::Socket socket, transport::Socket reply_socket);
 
   Result<MessageInfo> get_message(MutableBytes buffer, Timeout timeout);
   Status reply(uint64_t id, ConstBytes data, NTSTATUS reply_status);
@@ -63,6 +63,9 @@ class ServiceConnection {
   Result<MessageInfo> take_message(Lock& lock, MutableBytes buffer, Deadline deadline);
 
   const transport::Socket socket_;
+  // Replies travel on a channel of their own, read by the filter thread that waits for them:
+  // no hand-over from a reading thread on the filter's side.
+  const transport::Socket reply_socket_;
   std::mutex mutex_;
   std::condition_variable changed_;
   bool reading_ = false;

@@ -71,37 +71,94 @@ Result<ReplyInfo> PortConnection::send(ConstBytes message, MutableBytes* reply, 
 
   using State = OutgoingMessage::State;
   for (;;) {
-    switch (m.state) {
-      case State::queued:
-        if (!wait_until(m.changed, lock, m.deadline) && m.state == State::queued) {
-          // Not taken in time: withdrawn before any service saw it.
-          queue_.erase(std::find(queue_.begin(), queue_.end(), &m));
-          queue_room_.notify_one();
-          return Status(STATUS_TIMEOUT);
-        }
-        break;
-      case State::sending:
-        // Bounded: the sending thread gives up at this message's deadline or the stall limit.
-        m.changed.wait(lock);
-        break;
-      case State::taken:
-        if (!m.wants_reply) return m.result;
-        if (!wait_until(m.changed, lock, m.deadline) && m.state == State::taken) {
-          waiters_.erase(m.id);
-          remember_withdrawn(m.id);
-          const bool open = !closed_;
-          lock.unlock();
-          // Best effort and never blocking: tells the service nobody waits for this reply any more.
-          if (open) {
-            transport::send_frame(socket_.fd(), wire::make_header(FrameType::withdrawn, m.id, 0), {},
-                                  Timeout::Clock::now());
-          }
-          return Status(STATUS_TIMEOUT);
-        }
-        break;
-      case State::replied: return m.result;
-      case State::failed: return Status(m.failure);
+    if (m.state == State::replied || (m.state == State::taken && !m.wants_reply)) {
+      hand_over_reply_channel(&m);
+      return m.result;
     }
+    if (m.state == State::failed) {
+      hand_over_reply_channel(&m);
+      return Status(m.failure);
+    }
+    if (m.state == State::sending) {
+      // Bounded: the sending thread gives up at this message's deadline or the stall limit.
+      m.changed.wait(lock);
+      continue;
+    }
+    // Queued, or taken and waiting for the reply: read the reply channel if nobody does (a queued
+    // sender too, since replies carry the credits it waits for), else wait to be told.
+    const bool progressed = reply_socket_.valid() && !reply_reader_active_ && !closed_
+                                ? read_reply_channel(lock, m.deadline)
+                                : wait_until(m.changed, lock, m.deadline);
+    if (progressed || Timeout::Clock::now() < m.deadline) continue;
+    if (m.state == State::queued) {
+      // Not taken in time: withdrawn before any service saw it.
+      queue_.erase(std::find(queue_.begin(), queue_.end(), &m));
+      queue_room_.notify_one();
+      hand_over_reply_channel(&m);
+      return Status(STATUS_TIMEOUT);
+    }
+    if (m.state == State::taken) {
+      waiters_.erase(m.id);
+      remember_withdrawn(m.id);
+      hand_over_reply_channel(&m);
+      const bool open = !closed_;
+      lock.unlock();
+      // Best effort and never blocking: tells the service nobody waits for this reply any more.
+      if (open) {
+        transport::send_frame(socket_.fd(), wire::make_header(FrameType::withdrawn, m.id, 0), {},
+                              Timeout::Clock::now());
+      }
+      return Status(STATUS_TIMEOUT);
+    }
+  }
+}
+
+bool PortConnection::read_reply_channel(std::unique_lock<std::mutex>& lock, Deadline deadline) {
+  reply_reader_active_ = true;
+  lock.unlock();
+  const auto received = transport::receive_frame(reply_socket_.fd(), reply_buffer_, deadline);
+  lock.lock();
+  reply_reader_active_ = false;
+  reply_reader_left_.notify_all();
+  if (!received) {
+    if (received.status() == Status(STATUS_TIMEOUT)) return false;
+    if (received.status() == Status(STATUS_BUFFER_OVERFLOW)) {
+      violation_locked("frame larger than the protocol allows");
+    } else {
+      close_locked(STATUS_PORT_DISCONNECTED);
+    }
+    return true;
+  }
+  const auto decoded = wire::decode(std::span(reply_buffer_).first(*received), wire::Direction::to_filter);
+  if (!decoded.ok() || decoded.frame.type() != FrameType::reply) {
+    violation_locked(decoded.ok() ? "a frame other than a reply on the reply channel" : decoded.error);
+    return true;
+  }
+  on_reply(decoded.frame);
+  if (!closed_ && (decoded.frame.header.flags & wire::kFlagGetNext) != 0) on_credits(1, lock);
+  return true;
+}
+
+void PortConnection::drain_reply_channel() noexcept {
+  std::unique_lock lock(mutex_);
+  if (!reply_socket_.valid() || closed_) return;
+  reply_socket_.shutdown();  // reads return what is queued, then the end
+  while (!closed_) {
+    if (reply_reader_active_) {
+      reply_reader_left_.wait(lock);
+    } else {
+      read_reply_channel(lock, Deadline::max());
+    }
+  }
+}
+
+void PortConnection::hand_over_reply_channel(const OutgoingMessage* leaving) noexcept {
+  if (!reply_socket_.valid() || reply_reader_active_) return;
+  for (auto& [id, m] : waiters_) {
+    if (m != leaving && m->state == OutgoingMessage::State::taken) return m->changed.notify_one();
+  }
+  for (OutgoingMessage* m : queue_) {
+    if (m != leaving) return m->changed.notify_one();
   }
 }
 
@@ -166,12 +223,18 @@ void PortConnection::close_locked(NTSTATUS reason) noexcept {
   requests_ready_.notify_all();
   requests_room_.notify_all();
   socket_.shutdown();  // wakes this connection's thread and tells the service at once
+  reply_socket_.shutdown();
 }
 
 void PortConnection::violation(const char* what) noexcept {
+  std::lock_guard lock(mutex_);
+  violation_locked(what);
+}
+
+void PortConnection::violation_locked(const char* what) noexcept {
   FLTPORT_LOG(warning, "port", "%s: closing the connection of pid %d (uid %u): %s", shared_->name.c_str(),
               static_cast<int>(peer_.pid), static_cast<unsigned>(peer_.uid), what);
-  close(STATUS_PORT_DISCONNECTED);
+  close_locked(STATUS_PORT_DISCONNECTED);
 }
 
 void PortConnection::remember_withdrawn(uint64_t id) {
@@ -186,6 +249,7 @@ void PortConnection::remember_withdrawn(uint64_t id) {
 void PortConnection::run() noexcept {
   if (handshake()) {
     receive_loop();
+    drain_reply_channel();
   }
   close(STATUS_PORT_DISCONNECTED);
   for (std::thread& worker : workers_) worker.join();
@@ -209,7 +273,9 @@ void PortConnection::run() noexcept {
 
 bool PortConnection::handshake() {
   std::vector<std::byte> buffer(wire::kHeaderSize + kMaxConnectionContextSize);
-  const auto received = transport::receive_frame(socket_.fd(), buffer, Timeout::Clock::now() + kHandshakeLimit);
+  transport::Socket passed;
+  const auto received =
+      transport::receive_frame(socket_.fd(), buffer, Timeout::Clock::now() + kHandshakeLimit, &passed);
   if (!received) {
     if (received.status() != Status(STATUS_PORT_DISCONNECTED)) violation("no valid hello in time");
     return false;
@@ -218,6 +284,14 @@ bool PortConnection::handshake() {
   if (!decoded.ok() || decoded.frame.type() != FrameType::hello) {
     violation(decoded.ok() ? "first frame is not a hello" : decoded.error);
     return false;
+  }
+  if (passed.valid()) {
+    if (!transport::is_seqpacket_socket(passed.fd())) {
+      violation("the reply channel is not a seqpacket socket");
+      return false;
+    }
+    reply_socket_ = std::move(passed);
+    reply_buffer_.resize(wire::kMaxFrameSize);
   }
   auto answer = [this](NTSTATUS status) {
     return transport::send_frame(socket_.fd(), wire::make_header(FrameType::welcome, 0, 0, status), {},
@@ -285,25 +359,17 @@ void PortConnection::receive_loop() {
     switch (frame.type()) {
       case FrameType::get: on_credits(frame.header.aux, lock); break;
       case FrameType::reply:
-        on_reply(frame, lock);
+        on_reply(frame);
         if (!closed_ && (frame.header.flags & wire::kFlagGetNext) != 0) on_credits(1, lock);
         break;
       case FrameType::request: on_request(frame, lock); break;
-      default:
-        lock.unlock();
-        violation("unexpected frame after the handshake");
-        return;
+      default: return violation_locked("unexpected frame after the handshake");
     }
   }
 }
 
 void PortConnection::on_credits(uint32_t count, std::unique_lock<std::mutex>& lock) {
-  if (credits_ + count > wire::kMaxCredits) {
-    lock.unlock();
-    violation("asked for more messages than it can hold");
-    lock.lock();
-    return;
-  }
+  if (credits_ + count > wire::kMaxCredits) return violation_locked("asked for more messages than it can hold");
   credits_ += count;
   while (!closed_ && credits_ > 0 && !queue_.empty()) {
     OutgoingMessage* m = queue_.front();
@@ -314,15 +380,12 @@ void PortConnection::on_credits(uint32_t count, std::unique_lock<std::mutex>& lo
   }
 }
 
-void PortConnection::on_reply(const wire::Frame& frame, std::unique_lock<std::mutex>& lock) {
+void PortConnection::on_reply(const wire::Frame& frame) {
   const uint64_t id = frame.header.id;
   const auto found = waiters_.find(id);
   if (found == waiters_.end()) {
     if (withdrawn_.count(id) != 0) return;  // crossed our timeout on the way: expected, dropped
-    lock.unlock();
-    violation("reply for a message it was not waiting to answer");
-    lock.lock();
-    return;
+    return violation_locked("reply for a message it was not waiting to answer");
   }
   OutgoingMessage& m = *found->second;
   waiters_.erase(found);

@@ -67,16 +67,31 @@ class PortConnection : public std::enable_shared_from_this<PortConnection> {
   bool handshake();
   void receive_loop();
   void on_credits(uint32_t count, std::unique_lock<std::mutex>& lock);
-  void on_reply(const wire::Frame& frame, std::unique_lock<std::mutex>& lock);
+  void on_reply(const wire::Frame& frame);  // with mutex_ held
   void on_request(const wire::Frame& frame, std::unique_lock<std::mutex>& lock);
   void deliver(OutgoingMessage& message, std::unique_lock<std::mutex>& lock);
   void notify_worker() noexcept;
   void close_locked(NTSTATUS reason) noexcept;
   void violation(const char* what) noexcept;
+  void violation_locked(const char* what) noexcept;
+  // A sender waiting for its reply reads the reply channel itself; false at the deadline.
+  bool read_reply_channel(std::unique_lock<std::mutex>& lock, Deadline deadline);
+  // At the end of the control stream: takes the replies the service sent before it left, so that
+  // the two channels' order does not lose a reply.
+  void drain_reply_channel() noexcept;
+  // Wakes one other waiting sender to take over reading the reply channel.
+  void hand_over_reply_channel(const OutgoingMessage* leaving) noexcept;
   void remember_withdrawn(uint64_t id);
 
   const std::shared_ptr<PortShared> shared_;
   const transport::Socket socket_;
+  // The service's replies, on a channel of their own (passed at hello), are read by whichever
+  // sender waits (leader/follower), so a reply wakes its waiter directly. Without one, replies
+  // come on `socket_` through this connection's thread.
+  transport::Socket reply_socket_;
+  std::vector<std::byte> reply_buffer_;
+  bool reply_reader_active_ = false;
+  std::condition_variable reply_reader_left_;
   const PeerCredentials peer_;
   std::atomic<bool> finished_{false};
 

@@ -81,7 +81,8 @@ void Socket::shutdown() const noexcept {
   if (fd_ >= 0) ::shutdown(fd_, SHUT_RDWR);
 }
 
-Status send_frame(int fd, const wire::FrameHeader& header, ConstBytes payload, Deadline deadline) noexcept {
+Status send_frame(int fd, const wire::FrameHeader& header, ConstBytes payload, Deadline deadline,
+                  int passed_fd) noexcept {
   iovec parts[2] = {
       {const_cast<wire::FrameHeader*>(&header), sizeof header},
       {const_cast<std::byte*>(payload.data()), payload.size()},
@@ -89,6 +90,16 @@ Status send_frame(int fd, const wire::FrameHeader& header, ConstBytes payload, D
   msghdr message{};
   message.msg_iov = parts;
   message.msg_iovlen = payload.empty() ? 1 : 2;
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
+  if (passed_fd >= 0) {
+    message.msg_control = control;
+    message.msg_controllen = sizeof control;
+    cmsghdr* header_of_fd = CMSG_FIRSTHDR(&message);
+    header_of_fd->cmsg_level = SOL_SOCKET;
+    header_of_fd->cmsg_type = SCM_RIGHTS;
+    header_of_fd->cmsg_len = CMSG_LEN(sizeof(int));
+    std::memcpy(CMSG_DATA(header_of_fd), &passed_fd, sizeof(int));
+  }
   // Without a deadline a plain blocking send is one system call; with one, never block past it.
   const int flags = MSG_NOSIGNAL | (deadline == Deadline::max() ? 0 : MSG_DONTWAIT);
   for (;;) {
@@ -103,15 +114,43 @@ Status send_frame(int fd, const wire::FrameHeader& header, ConstBytes payload, D
   }
 }
 
-Result<size_t> receive_frame(int fd, MutableBytes buffer, Deadline deadline) noexcept {
+namespace {
+
+// Keeps the first descriptor of SCM_RIGHTS messages in `passed` and closes the rest, so that a
+// peer cannot make us hold descriptors we did not ask for.
+void take_passed_descriptors(msghdr& message, Socket* passed) noexcept {
+  for (cmsghdr* c = CMSG_FIRSTHDR(&message); c != nullptr; c = CMSG_NXTHDR(&message, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    const size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (size_t i = 0; i < count; ++i) {
+      int descriptor = -1;
+      std::memcpy(&descriptor, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+      if (passed != nullptr && !passed->valid()) {
+        *passed = Socket(descriptor);
+      } else {
+        ::close(descriptor);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+Result<size_t> receive_frame(int fd, MutableBytes buffer, Deadline deadline, Socket* passed) noexcept {
   iovec part{buffer.data(), buffer.size()};
-  msghdr message{};
-  message.msg_iov = &part;
-  message.msg_iovlen = 1;
+  alignas(cmsghdr) char control[CMSG_SPACE(4 * sizeof(int))];
   const int flags = MSG_CMSG_CLOEXEC | (deadline == Deadline::max() ? 0 : MSG_DONTWAIT);
   for (;;) {
+    msghdr message{};
+    message.msg_iov = &part;
+    message.msg_iovlen = 1;
+    if (passed != nullptr) {
+      message.msg_control = control;
+      message.msg_controllen = sizeof control;
+    }
     const ssize_t received = ::recvmsg(fd, &message, flags);
     if (received > 0) {
+      if (passed != nullptr) take_passed_descriptors(message, passed);
       if ((message.msg_flags & MSG_TRUNC) != 0) return Status(STATUS_BUFFER_OVERFLOW);
       return static_cast<size_t>(received);
     }
@@ -170,6 +209,22 @@ Result<Socket> accept_from(int listen_fd) {
     }
     return Status(STATUS_PORT_DISCONNECTED);
   }
+}
+
+Result<std::pair<Socket, Socket>> socket_pair() {
+  int ends[2];
+  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, ends) != 0) return status_from_errno(errno);
+  return std::pair<Socket, Socket>(Socket(ends[0]), Socket(ends[1]));
+}
+
+bool is_seqpacket_socket(int fd) noexcept {
+  int type = 0;
+  int domain = 0;
+  socklen_t length = sizeof type;
+  if (::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &length) != 0) return false;
+  length = sizeof domain;
+  if (::getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &length) != 0) return false;
+  return type == SOCK_SEQPACKET && domain == AF_UNIX;
 }
 
 Result<PeerCredentials> peer_credentials(int fd) {

@@ -35,11 +35,20 @@ class Socket {
 
 // Sends one frame as one datagram, waiting for room until `deadline`. STATUS_TIMEOUT means
 // nothing was sent; STATUS_PORT_DISCONNECTED that the peer is gone or the socket was shut down.
-Status send_frame(int fd, const wire::FrameHeader& header, ConstBytes payload, Deadline deadline) noexcept;
+// `passed_fd` >= 0 travels with the frame (SCM_RIGHTS).
+Status send_frame(int fd, const wire::FrameHeader& header, ConstBytes payload, Deadline deadline,
+                  int passed_fd = -1) noexcept;
 
 // Receives one datagram into `buffer`. STATUS_PORT_DISCONNECTED at end of stream or on error,
 // STATUS_TIMEOUT at the deadline, STATUS_BUFFER_OVERFLOW for a datagram longer than the buffer.
-Result<size_t> receive_frame(int fd, MutableBytes buffer, Deadline deadline) noexcept;
+// Descriptors a peer sends along are dropped by the kernel, unless `passed` asks for one: then it
+// receives the first (owned), and any others are closed.
+Result<size_t> receive_frame(int fd, MutableBytes buffer, Deadline deadline, Socket* passed = nullptr) noexcept;
+
+// A connected pair for a second channel of a connection; one end is passed to the peer.
+Result<std::pair<Socket, Socket>> socket_pair();
+// True for an AF_UNIX SOCK_SEQPACKET socket: what a peer passes us must be one.
+bool is_seqpacket_socket(int fd) noexcept;
 
 Result<Socket> listen_at(const std::string& path);
 // STATUS_OBJECT_NAME_NOT_FOUND when nobody listens there.

@@ -150,6 +150,8 @@ struct Refusal {
   const char* name;
 };
 
+void PrintTo(const Refusal& refusal, std::ostream* os) { *os << refusal.name; }
+
 class ConnectRefused : public PortTest, public ::testing::WithParamInterface<Refusal> {};
 
 TEST_P(ConnectRefused, ConnectNotifyFailureReachesServiceAndLeavesNoConnection) {

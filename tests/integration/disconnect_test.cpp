@@ -18,6 +18,7 @@ class Disconnect : public PortTest {};
 constexpr long long kPromptlyMs = 2000;
 
 enum class Ending { close_handle, sigkill };
+void PrintTo(Ending ending, std::ostream* os) { *os << (ending == Ending::close_handle ? "CloseHandle" : "SIGKILL"); }
 
 class ServiceEnds : public PortTest, public ::testing::WithParamInterface<Ending> {};
 
@@ -323,6 +324,7 @@ TEST_F(Disconnect, FltUnregisterFilterReleasesWaitingSendersAndTheService) {
   });
   EXPECT_TRUE(unregister.wait().has_value()) << "FltUnregisterFilter hangs while a sender waits";
   const NTSTATUS status = send.wait_code();
+  RecordProperty("FltSendMessageStatus", std::to_string(static_cast<uint32_t>(status)));
   EXPECT_TRUE(status == STATUS_THREAD_IS_TERMINATING || status == STATUS_PORT_DISCONNECTED)
       << "FltSendMessage during FltUnregisterFilter returned 0x" << std::hex << static_cast<uint32_t>(status);
   EXPECT_CODE(wait_code(results), HRESULT_FROM_WIN32(ERROR_INVALID_HANDLE));
