@@ -183,8 +183,8 @@ Result<MessageInfo> ServiceConnection::get_message(MutableBytes buffer, Timeout 
   if (need_credit()) {
     ++credits_outstanding_;
     lock.unlock();
-    const Status sent = transport::send_frame(socket_.fd(), wire::make_header(FrameType::get, 0, 0, 0, 1), {},
-                                              stall_deadline());
+    const Status sent = transport::send_frame(reply_socket_.fd(), wire::make_header(FrameType::get, 0, 0, 0, 1),
+                                              {}, stall_deadline());
     lock.lock();
     if (!sent.ok()) fail(STATUS_PORT_DISCONNECTED);
   }

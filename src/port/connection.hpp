@@ -63,8 +63,8 @@ class ServiceConnection {
   Result<MessageInfo> take_message(Lock& lock, MutableBytes buffer, Deadline deadline);
 
   const transport::Socket socket_;
-  // Replies travel on a channel of their own, read by the filter thread that waits for them:
-  // no hand-over from a reading thread on the filter's side.
+  // Replies and credits travel on a channel of their own, read by the filter thread that waits
+  // for them: no hand-over through a reading thread on the filter's side.
   const transport::Socket reply_socket_;
   std::mutex mutex_;
   std::condition_variable changed_;

@@ -130,12 +130,19 @@ bool PortConnection::read_reply_channel(std::unique_lock<std::mutex>& lock, Dead
     return true;
   }
   const auto decoded = wire::decode(std::span(reply_buffer_).first(*received), wire::Direction::to_filter);
-  if (!decoded.ok() || decoded.frame.type() != FrameType::reply) {
-    violation_locked(decoded.ok() ? "a frame other than a reply on the reply channel" : decoded.error);
+  if (!decoded.ok()) {
+    violation_locked(decoded.error);
     return true;
   }
-  on_reply(decoded.frame);
-  if (!closed_ && (decoded.frame.header.flags & wire::kFlagGetNext) != 0) on_credits(1, lock);
+  const wire::Frame& frame = decoded.frame;
+  if (frame.type() == FrameType::get) {
+    on_credits(frame.header.aux, lock);
+  } else if (frame.type() == FrameType::reply) {
+    on_reply(frame);
+    if (!closed_ && (frame.header.flags & wire::kFlagGetNext) != 0) on_credits(1, lock);
+  } else {
+    violation_locked("a frame other than a reply or a get on the reply channel");
+  }
   return true;
 }
 

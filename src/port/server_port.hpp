@@ -85,9 +85,10 @@ class PortConnection : public std::enable_shared_from_this<PortConnection> {
 
   const std::shared_ptr<PortShared> shared_;
   const transport::Socket socket_;
-  // The service's replies, on a channel of their own (passed at hello), are read by whichever
-  // sender waits (leader/follower), so a reply wakes its waiter directly. Without one, replies
-  // come on `socket_` through this connection's thread.
+  // The service's replies and credits, on a channel of their own (passed at hello), are read by
+  // whichever sender waits (leader/follower): a reply wakes its waiter directly, and a sender
+  // that waits for a credit takes it and sends its message itself. Without that channel both come
+  // on `socket_` through this connection's thread.
   transport::Socket reply_socket_;
   std::vector<std::byte> reply_buffer_;
   bool reply_reader_active_ = false;
