@@ -35,8 +35,10 @@ int cpp_service() {
   std::optional<Connection> connection;
   for (int attempt = 0; attempt < 1000 && !connection; ++attempt) {
     auto connected = Connection::connect(kPortName);
-    if (connected) connection.emplace(std::move(*connected));
-    else usleep(5000);
+    if (connected)
+      connection.emplace(std::move(*connected));
+    else
+      usleep(5000);
   }
   if (!connection) return 2;
   std::byte request[kRequestSize];
@@ -112,7 +114,8 @@ LatencyStats port_round_trips(const std::string& name, int (*service)(), size_t 
       },
       [&] { return child.cpu_seconds(); });
   client.close();
-  if (child.wait_or_kill(std::chrono::seconds(5)) != 0) throw std::runtime_error("the benchmark service failed");
+  if (child.wait_or_kill(std::chrono::seconds(5)) != 0)
+    throw std::runtime_error("the benchmark service failed");
   return stats;
 }
 
@@ -152,8 +155,8 @@ int main(int argc, char** argv) {
   }
   rmdir(directory);
 
-  std::printf("\n%zu round trips of a %zu-byte request and a %zu-byte reply between two processes\n", iterations,
-              kRequestSize, kReplySize);
+  std::printf("\n%zu round trips of a %zu-byte request and a %zu-byte reply between two processes\n",
+              iterations, kRequestSize, kReplySize);
   print_table(rows, kBusyPollName);
   auto p50 = [&rows](const std::string& name) {
     for (const auto& row : rows) {
@@ -162,9 +165,10 @@ int main(int argc, char** argv) {
     return 0.0;
   };
   const double socket = p50(kSeqpacketName);
-  std::printf("\nport overhead over its own transport (p50 / bare seqpacket p50): reply_and_get x%.2f, "
-              "C Get+Reply x%.2f\n",
-              p50("fltport socket, reply_and_get") / socket, p50("fltport socket, C Get+Reply") / socket);
+  std::printf(
+      "\nport overhead over its own transport (p50 / bare seqpacket p50): reply_and_get x%.2f, "
+      "C Get+Reply x%.2f\n",
+      p50("fltport socket, reply_and_get") / socket, p50("fltport socket, C Get+Reply") / socket);
   if (!json_path.empty()) write_json(rows, json_path);
   return 0;
 }

@@ -58,8 +58,8 @@ static VOID FLTAPI on_disconnect(PVOID cookie) {
   FltCloseClientPort(g_filter, &g_client);
 }
 
-static NTSTATUS FLTAPI on_message(PVOID cookie, PVOID input, ULONG input_length, PVOID output, ULONG output_length,
-                                  PULONG returned) {
+static NTSTATUS FLTAPI on_message(PVOID cookie, PVOID input, ULONG input_length, PVOID output,
+                                  ULONG output_length, PULONG returned) {
   (void)cookie;
   static const char answer[] = "filter says: 3 questions asked";
   printf("filter : service asks \"%.*s\"\n", (int)input_length, (const char*)input);
@@ -101,7 +101,8 @@ static int run_service(void) {
       char answer[64] = {0};
       DWORD returned = 0;
       hr = FilterSendMessage(port, "how many questions?", 19, answer, sizeof answer - 1, &returned);
-      printf("service: FilterSendMessage -> 0x%08X, %u bytes: \"%s\"\n", (unsigned)hr, (unsigned)returned, answer);
+      printf("service: FilterSendMessage -> 0x%08X, %u bytes: \"%s\"\n", (unsigned)hr, (unsigned)returned,
+             answer);
     }
   }
   CloseHandle(port);
@@ -144,7 +145,8 @@ static int run_filter(void) {
     ULONG answer_length = sizeof answer;
     LARGE_INTEGER timeout;
     timeout.QuadPart = -5LL * 10 * 1000 * 1000; /* 5 s, relative */
-    status = FltSendMessage(g_filter, &g_client, &question, sizeof question, &answer, &answer_length, &timeout);
+    status =
+        FltSendMessage(g_filter, &g_client, &question, sizeof question, &answer, &answer_length, &timeout);
     printf("filter : FltSendMessage(\"%s\") -> 0x%08X, %s\n", paths[i], (unsigned)status,
            status == STATUS_SUCCESS ? (answer.SafeToOpen ? "open allowed" : "open DENIED") : "no verdict");
     if (status != STATUS_SUCCESS) ++failures;

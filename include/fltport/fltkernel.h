@@ -83,9 +83,8 @@ typedef NTSTATUS(FLTAPI* PFLT_CONNECT_NOTIFY)(PFLT_PORT ClientPort, PVOID Server
                                               PVOID ConnectionContext, ULONG SizeOfContext,
                                               PVOID* ConnectionPortCookie);
 typedef VOID(FLTAPI* PFLT_DISCONNECT_NOTIFY)(PVOID ConnectionCookie);
-typedef NTSTATUS(FLTAPI* PFLT_MESSAGE_NOTIFY)(PVOID PortCookie, PVOID InputBuffer,
-                                              ULONG InputBufferLength, PVOID OutputBuffer,
-                                              ULONG OutputBufferLength,
+typedef NTSTATUS(FLTAPI* PFLT_MESSAGE_NOTIFY)(PVOID PortCookie, PVOID InputBuffer, ULONG InputBufferLength,
+                                              PVOID OutputBuffer, ULONG OutputBufferLength,
                                               PULONG ReturnOutputBufferLength);
 
 /* ---- port access ---- */
@@ -129,13 +128,10 @@ FLTPORT_API VOID FLTAPI FltFreeSecurityDescriptor(PSECURITY_DESCRIPTOR SecurityD
  * and MaxConnections must be > 0 (else STATUS_INVALID_PARAMETER); an existing name gives
  * STATUS_OBJECT_NAME_COLLISION. A NULL SecurityDescriptor admits root only. MessageNotify may be
  * NULL. */
-FLTPORT_API NTSTATUS FLTAPI FltCreateCommunicationPort(PFLT_FILTER Filter, PFLT_PORT* ServerPort,
-                                                       POBJECT_ATTRIBUTES ObjectAttributes,
-                                                       PVOID ServerPortCookie,
-                                                       PFLT_CONNECT_NOTIFY ConnectNotifyCallback,
-                                                       PFLT_DISCONNECT_NOTIFY DisconnectNotifyCallback,
-                                                       PFLT_MESSAGE_NOTIFY MessageNotifyCallback,
-                                                       LONG MaxConnections);
+FLTPORT_API NTSTATUS FLTAPI FltCreateCommunicationPort(
+    PFLT_FILTER Filter, PFLT_PORT* ServerPort, POBJECT_ATTRIBUTES ObjectAttributes, PVOID ServerPortCookie,
+    PFLT_CONNECT_NOTIFY ConnectNotifyCallback, PFLT_DISCONNECT_NOTIFY DisconnectNotifyCallback,
+    PFLT_MESSAGE_NOTIFY MessageNotifyCallback, LONG MaxConnections);
 /* Stops new connections; connections already made keep working. */
 FLTPORT_API VOID FLTAPI FltCloseCommunicationPort(PFLT_PORT ServerPort);
 /* Closes one service's connection and sets *ClientPort to NULL; pending FltSendMessage calls on it
@@ -149,8 +145,8 @@ FLTPORT_API VOID FLTAPI FltCloseClientPort(PFLT_FILTER Filter, PFLT_PORT* Client
  * longer than *ReplyLength: the first *ReplyLength bytes are delivered), STATUS_THREAD_IS_TERMINATING
  * (the filter is unregistering) or STATUS_INVALID_PARAMETER. */
 FLTPORT_API NTSTATUS FLTAPI FltSendMessage(PFLT_FILTER Filter, PFLT_PORT* ClientPort, PVOID SenderBuffer,
-                                           ULONG SenderBufferLength, PVOID ReplyBuffer,
-                                           PULONG ReplyLength, PLARGE_INTEGER Timeout);
+                                           ULONG SenderBufferLength, PVOID ReplyBuffer, PULONG ReplyLength,
+                                           PLARGE_INTEGER Timeout);
 
 FLTPORT_END_C
 

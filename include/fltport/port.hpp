@@ -84,8 +84,8 @@ class ServiceConnection;
 
 // What the service's reply was, as FltSendMessage reports it.
 struct ReplyInfo {
-  size_t length = 0;       // bytes copied into the reply buffer
-  size_t full_length = 0;  // bytes the service replied with
+  size_t length = 0;                       // bytes copied into the reply buffer
+  size_t full_length = 0;                  // bytes the service replied with
   NTSTATUS reply_status = STATUS_SUCCESS;  // FILTER_REPLY_HEADER.Status
   bool truncated() const noexcept { return full_length > length; }
 };
@@ -126,13 +126,13 @@ struct ConnectRequest {
 // Runs when a service connects. Return a failure status to refuse it (the service receives that
 // status). Move `client` out to keep it; if left, the library keeps the connection open until the
 // service closes it. `connection_cookie` is handed to the two other callbacks.
-using ConnectHandler = std::function<Status(ClientPort& client, const ConnectRequest& request,
-                                            void*& connection_cookie)>;
+using ConnectHandler =
+    std::function<Status(ClientPort& client, const ConnectRequest& request, void*& connection_cookie)>;
 // Runs once per accepted connection, when it ends for any reason.
 using DisconnectHandler = std::function<void(void* connection_cookie)>;
 // Runs for each FilterSendMessage; sets `returned_length` (at most output.size()).
-using MessageHandler = std::function<Status(void* connection_cookie, ConstBytes input,
-                                            MutableBytes output, size_t& returned_length)>;
+using MessageHandler = std::function<Status(void* connection_cookie, ConstBytes input, MutableBytes output,
+                                            size_t& returned_length)>;
 
 struct ServerPortOptions {
   std::string name;  // "\\ScannerPort" or "ScannerPort"; compared case-insensitively
@@ -208,8 +208,8 @@ class FLTPORT_API Connection {
   // sees STATUS_BUFFER_OVERFLOW.
   Status reply(uint64_t id, ConstBytes data, NTSTATUS reply_status = STATUS_SUCCESS);
   // reply() and get_message() in one crossing: the reply carries the request for the next message.
-  Result<MessageInfo> reply_and_get(uint64_t id, ConstBytes data, NTSTATUS reply_status,
-                                    MutableBytes next, Timeout timeout = Timeout::infinite());
+  Result<MessageInfo> reply_and_get(uint64_t id, ConstBytes data, NTSTATUS reply_status, MutableBytes next,
+                                    Timeout timeout = Timeout::infinite());
   // Runs the port's MessageNotify (FilterSendMessage) and returns its status (or
   // STATUS_PORT_DISCONNECTED, STATUS_INVALID_PARAMETER); `returned_length` receives the output length
   // it set, also with a warning or failure status, never more than output.size().

@@ -12,10 +12,9 @@
 #define FAILED(hr) (((HRESULT)(hr)) < 0)
 
 #define FACILITY_WIN32 7
-#define HRESULT_FROM_WIN32(x)                                                                  \
-  ((HRESULT)(x) <= 0 ? ((HRESULT)(x))                                                          \
-                     : ((HRESULT)((((uint32_t)(x)) & 0x0000FFFFu) | (FACILITY_WIN32 << 16) | \
-                                  0x80000000u)))
+#define HRESULT_FROM_WIN32(x)         \
+  ((HRESULT)(x) <= 0 ? ((HRESULT)(x)) \
+                     : ((HRESULT)((((uint32_t)(x)) & 0x0000FFFFu) | (FACILITY_WIN32 << 16) | 0x80000000u)))
 
 /* NTSTATUS (ntstatus.h) */
 #define STATUS_SUCCESS ((NTSTATUS)0x00000000)

@@ -12,8 +12,8 @@ void write(Level level, const char* component, const char* format, ...) noexcept
 
 }  // namespace fltport::log
 
-#define FLTPORT_LOG(level, component, ...)                                  \
-  do {                                                                      \
-    if (::fltport::log::enabled(::fltport::log::Level::level))              \
+#define FLTPORT_LOG(level, component, ...)                                         \
+  do {                                                                             \
+    if (::fltport::log::enabled(::fltport::log::Level::level))                     \
       ::fltport::log::write(::fltport::log::Level::level, component, __VA_ARGS__); \
   } while (0)

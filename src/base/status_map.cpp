@@ -1,8 +1,8 @@
 // The one place where a filter-side NTSTATUS becomes a Win32 error and an HRESULT. The pairs and
 // the rules before the table are those of Windows' RtlNtStatusToDosError (Wine reproduces them in
 // dlls/ntdll/error.c and the generated error.h; values checked against the SDK headers).
-#include <fltport/result.hpp>
 #include <fltport/status.h>
+#include <fltport/result.hpp>
 
 #include <array>
 #include <cstdio>
@@ -13,7 +13,9 @@ namespace {
 // Filter Manager statuses (facility 0x1C) become FACILITY_USERMODE_FILTER_MANAGER (0x1F) HRESULTs
 // with the same code (fltwinerror.h's FILTER_HRESULT_FROM_FLT_NTSTATUS); these "Win32 errors" are
 // HRESULTs already, which HRESULT_FROM_WIN32 leaves as they are.
-constexpr ULONG filter_hresult(uint32_t flt_status) { return (flt_status & 0x8000FFFFu) | (0x1Fu << 16); }
+constexpr ULONG filter_hresult(uint32_t flt_status) {
+  return (flt_status & 0x8000FFFFu) | (0x1Fu << 16);
+}
 
 struct Mapping {
   NTSTATUS status;
@@ -21,7 +23,10 @@ struct Mapping {
   const char* name;
 };
 
-#define FLTPORT_MAP(status, win32) Mapping{status, static_cast<ULONG>(win32), #status}
+#define FLTPORT_MAP(status, win32)             \
+  Mapping {                                    \
+    status, static_cast<ULONG>(win32), #status \
+  }
 constexpr std::array kStatusTable{
     FLTPORT_MAP(STATUS_SUCCESS, ERROR_SUCCESS),
     FLTPORT_MAP(STATUS_TIMEOUT, ERROR_TIMEOUT),
@@ -85,7 +90,9 @@ extern "C" HRESULT NTAPI FltportHResultFromNtStatus(NTSTATUS status) {
 
 namespace fltport {
 
-HRESULT Status::to_hresult() const noexcept { return FltportHResultFromNtStatus(code_); }
+HRESULT Status::to_hresult() const noexcept {
+  return FltportHResultFromNtStatus(code_);
+}
 
 std::string Status::to_string() const {
   char hex[16];

@@ -45,7 +45,9 @@ std::unordered_set<_FLT_PORT*>& live_ports() {
   return *ports;
 }
 
-bool valid_filter(PFLT_FILTER filter) { return filter != nullptr && filter->magic == _FLT_FILTER::kMagic; }
+bool valid_filter(PFLT_FILTER filter) {
+  return filter != nullptr && filter->magic == _FLT_FILTER::kMagic;
+}
 
 // Windows' absolute times count 100 ns intervals from 1601-01-01 UTC.
 constexpr int64_t kUnixEpochIn100ns = 116444736000000000LL;
@@ -85,7 +87,8 @@ extern "C" NTSTATUS FLTAPI FltRegisterFilter(PDRIVER_OBJECT /*Driver*/, const FL
   if (filter == nullptr || registration == nullptr) return STATUS_INVALID_PARAMETER;
   *filter = nullptr;
   if (registration->Size < offsetof(FLT_REGISTRATION, InstanceSetupCallback) ||
-      registration->Version < FLT_REGISTRATION_VERSION_0200 || registration->Version > FLT_REGISTRATION_VERSION_0203) {
+      registration->Version < FLT_REGISTRATION_VERSION_0200 ||
+      registration->Version > FLT_REGISTRATION_VERSION_0203) {
     return STATUS_INVALID_PARAMETER;
   }
   // File system operations and contexts come with the filter manager, not yet.
@@ -133,7 +136,8 @@ extern "C" NTSTATUS FLTAPI FltBuildDefaultSecurityDescriptor(PSECURITY_DESCRIPTO
 
 extern "C" NTSTATUS FLTAPI FltportBuildPortSecurityDescriptor(const FLTPORT_PORT_ACCESS* access,
                                                               PSECURITY_DESCRIPTOR* descriptor) {
-  if (descriptor == nullptr || access == nullptr || (access->AllowedUidCount != 0 && access->AllowedUids == nullptr) ||
+  if (descriptor == nullptr || access == nullptr ||
+      (access->AllowedUidCount != 0 && access->AllowedUids == nullptr) ||
       (access->AllowedGidCount != 0 && access->AllowedGids == nullptr)) {
     return STATUS_INVALID_PARAMETER;
   }
@@ -157,7 +161,8 @@ extern "C" NTSTATUS FLTAPI FltCreateCommunicationPort(PFLT_FILTER filter, PFLT_P
                                                       POBJECT_ATTRIBUTES attributes, PVOID server_cookie,
                                                       PFLT_CONNECT_NOTIFY connect_notify,
                                                       PFLT_DISCONNECT_NOTIFY disconnect_notify,
-                                                      PFLT_MESSAGE_NOTIFY message_notify, LONG max_connections) {
+                                                      PFLT_MESSAGE_NOTIFY message_notify,
+                                                      LONG max_connections) {
   if (!valid_filter(filter) || server_port == nullptr || attributes == nullptr ||
       attributes->ObjectName == nullptr || attributes->ObjectName->Buffer == nullptr ||
       (attributes->Attributes & OBJ_KERNEL_HANDLE) == 0 || max_connections <= 0) {
@@ -165,15 +170,19 @@ extern "C" NTSTATUS FLTAPI FltCreateCommunicationPort(PFLT_FILTER filter, PFLT_P
   }
   *server_port = nullptr;
   const auto* descriptor = static_cast<const SecurityDescriptor*>(attributes->SecurityDescriptor);
-  if (descriptor != nullptr && descriptor->magic != SecurityDescriptor::kMagic) return STATUS_INVALID_PARAMETER;
+  if (descriptor != nullptr && descriptor->magic != SecurityDescriptor::kMagic)
+    return STATUS_INVALID_PARAMETER;
 
   ServerPortOptions options;
-  options.name = compat::narrow_name(attributes->ObjectName->Buffer, attributes->ObjectName->Length / sizeof(WCHAR));
+  options.name =
+      compat::narrow_name(attributes->ObjectName->Buffer, attributes->ObjectName->Length / sizeof(WCHAR));
   options.security = descriptor != nullptr ? descriptor->security : PortSecurity::root_only();
   options.max_connections = max_connections;
-  options.on_connect = [filter, server_cookie, connect_notify](ClientPort& client, const ConnectRequest& request,
+  options.on_connect = [filter, server_cookie, connect_notify](ClientPort& client,
+                                                               const ConnectRequest& request,
                                                                void*& connection_cookie) -> Status {
-    auto* port = new (std::nothrow) _FLT_PORT{_FLT_PORT::Kind::client, filter, ServerPort(), std::move(client)};
+    auto* port =
+        new (std::nothrow) _FLT_PORT{_FLT_PORT::Kind::client, filter, ServerPort(), std::move(client)};
     if (port == nullptr) return STATUS_INSUFFICIENT_RESOURCES;
     {
       std::lock_guard lock(live_ports_mutex);
@@ -185,8 +194,8 @@ extern "C" NTSTATUS FLTAPI FltCreateCommunicationPort(PFLT_FILTER filter, PFLT_P
     }
     if (connect_notify == nullptr) return STATUS_SUCCESS;
     auto* context = request.context.empty() ? nullptr : const_cast<std::byte*>(request.context.data());
-    const NTSTATUS status = connect_notify(port, server_cookie, context, static_cast<ULONG>(request.context.size()),
-                                           &connection_cookie);
+    const NTSTATUS status = connect_notify(port, server_cookie, context,
+                                           static_cast<ULONG>(request.context.size()), &connection_cookie);
     if (status != STATUS_SUCCESS) {
       // Refused: the library still owes the service the verdict, so the connection is handed
       // back open rather than closed here.
@@ -220,7 +229,8 @@ extern "C" NTSTATUS FLTAPI FltCreateCommunicationPort(PFLT_FILTER filter, PFLT_P
   }
   auto created = ServerPort::create(std::move(options));
   if (!created) return created.status().code();
-  auto* port = new (std::nothrow) _FLT_PORT{_FLT_PORT::Kind::server, filter, std::move(*created), ClientPort()};
+  auto* port =
+      new (std::nothrow) _FLT_PORT{_FLT_PORT::Kind::server, filter, std::move(*created), ClientPort()};
   if (port == nullptr) return STATUS_INSUFFICIENT_RESOURCES;
   {
     std::lock_guard lock(filter->mutex);
@@ -286,7 +296,8 @@ extern "C" NTSTATUS FLTAPI FltSendMessage(PFLT_FILTER /*Filter*/, PFLT_PORT* cli
   }
   if (!connection) return STATUS_PORT_DISCONNECTED;
   const ConstBytes message(static_cast<const std::byte*>(sender_buffer), sender_length);
-  if (reply_buffer == nullptr) return connection->send(message, nullptr, timeout_from(timeout)).status().code();
+  if (reply_buffer == nullptr)
+    return connection->send(message, nullptr, timeout_from(timeout)).status().code();
   MutableBytes reply(static_cast<std::byte*>(reply_buffer), *reply_length);
   auto replied = connection->send(message, &reply, timeout_from(timeout));
   if (!replied) return replied.status().code();

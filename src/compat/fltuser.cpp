@@ -14,7 +14,8 @@ namespace {
 
 class PortHandle final : public HandleObject {
  public:
-  explicit PortHandle(std::shared_ptr<detail::ServiceConnection> connection) : connection(std::move(connection)) {}
+  explicit PortHandle(std::shared_ptr<detail::ServiceConnection> connection)
+      : connection(std::move(connection)) {}
   void close() noexcept override { connection->close(); }
   const std::shared_ptr<detail::ServiceConnection> connection;
 };
@@ -24,7 +25,9 @@ std::shared_ptr<detail::ServiceConnection> find_port(HANDLE handle) {
   return port ? port->connection : nullptr;
 }
 
-HRESULT hresult(Status status) { return FltportHResultFromNtStatus(status.code()); }
+HRESULT hresult(Status status) {
+  return FltportHResultFromNtStatus(status.code());
+}
 
 constexpr HRESULT kInvalidHandle = HRESULT_FROM_WIN32(ERROR_INVALID_HANDLE);
 
@@ -34,8 +37,8 @@ constexpr HRESULT kInvalidHandle = HRESULT_FROM_WIN32(ERROR_INVALID_HANDLE);
 using namespace fltport;
 using namespace fltport::compat;
 
-extern "C" HRESULT WINAPI FilterConnectCommunicationPort(LPCWSTR lpPortName, DWORD dwOptions, LPCVOID lpContext,
-                                                         WORD wSizeOfContext,
+extern "C" HRESULT WINAPI FilterConnectCommunicationPort(LPCWSTR lpPortName, DWORD dwOptions,
+                                                         LPCVOID lpContext, WORD wSizeOfContext,
                                                          LPSECURITY_ATTRIBUTES /*lpSecurityAttributes*/,
                                                          HANDLE* hPort) {
   if (hPort == nullptr) return E_INVALIDARG;
@@ -47,14 +50,16 @@ extern "C" HRESULT WINAPI FilterConnectCommunicationPort(LPCWSTR lpPortName, DWO
   ConnectOptions options;
   options.context = ConstBytes(static_cast<const std::byte*>(lpContext), wSizeOfContext);
   options.sync_handle = (dwOptions & FLT_PORT_FLAG_SYNC_HANDLE) != 0;
-  auto connection = detail::ServiceConnection::connect(narrow_name(lpPortName, std::wcslen(lpPortName)), options);
+  auto connection =
+      detail::ServiceConnection::connect(narrow_name(lpPortName, std::wcslen(lpPortName)), options);
   if (!connection) return hresult(connection.status());
   *hPort = HandleTable::instance().insert(std::make_shared<PortHandle>(std::move(*connection)));
   return S_OK;
 }
 
-extern "C" HRESULT WINAPI FilterSendMessage(HANDLE hPort, LPVOID lpInBuffer, DWORD dwInBufferSize, LPVOID lpOutBuffer,
-                                            DWORD dwOutBufferSize, LPDWORD lpBytesReturned) {
+extern "C" HRESULT WINAPI FilterSendMessage(HANDLE hPort, LPVOID lpInBuffer, DWORD dwInBufferSize,
+                                            LPVOID lpOutBuffer, DWORD dwOutBufferSize,
+                                            LPDWORD lpBytesReturned) {
   auto port = find_port(hPort);
   if (!port) return kInvalidHandle;
   if (lpBytesReturned == nullptr || (dwInBufferSize != 0 && lpInBuffer == nullptr) ||
@@ -62,8 +67,9 @@ extern "C" HRESULT WINAPI FilterSendMessage(HANDLE hPort, LPVOID lpInBuffer, DWO
     return E_INVALIDARG;
   }
   size_t returned = 0;
-  const Status status = port->send(ConstBytes(static_cast<const std::byte*>(lpInBuffer), dwInBufferSize),
-                                   MutableBytes(static_cast<std::byte*>(lpOutBuffer), dwOutBufferSize), returned);
+  const Status status =
+      port->send(ConstBytes(static_cast<const std::byte*>(lpInBuffer), dwInBufferSize),
+                 MutableBytes(static_cast<std::byte*>(lpOutBuffer), dwOutBufferSize), returned);
   *lpBytesReturned = static_cast<DWORD>(returned);
   return hresult(status);
 }
@@ -75,13 +81,14 @@ extern "C" HRESULT WINAPI FilterGetMessage(HANDLE hPort, PFILTER_MESSAGE_HEADER 
   if (!port) return kInvalidHandle;
   if (lpMessageBuffer == nullptr || dwMessageBufferSize < sizeof(FILTER_MESSAGE_HEADER)) return E_INVALIDARG;
   auto* bytes = reinterpret_cast<std::byte*>(lpMessageBuffer);
-  auto message = port->get_message(
-      MutableBytes(bytes + sizeof(FILTER_MESSAGE_HEADER), dwMessageBufferSize - sizeof(FILTER_MESSAGE_HEADER)),
-      Timeout::infinite());
+  auto message = port->get_message(MutableBytes(bytes + sizeof(FILTER_MESSAGE_HEADER),
+                                                dwMessageBufferSize - sizeof(FILTER_MESSAGE_HEADER)),
+                                   Timeout::infinite());
   if (!message) return hresult(message.status());
   FILTER_MESSAGE_HEADER header{};
   // ReplyLength counts the FILTER_REPLY_HEADER too, as Microsoft documents it.
-  header.ReplyLength = message->wants_reply ? static_cast<ULONG>(message->reply_capacity + sizeof(FILTER_REPLY_HEADER)) : 0;
+  header.ReplyLength =
+      message->wants_reply ? static_cast<ULONG>(message->reply_capacity + sizeof(FILTER_REPLY_HEADER)) : 0;
   header.MessageId = message->id;
   std::memcpy(lpMessageBuffer, &header, sizeof header);
   return message->truncated() ? HRESULT_FROM_WIN32(ERROR_MORE_DATA) : S_OK;
@@ -95,6 +102,6 @@ extern "C" HRESULT WINAPI FilterReplyMessage(HANDLE hPort, PFILTER_REPLY_HEADER 
   FILTER_REPLY_HEADER header;
   std::memcpy(&header, lpReplyBuffer, sizeof header);
   const auto* data = reinterpret_cast<const std::byte*>(lpReplyBuffer) + sizeof(FILTER_REPLY_HEADER);
-  return hresult(port->reply(header.MessageId, ConstBytes(data, dwReplyBufferSize - sizeof(FILTER_REPLY_HEADER)),
-                             header.Status));
+  return hresult(port->reply(
+      header.MessageId, ConstBytes(data, dwReplyBufferSize - sizeof(FILTER_REPLY_HEADER)), header.Status));
 }

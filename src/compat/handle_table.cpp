@@ -41,8 +41,12 @@ thread_local DWORD last_error = ERROR_SUCCESS;
 
 }  // namespace fltport::compat
 
-extern "C" DWORD WINAPI GetLastError(void) { return fltport::compat::last_error; }
-extern "C" void WINAPI SetLastError(DWORD error) { fltport::compat::last_error = error; }
+extern "C" DWORD WINAPI GetLastError(void) {
+  return fltport::compat::last_error;
+}
+extern "C" void WINAPI SetLastError(DWORD error) {
+  fltport::compat::last_error = error;
+}
 
 extern "C" BOOL WINAPI CloseHandle(HANDLE handle) {
   auto object = fltport::compat::HandleTable::instance().remove(handle);

@@ -36,7 +36,8 @@ Result<std::shared_ptr<ServiceConnection>> ServiceConnection::connect(const std:
   const auto received = transport::receive_frame(socket->fd(), answer, stall_deadline());
   if (!received) {
     // The filter dropped the connection unanswered: it is shutting down or overloaded.
-    return Status(received.status() == Status(STATUS_TIMEOUT) ? STATUS_TIMEOUT : STATUS_INSUFFICIENT_RESOURCES);
+    return Status(received.status() == Status(STATUS_TIMEOUT) ? STATUS_TIMEOUT
+                                                              : STATUS_INSUFFICIENT_RESOURCES);
   }
   const auto decoded = wire::decode(std::span(answer).first(*received), wire::Direction::to_service);
   if (!decoded.ok() || decoded.frame.type() != FrameType::welcome) {
@@ -49,7 +50,9 @@ Result<std::shared_ptr<ServiceConnection>> ServiceConnection::connect(const std:
 }
 
 ServiceConnection::ServiceConnection(transport::Socket socket, transport::Socket reply_socket)
-    : socket_(std::move(socket)), reply_socket_(std::move(reply_socket)), receive_buffer_(wire::kMaxFrameSize) {}
+    : socket_(std::move(socket)),
+      reply_socket_(std::move(reply_socket)),
+      receive_buffer_(wire::kMaxFrameSize) {}
 
 void ServiceConnection::close() noexcept {
   std::lock_guard lock(mutex_);
@@ -91,7 +94,8 @@ bool ServiceConnection::receive_one(Lock& lock, Deadline deadline) {
   reading_ = false;
   bool progressed = true;
   if (received) {
-    const auto decoded = wire::decode(std::span(receive_buffer_).first(*received), wire::Direction::to_service);
+    const auto decoded =
+        wire::decode(std::span(receive_buffer_).first(*received), wire::Direction::to_service);
     if (decoded.ok()) {
       dispatch(decoded.frame);
     } else {
@@ -138,13 +142,15 @@ void ServiceConnection::dispatch(const wire::Frame& frame) {
       if (found == requests_.end()) return violation("response to no request");
       PendingRequest& request = *found->second;
       if (frame.payload.size() > request.output.size()) return violation("response longer than asked for");
-      if (!frame.payload.empty()) std::memcpy(request.output.data(), frame.payload.data(), frame.payload.size());
+      if (!frame.payload.empty())
+        std::memcpy(request.output.data(), frame.payload.data(), frame.payload.size());
       request.returned = std::min<size_t>(h.aux, request.output.size());
       request.status = h.status;
       request.done = true;
       return;
     }
-    default: return violation("unexpected frame type");
+    default:
+      return violation("unexpected frame type");
   }
 }
 
@@ -159,7 +165,8 @@ bool ServiceConnection::need_credit() const noexcept {
 }
 
 Result<MessageInfo> ServiceConnection::take_message(Lock& lock, MutableBytes buffer, Deadline deadline) {
-  const Status waited = pump(lock, [this] { return !inbox_.empty(); }, deadline);
+  const Status waited = pump(
+      lock, [this] { return !inbox_.empty(); }, deadline);
   --getters_waiting_;
   if (!waited.ok()) return waited;
   Inbound in = std::move(inbox_.front());
@@ -183,8 +190,8 @@ Result<MessageInfo> ServiceConnection::get_message(MutableBytes buffer, Timeout 
   if (need_credit()) {
     ++credits_outstanding_;
     lock.unlock();
-    const Status sent = transport::send_frame(reply_socket_.fd(), wire::make_header(FrameType::get, 0, 0, 0, 1),
-                                              {}, stall_deadline());
+    const Status sent = transport::send_frame(
+        reply_socket_.fd(), wire::make_header(FrameType::get, 0, 0, 0, 1), {}, stall_deadline());
     lock.lock();
     if (!sent.ok()) fail(STATUS_PORT_DISCONNECTED);
   }
@@ -254,7 +261,8 @@ Status ServiceConnection::send(ConstBytes input, MutableBytes output, size_t& re
   const Status sent = transport::send_frame(socket_.fd(), header, input, stall_deadline());
   lock.lock();
   if (!sent.ok()) fail(STATUS_PORT_DISCONNECTED);
-  const Status waited = pump(lock, [&request] { return request.done; }, Deadline::max());
+  const Status waited = pump(
+      lock, [&request] { return request.done; }, Deadline::max());
   requests_.erase(id);
   if (!waited.ok()) return waited;
   returned_length = request.returned;
@@ -274,7 +282,9 @@ Connection& Connection::operator=(Connection&& other) noexcept {
   }
   return *this;
 }
-Connection::~Connection() { close(); }
+Connection::~Connection() {
+  close();
+}
 
 Result<Connection> Connection::connect(const std::string& port_name, const ConnectOptions& options) {
   auto core = detail::ServiceConnection::connect(port_name, options);

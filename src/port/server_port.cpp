@@ -35,7 +35,8 @@ struct PortConnection::OutgoingMessage {
   std::condition_variable changed;
 };
 
-PortConnection::PortConnection(std::shared_ptr<PortShared> shared, transport::Socket socket, PeerCredentials peer)
+PortConnection::PortConnection(std::shared_ptr<PortShared> shared, transport::Socket socket,
+                               PeerCredentials peer)
     : shared_(std::move(shared)), socket_(std::move(socket)), peer_(std::move(peer)) {}
 
 PortConnection::~PortConnection() = default;
@@ -176,8 +177,9 @@ void PortConnection::deliver(OutgoingMessage& m, std::unique_lock<std::mutex>& l
   m.state = State::sending;
   if (m.wants_reply) waiters_[m.id] = &m;
   const auto capacity = static_cast<uint32_t>(m.reply.size());
-  const auto header = wire::make_header(FrameType::message, m.id, m.data.size(), 0, m.wants_reply ? capacity : 0,
-                                        m.wants_reply ? wire::kFlagWantsReply : 0);
+  const auto header =
+      wire::make_header(FrameType::message, m.id, m.data.size(), 0, m.wants_reply ? capacity : 0,
+                        m.wants_reply ? wire::kFlagWantsReply : 0);
   const Deadline give_up = stall_deadline(m.deadline);
   lock.unlock();
   const Status sent = transport::send_frame(socket_.fd(), header, m.data, give_up);
@@ -352,7 +354,8 @@ void PortConnection::receive_loop() {
   for (;;) {
     const auto received = transport::receive_frame(socket_.fd(), buffer, Deadline::max());
     if (!received) {
-      if (received.status() == Status(STATUS_BUFFER_OVERFLOW)) violation("frame larger than the protocol allows");
+      if (received.status() == Status(STATUS_BUFFER_OVERFLOW))
+        violation("frame larger than the protocol allows");
       return;  // the service left, or we closed
     }
     const auto decoded = wire::decode(std::span(buffer).first(*received), wire::Direction::to_filter);
@@ -364,19 +367,25 @@ void PortConnection::receive_loop() {
     std::unique_lock lock(mutex_);
     if (closed_) return;
     switch (frame.type()) {
-      case FrameType::get: on_credits(frame.header.aux, lock); break;
+      case FrameType::get:
+        on_credits(frame.header.aux, lock);
+        break;
       case FrameType::reply:
         on_reply(frame);
         if (!closed_ && (frame.header.flags & wire::kFlagGetNext) != 0) on_credits(1, lock);
         break;
-      case FrameType::request: on_request(frame, lock); break;
-      default: return violation_locked("unexpected frame after the handshake");
+      case FrameType::request:
+        on_request(frame, lock);
+        break;
+      default:
+        return violation_locked("unexpected frame after the handshake");
     }
   }
 }
 
 void PortConnection::on_credits(uint32_t count, std::unique_lock<std::mutex>& lock) {
-  if (credits_ + count > wire::kMaxCredits) return violation_locked("asked for more messages than it can hold");
+  if (credits_ + count > wire::kMaxCredits)
+    return violation_locked("asked for more messages than it can hold");
   credits_ += count;
   while (!closed_ && credits_ > 0 && !queue_.empty()) {
     OutgoingMessage* m = queue_.front();
@@ -444,8 +453,8 @@ void PortConnection::notify_worker() noexcept {
     returned = std::min(returned, output.size());
     const auto header = wire::make_header(FrameType::response, request.id, returned, status.code(),
                                           static_cast<uint32_t>(returned));
-    const Status sent = transport::send_frame(socket_.fd(), header, std::span(output).first(returned),
-                                              stall_deadline());
+    const Status sent =
+        transport::send_frame(socket_.fd(), header, std::span(output).first(returned), stall_deadline());
     lock.lock();
     if (!sent.ok()) close_locked(STATUS_PORT_DISCONNECTED);
   }
@@ -489,7 +498,9 @@ Result<std::shared_ptr<ServerPortCore>> ServerPortCore::create(ServerPortOptions
   return core;
 }
 
-ServerPortCore::~ServerPortCore() { shutdown(); }
+ServerPortCore::~ServerPortCore() {
+  shutdown();
+}
 
 void ServerPortCore::accept_loop() noexcept {
   for (;;) {
@@ -508,8 +519,8 @@ void ServerPortCore::accept_loop() noexcept {
     std::lock_guard lock(mutex_);
     reap_finished_locked();
     if (connections_.size() >= static_cast<size_t>(shared_->max_connections) + kMaxHandshakes) {
-      FLTPORT_LOG(warning, "port", "%s: too many connections in progress; dropping pid %d", shared_->name.c_str(),
-                  static_cast<int>(peer->pid));
+      FLTPORT_LOG(warning, "port", "%s: too many connections in progress; dropping pid %d",
+                  shared_->name.c_str(), static_cast<int>(peer->pid));
       continue;
     }
     auto connection = std::make_shared<PortConnection>(shared_, std::move(*accepted), std::move(*peer));
@@ -582,7 +593,9 @@ ClientPort& ClientPort::operator=(ClientPort&& other) noexcept {
   }
   return *this;
 }
-ClientPort::~ClientPort() { close(); }
+ClientPort::~ClientPort() {
+  close();
+}
 
 Result<ReplyInfo> ClientPort::send(ConstBytes message, MutableBytes reply, Timeout timeout) {
   if (!connection_) return Status(STATUS_PORT_DISCONNECTED);
@@ -601,7 +614,9 @@ void ClientPort::close() noexcept {
   }
 }
 
-bool ClientPort::is_open() const noexcept { return connection_ && connection_->is_open(); }
+bool ClientPort::is_open() const noexcept {
+  return connection_ && connection_->is_open();
+}
 
 const PeerCredentials& ClientPort::peer() const noexcept {
   static const PeerCredentials nobody;
@@ -636,6 +651,8 @@ const std::string& ServerPort::name() const noexcept {
   return core_ ? core_->name() : none;
 }
 
-size_t ServerPort::connection_count() const noexcept { return core_ ? core_->connection_count() : 0; }
+size_t ServerPort::connection_count() const noexcept {
+  return core_ ? core_->connection_count() : 0;
+}
 
 }  // namespace fltport

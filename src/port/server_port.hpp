@@ -101,10 +101,10 @@ class PortConnection : public std::enable_shared_from_this<PortConnection> {
   bool closed_ = false;
   NTSTATUS close_reason_ = STATUS_PORT_DISCONNECTED;
   uint32_t credits_ = 0;
-  std::deque<OutgoingMessage*> queue_;                     // waiting for a credit, oldest first
+  std::deque<OutgoingMessage*> queue_;                      // waiting for a credit, oldest first
   std::unordered_map<uint64_t, OutgoingMessage*> waiters_;  // delivered, waiting for a reply
-  std::deque<uint64_t> withdrawn_order_;                   // waiters that gave up: a late reply
-  std::unordered_set<uint64_t> withdrawn_;                 // to them is no offence
+  std::deque<uint64_t> withdrawn_order_;                    // waiters that gave up: a late reply
+  std::unordered_set<uint64_t> withdrawn_;                  // to them is no offence
 
   // FilterSendMessage requests run on workers so that MessageNotify may itself call
   // FltSendMessage on this connection while this thread keeps reading replies.

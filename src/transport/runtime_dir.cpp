@@ -34,7 +34,7 @@ Status ensure_runtime_directory(const std::string& directory) {
   if (::mkdir(directory.c_str(), 0755) != 0 && errno != EEXIST) {
     return errno == EACCES || errno == EPERM ? STATUS_ACCESS_DENIED : STATUS_OBJECT_NAME_NOT_FOUND;
   }
-  struct stat info{};
+  struct stat info {};
   // lstat: a symlink planted at the runtime path must not redirect our sockets elsewhere.
   if (::lstat(directory.c_str(), &info) != 0 || !S_ISDIR(info.st_mode)) return STATUS_ACCESS_DENIED;
   return STATUS_SUCCESS;
@@ -47,7 +47,8 @@ std::string socket_path(const std::string& directory, const std::string& normali
 Result<Socket> claim_port_name(const std::string& directory, const std::string& normalized_name) {
   const std::string path = directory + "/" + normalized_name + ".lock";
   Socket lock(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
-  if (!lock.valid()) return Status(errno == EACCES || errno == ELOOP ? STATUS_ACCESS_DENIED : STATUS_UNSUCCESSFUL);
+  if (!lock.valid())
+    return Status(errno == EACCES || errno == ELOOP ? STATUS_ACCESS_DENIED : STATUS_UNSUCCESSFUL);
   for (;;) {
     if (::flock(lock.fd(), LOCK_EX | LOCK_NB) == 0) return lock;
     if (errno == EINTR) continue;

@@ -42,16 +42,22 @@ Status wait_ready(int fd, short events, Deadline deadline) noexcept {
 Status status_from_errno(int error) noexcept {
   switch (error) {
     case ENOENT:
-    case ECONNREFUSED: return STATUS_OBJECT_NAME_NOT_FOUND;
+    case ECONNREFUSED:
+      return STATUS_OBJECT_NAME_NOT_FOUND;
     case EACCES:
-    case EPERM: return STATUS_ACCESS_DENIED;
-    case ENAMETOOLONG: return STATUS_OBJECT_NAME_INVALID;
-    case EADDRINUSE: return STATUS_OBJECT_NAME_COLLISION;
+    case EPERM:
+      return STATUS_ACCESS_DENIED;
+    case ENAMETOOLONG:
+      return STATUS_OBJECT_NAME_INVALID;
+    case EADDRINUSE:
+      return STATUS_OBJECT_NAME_COLLISION;
     case ENOMEM:
     case ENOBUFS:
     case EMFILE:
-    case ENFILE: return STATUS_INSUFFICIENT_RESOURCES;
-    default: return STATUS_UNSUCCESSFUL;
+    case ENFILE:
+      return STATUS_INSUFFICIENT_RESOURCES;
+    default:
+      return STATUS_UNSUCCESSFUL;
   }
 }
 

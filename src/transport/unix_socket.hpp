@@ -43,7 +43,8 @@ Status send_frame(int fd, const wire::FrameHeader& header, ConstBytes payload, D
 // STATUS_TIMEOUT at the deadline, STATUS_BUFFER_OVERFLOW for a datagram longer than the buffer.
 // Descriptors a peer sends along are dropped by the kernel, unless `passed` asks for one: then it
 // receives the first (owned), and any others are closed.
-Result<size_t> receive_frame(int fd, MutableBytes buffer, Deadline deadline, Socket* passed = nullptr) noexcept;
+Result<size_t> receive_frame(int fd, MutableBytes buffer, Deadline deadline,
+                             Socket* passed = nullptr) noexcept;
 
 // A connected pair for a second channel of a connection; one end is passed to the peer.
 Result<std::pair<Socket, Socket>> socket_pair();

@@ -8,11 +8,13 @@ bool travels(FrameType type, Direction direction) noexcept {
     case FrameType::hello:
     case FrameType::get:
     case FrameType::reply:
-    case FrameType::request: return direction == Direction::to_filter;
+    case FrameType::request:
+      return direction == Direction::to_filter;
     case FrameType::welcome:
     case FrameType::message:
     case FrameType::withdrawn:
-    case FrameType::response: return direction == Direction::to_service;
+    case FrameType::response:
+      return direction == Direction::to_service;
   }
   return false;
 }
@@ -83,14 +85,22 @@ DecodeResult decode(ConstBytes datagram, Direction direction) noexcept {
 
 std::string_view type_name(uint8_t type) noexcept {
   switch (static_cast<FrameType>(type)) {
-    case FrameType::hello: return "hello";
-    case FrameType::welcome: return "welcome";
-    case FrameType::message: return "message";
-    case FrameType::withdrawn: return "withdrawn";
-    case FrameType::get: return "get";
-    case FrameType::reply: return "reply";
-    case FrameType::request: return "request";
-    case FrameType::response: return "response";
+    case FrameType::hello:
+      return "hello";
+    case FrameType::welcome:
+      return "welcome";
+    case FrameType::message:
+      return "message";
+    case FrameType::withdrawn:
+      return "withdrawn";
+    case FrameType::get:
+      return "get";
+    case FrameType::reply:
+      return "reply";
+    case FrameType::request:
+      return "request";
+    case FrameType::response:
+      return "response";
   }
   return "unknown";
 }
