@@ -315,10 +315,8 @@ Status Connection::send(ConstBytes input, MutableBytes output, size_t& returned_
 }
 
 void Connection::close() noexcept {
-  if (core_) {
-    core_->close();
-    core_.reset();
-  }
+  // The core stays until this object is destroyed: other threads may be inside its calls.
+  if (core_) core_->close();
 }
 
 }  // namespace fltport

@@ -32,6 +32,9 @@ struct PortConnection::OutgoingMessage {
   State state = State::queued;
   NTSTATUS failure = STATUS_SUCCESS;
   ReplyInfo result;
+  // deliver() is using this object without the lock: its owner may not return, even if the reply
+  // was already handed over by another thread.
+  bool being_sent = false;
   std::condition_variable changed;
 };
 
@@ -72,6 +75,10 @@ Result<ReplyInfo> PortConnection::send(ConstBytes message, MutableBytes* reply, 
 
   using State = OutgoingMessage::State;
   for (;;) {
+    if (m.being_sent) {
+      m.changed.wait(lock);
+      continue;
+    }
     if (m.state == State::replied || (m.state == State::taken && !m.wants_reply)) {
       hand_over_reply_channel(&m);
       return m.result;
@@ -79,11 +86,6 @@ Result<ReplyInfo> PortConnection::send(ConstBytes message, MutableBytes* reply, 
     if (m.state == State::failed) {
       hand_over_reply_channel(&m);
       return Status(m.failure);
-    }
-    if (m.state == State::sending) {
-      // Bounded: the sending thread gives up at this message's deadline or the stall limit.
-      m.changed.wait(lock);
-      continue;
     }
     // Queued, or taken and waiting for the reply: read the reply channel if nobody does (a queued
     // sender too, since replies carry the credits it waits for), else wait to be told.
@@ -175,6 +177,7 @@ void PortConnection::hand_over_reply_channel(const OutgoingMessage* leaving) noe
 void PortConnection::deliver(OutgoingMessage& m, std::unique_lock<std::mutex>& lock) {
   using State = OutgoingMessage::State;
   m.state = State::sending;
+  m.being_sent = true;  // bounded: the send gives up at the message's deadline or the stall limit
   if (m.wants_reply) waiters_[m.id] = &m;
   const auto capacity = static_cast<uint32_t>(m.reply.size());
   const auto header =
@@ -204,6 +207,7 @@ void PortConnection::deliver(OutgoingMessage& m, std::unique_lock<std::mutex>& l
       }
     }
   }
+  m.being_sent = false;
   m.changed.notify_one();
 }
 
@@ -608,10 +612,8 @@ Status ClientPort::post(ConstBytes message, Timeout timeout) {
 }
 
 void ClientPort::close() noexcept {
-  if (connection_) {
-    connection_->close(STATUS_PORT_DISCONNECTED);
-    connection_.reset();
-  }
+  // The connection object stays until this handle is destroyed: another thread may be sending.
+  if (connection_) connection_->close(STATUS_PORT_DISCONNECTED);
 }
 
 bool ClientPort::is_open() const noexcept {
