@@ -45,12 +45,133 @@ typedef struct _OBJECT_ATTRIBUTES {
 typedef struct _DRIVER_OBJECT DRIVER_OBJECT, *PDRIVER_OBJECT;
 typedef struct _FLT_FILTER* PFLT_FILTER;
 typedef struct _FLT_PORT* PFLT_PORT;
-/* Completed by the filter manager; a port-only process passes NULL for both. */
+/* Contexts are not supported: a filter passes NULL. */
 typedef struct _FLT_CONTEXT_REGISTRATION FLT_CONTEXT_REGISTRATION;
-typedef struct _FLT_OPERATION_REGISTRATION FLT_OPERATION_REGISTRATION;
 typedef ULONG FLT_REGISTRATION_FLAGS;
 typedef ULONG FLT_FILTER_UNLOAD_FLAGS;
 typedef NTSTATUS(FLTAPI* PFLT_FILTER_UNLOAD_CALLBACK)(FLT_FILTER_UNLOAD_FLAGS Flags);
+
+/* ---- file operations (the filter manager on fanotify) ----
+ * The Windows shapes, carrying what fanotify reports. Which Linux event each major function stands for:
+ *   IRP_MJ_CREATE pre .................................. open (FAN_OPEN_PERM): may be denied
+ *   IRP_MJ_ACQUIRE_FOR_SECTION_SYNCHRONIZATION pre ..... open for exec (FAN_OPEN_EXEC_PERM): may be denied
+ *   IRP_MJ_READ pre .................................... read (FAN_PRE_ACCESS with the range, or
+ * FAN_ACCESS_PERM) IRP_MJ_CLEANUP post ................................ close after write (FAN_CLOSE_WRITE)
+ *   IRP_MJ_CREATE post ................................. a file or directory was created (FAN_CREATE)
+ *   IRP_MJ_SET_INFORMATION post ........................ deleted / renamed / attributes changed, told by
+ *        Iopb->Parameters.SetFileInformation.FileInformationClass (FileDispositionInformation,
+ *        FileRenameInformation, FileBasicInformation)
+ * A post-operation of IRP_MJ_CREATE is only called for creations; opens are pre-operations. */
+#define IRP_MJ_CREATE 0x00
+#define IRP_MJ_READ 0x03
+#define IRP_MJ_WRITE 0x04
+#define IRP_MJ_SET_INFORMATION 0x06
+#define IRP_MJ_CLEANUP 0x12
+#define IRP_MJ_ACQUIRE_FOR_SECTION_SYNCHRONIZATION ((UCHAR)-1)
+#define IRP_MJ_OPERATION_END ((UCHAR)0x80)
+
+#define FileBasicInformation 4
+#define FileRenameInformation 10
+#define FileDispositionInformation 13
+
+typedef enum _FLT_PREOP_CALLBACK_STATUS {
+  FLT_PREOP_SUCCESS_WITH_CALLBACK = 0,
+  FLT_PREOP_SUCCESS_NO_CALLBACK = 1,
+  FLT_PREOP_PENDING = 2,
+  FLT_PREOP_DISALLOW_FASTIO = 3,
+  FLT_PREOP_COMPLETE = 4, /* with a failure in Data->IoStatus.Status: the operation is denied */
+  FLT_PREOP_SYNCHRONIZE = 5,
+  FLT_PREOP_DISALLOW_FSFILTER_IO = 6
+} FLT_PREOP_CALLBACK_STATUS,
+    *PFLT_PREOP_CALLBACK_STATUS;
+
+typedef enum _FLT_POSTOP_CALLBACK_STATUS {
+  FLT_POSTOP_FINISHED_PROCESSING = 0,
+  FLT_POSTOP_MORE_PROCESSING_REQUIRED = 1,
+  FLT_POSTOP_DISALLOW_FSFILTER_IO = 2
+} FLT_POSTOP_CALLBACK_STATUS,
+    *PFLT_POSTOP_CALLBACK_STATUS;
+
+typedef ULONG FLT_OPERATION_REGISTRATION_FLAGS;
+typedef ULONG FLT_POST_OPERATION_FLAGS;
+
+typedef struct _IO_STATUS_BLOCK {
+  union {
+    NTSTATUS Status;
+    PVOID Pointer;
+  };
+  ULONG_PTR Information;
+} IO_STATUS_BLOCK, *PIO_STATUS_BLOCK;
+
+typedef struct _FLT_IO_PARAMETER_BLOCK {
+  ULONG IrpFlags;
+  UCHAR MajorFunction;
+  UCHAR MinorFunction;
+  UCHAR OperationFlags;
+  UCHAR Reserved;
+  union {
+    struct {
+      ULONG Length;
+      ULONG Key;
+      LARGE_INTEGER ByteOffset;
+    } Read;
+    struct {
+      ULONG Length;
+      ULONG FileInformationClass;
+    } SetFileInformation;
+  } Parameters;
+} FLT_IO_PARAMETER_BLOCK, *PFLT_IO_PARAMETER_BLOCK;
+
+/* Linux extension: what the kernel told about the operation. Strings are UTF-8 paths. */
+typedef struct _FLTPORT_FILE_EVENT {
+  int FileDescriptor;  /* pre-operations: the file, opened by the kernel; reads through it make no events */
+  const char* Path;    /* for a rename, the new path */
+  const char* OldPath; /* rename only, else "" */
+  const char* Executable; /* the process's executable, when FLTFL_REGISTRATION_FLTPORT_WANT_EXECUTABLE */
+  ULONG ProcessId;
+  ULONG UserId;
+  ULONG GroupId;
+  BOOLEAN IsDirectory;
+  BOOLEAN HasRange;     /* IRP_MJ_READ with the byte range about to be read */
+  BOOLEAN CacheVerdict; /* set by the filter on an allow: the verdict stands until the file changes */
+} FLTPORT_FILE_EVENT, *PFLTPORT_FILE_EVENT;
+
+typedef struct _FLT_CALLBACK_DATA {
+  ULONG Flags;
+  PFLT_IO_PARAMETER_BLOCK Iopb;
+  IO_STATUS_BLOCK IoStatus; /* a denying pre-operation sets a failure Status and returns FLT_PREOP_COMPLETE */
+  PFLTPORT_FILE_EVENT FileEvent;
+} FLT_CALLBACK_DATA, *PFLT_CALLBACK_DATA;
+
+typedef struct _FLT_RELATED_OBJECTS {
+  USHORT Size;
+  USHORT TransactionContext;
+  PFLT_FILTER Filter;
+  PVOID Volume;
+  PVOID Instance;
+  PVOID FileObject;
+  PVOID Transaction;
+} FLT_RELATED_OBJECTS, *PFLT_RELATED_OBJECTS;
+typedef const FLT_RELATED_OBJECTS* PCFLT_RELATED_OBJECTS;
+
+typedef FLT_PREOP_CALLBACK_STATUS(FLTAPI* PFLT_PRE_OPERATION_CALLBACK)(PFLT_CALLBACK_DATA Data,
+                                                                       PCFLT_RELATED_OBJECTS FltObjects,
+                                                                       PVOID* CompletionContext);
+typedef FLT_POSTOP_CALLBACK_STATUS(FLTAPI* PFLT_POST_OPERATION_CALLBACK)(PFLT_CALLBACK_DATA Data,
+                                                                         PCFLT_RELATED_OBJECTS FltObjects,
+                                                                         PVOID CompletionContext,
+                                                                         FLT_POST_OPERATION_FLAGS Flags);
+
+typedef struct _FLT_OPERATION_REGISTRATION {
+  UCHAR MajorFunction;
+  FLT_OPERATION_REGISTRATION_FLAGS Flags;
+  PFLT_PRE_OPERATION_CALLBACK PreOperation;
+  PFLT_POST_OPERATION_CALLBACK PostOperation;
+  PVOID Reserved1;
+} FLT_OPERATION_REGISTRATION, *PFLT_OPERATION_REGISTRATION;
+
+/* FLT_REGISTRATION.Flags, Linux extension: fill FLTPORT_FILE_EVENT.Executable. */
+#define FLTFL_REGISTRATION_FLTPORT_WANT_EXECUTABLE 0x80000000
 
 #define FLT_REGISTRATION_VERSION_0200 0x0200
 #define FLT_REGISTRATION_VERSION_0201 0x0201
@@ -113,8 +234,18 @@ FLTPORT_API VOID NTAPI RtlInitUnicodeString(PUNICODE_STRING DestinationString, P
  * zero-initialised FLT_REGISTRATION with Size and Version set and no operations. */
 FLTPORT_API NTSTATUS FLTAPI FltRegisterFilter(PDRIVER_OBJECT Driver, const FLT_REGISTRATION* Registration,
                                               PFLT_FILTER* RetFilter);
-/* Closes the filter's server ports and client ports, waiting for its callbacks to return. */
+/* Closes the filter's server ports and client ports, stops its file operations, and waits for
+ * its callbacks to return. */
 FLTPORT_API VOID FLTAPI FltUnregisterFilter(PFLT_FILTER Filter);
+/* Starts calling the filter's operation callbacks (a filter registered through a host's
+ * DriverObject; see fltmgrd). STATUS_INVALID_PARAMETER for a port-only filter. */
+FLTPORT_API NTSTATUS FLTAPI FltStartFiltering(PFLT_FILTER Filter);
+/* Completes a pre-operation that returned FLT_PREOP_PENDING, from any thread: CallbackStatus
+ * FLT_PREOP_COMPLETE with a failure Data->IoStatus.Status denies, anything else allows. Too late
+ * (the deadline answered already) is harmless. Data must not be used afterwards. */
+FLTPORT_API VOID FLTAPI FltCompletePendedPreOperation(PFLT_CALLBACK_DATA Data,
+                                                      FLT_PREOP_CALLBACK_STATUS CallbackStatus,
+                                                      PVOID Context);
 
 /* A descriptor that admits administrators only: on Linux, uid 0. */
 FLTPORT_API NTSTATUS FLTAPI FltBuildDefaultSecurityDescriptor(PSECURITY_DESCRIPTOR* SecurityDescriptor,

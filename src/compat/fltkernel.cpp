@@ -8,26 +8,13 @@
 #include <cstring>
 #include <mutex>
 #include <unordered_set>
+#include <utility>
 #include <vector>
 
 #include "compat/names.hpp"
 #include "port/server_port.hpp"
 
-struct _FLT_FILTER {
-  static constexpr uint32_t kMagic = 0x464C5446;  // "FTLF"
-  uint32_t magic = kMagic;
-  std::mutex mutex;
-  std::vector<struct _FLT_PORT*> server_ports;
-  std::unordered_set<struct _FLT_PORT*> client_ports;
-};
-
-struct _FLT_PORT {
-  enum class Kind { server, client };
-  Kind kind;
-  PFLT_FILTER filter;
-  fltport::ServerPort server;  // kind == server
-  fltport::ClientPort client;  // kind == client
-};
+#include "compat/flt_objects.hpp"
 
 namespace {
 
@@ -82,7 +69,7 @@ extern "C" VOID NTAPI RtlInitUnicodeString(PUNICODE_STRING destination, PCWSTR s
   destination->Buffer = const_cast<PWSTR>(source);
 }
 
-extern "C" NTSTATUS FLTAPI FltRegisterFilter(PDRIVER_OBJECT /*Driver*/, const FLT_REGISTRATION* registration,
+extern "C" NTSTATUS FLTAPI FltRegisterFilter(PDRIVER_OBJECT driver, const FLT_REGISTRATION* registration,
                                              PFLT_FILTER* filter) {
   if (filter == nullptr || registration == nullptr) return STATUS_INVALID_PARAMETER;
   *filter = nullptr;
@@ -91,16 +78,49 @@ extern "C" NTSTATUS FLTAPI FltRegisterFilter(PDRIVER_OBJECT /*Driver*/, const FL
       registration->Version > FLT_REGISTRATION_VERSION_0203) {
     return STATUS_INVALID_PARAMETER;
   }
-  // File system operations and contexts come with the filter manager, not yet.
-  if (registration->OperationRegistration != nullptr || registration->ContextRegistration != nullptr) {
-    return STATUS_NOT_SUPPORTED;
+  if (registration->ContextRegistration != nullptr) return STATUS_NOT_SUPPORTED;
+  const bool host =
+      driver != nullptr && driver->magic == _DRIVER_OBJECT::kMagic && driver->manager != nullptr;
+  // File operations need a filter manager, which a host's DriverObject brings; a port-only process
+  // (DriverObject NULL) registers none.
+  if (registration->OperationRegistration != nullptr && !host) return STATUS_NOT_SUPPORTED;
+  auto* created = new (std::nothrow) _FLT_FILTER();
+  if (created == nullptr) return STATUS_INSUFFICIENT_RESOURCES;
+  created->unload = registration->FilterUnloadCallback;
+  if (host && registration->OperationRegistration != nullptr) {
+    auto operations = compat::operations_from(*registration, *driver, created);
+    if (!operations) {
+      delete created;
+      return operations.status().code();
+    }
+    created->manager = driver->manager;
+    created->operations = std::move(*operations);
   }
-  *filter = new (std::nothrow) _FLT_FILTER();
-  return *filter != nullptr ? STATUS_SUCCESS : STATUS_INSUFFICIENT_RESOURCES;
+  *filter = created;
+  return STATUS_SUCCESS;
+}
+
+extern "C" NTSTATUS FLTAPI FltStartFiltering(PFLT_FILTER filter) {
+  if (!valid_filter(filter) || filter->manager == nullptr || !filter->operations)
+    return STATUS_INVALID_PARAMETER;
+  std::lock_guard lock(filter->mutex);
+  if (filter->filtering) return STATUS_SUCCESS;
+  if (Status registered = filter->manager->register_filter(*filter->operations); !registered.ok()) {
+    return registered.code();
+  }
+  filter->filtering = true;
+  return STATUS_SUCCESS;
 }
 
 extern "C" VOID FLTAPI FltUnregisterFilter(PFLT_FILTER filter) {
   if (!valid_filter(filter)) return;
+  bool filtering = false;
+  {
+    std::lock_guard lock(filter->mutex);
+    filtering = std::exchange(filter->filtering, false);
+  }
+  // Detaches its instances; events already with its callbacks finish or take the default.
+  if (filtering) filter->manager->unregister_filter(filter->operations->name);
   std::vector<_FLT_PORT*> servers;
   {
     std::lock_guard lock(filter->mutex);

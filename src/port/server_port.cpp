@@ -303,6 +303,8 @@ bool PortConnection::handshake() {
       violation("the reply channel is not a seqpacket socket");
       return false;
     }
+    std::lock_guard lock(mutex_);  // close_locked() may be shutting it down from another thread
+    if (closed_) return false;
     reply_socket_ = std::move(passed);
     reply_buffer_.resize(wire::kMaxFrameSize);
   }

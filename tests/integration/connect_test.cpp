@@ -54,7 +54,7 @@ TEST_F(Connect, ServiceInAnotherProcessIsAcceptedByConnectNotify) {
   port_ready.notify();
   ASSERT_CODE(wait_code(result), S_OK);
   ASSERT_TRUE(filter.wait_connections(1));
-  EXPECT_NE(*filter.client_port(0), nullptr);
+  EXPECT_NE(filter.client_port_value(0), nullptr);
   done.notify();
   EXPECT_TRUE(ExitsCleanly(service));
   EXPECT_TRUE(filter.wait_disconnects(1));

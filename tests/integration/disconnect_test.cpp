@@ -74,7 +74,7 @@ TEST_P(ServiceEnds, WhileTheFilterWaitsForAReplyIsPortDisconnectedAndTheSlotIsFr
 
   ASSERT_TRUE(filter.wait_disconnects(1));
   EXPECT_EQ(filter.connection(0).disconnects.load(), 1);
-  EXPECT_EQ(*filter.client_port(0), nullptr) << "FltCloseClientPort in DisconnectNotify sets the port to NULL";
+  EXPECT_EQ(filter.client_port_value(0), nullptr) << "FltCloseClientPort in DisconnectNotify sets the port to NULL";
 
   reconnect.notify();
   EXPECT_CODE(wait_code(reconnect_result), S_OK) << "MaxConnections 1: the ended connection must free its slot";
@@ -133,7 +133,7 @@ TEST_F(Disconnect, FltSendMessageOnAClosedClientPortIsPortDisconnected) {
   ASSERT_CODE(filter.create_port(), STATUS_SUCCESS);
   port_ready.notify();
   ASSERT_TRUE(filter.wait_disconnects(1));
-  ASSERT_EQ(*filter.client_port(0), nullptr);
+  ASSERT_EQ(filter.client_port_value(0), nullptr);
   uint8_t message[4] = {};
   uint8_t reply[4];
   ULONG reply_length = sizeof reply;
@@ -163,7 +163,7 @@ TEST_F(Disconnect, ConnectionLeftOpenByDisconnectNotifyStillFailsFltSendMessage)
   ASSERT_CODE(filter.create_port(), STATUS_SUCCESS);
   port_ready.notify();
   ASSERT_TRUE(filter.wait_disconnects(1));
-  ASSERT_NE(*filter.client_port(0), nullptr);
+  ASSERT_NE(filter.client_port_value(0), nullptr);
   uint8_t message[4] = {};
   LARGE_INTEGER timeout = relative_timeout(std::chrono::milliseconds(1000));
   Stopwatch stopwatch;
@@ -171,8 +171,8 @@ TEST_F(Disconnect, ConnectionLeftOpenByDisconnectNotifyStillFailsFltSendMessage)
                              &timeout),
               STATUS_PORT_DISCONNECTED);
   EXPECT_LT(stopwatch.ms(), 500);
-  FltCloseClientPort(filter.handle(), filter.client_port(0));
-  EXPECT_EQ(*filter.client_port(0), nullptr);
+  filter.close_client_port(0);
+  EXPECT_EQ(filter.client_port_value(0), nullptr);
   EXPECT_TRUE(ExitsCleanly(service));
 }
 
@@ -202,9 +202,9 @@ TEST_F(Disconnect, FltCloseClientPortReleasesTheServiceBlockedInFilterGetMessage
   port_ready.notify();
   ASSERT_TRUE(filter.wait_connections(1));
   ASSERT_TRUE(about_to_get.wait());
-  FltCloseClientPort(filter.handle(), filter.client_port(0));
-  EXPECT_EQ(*filter.client_port(0), nullptr) << "FltCloseClientPort sets *ClientPort to NULL";
-  FltCloseClientPort(filter.handle(), filter.client_port(0));  // NULL: does nothing
+  filter.close_client_port(0);
+  EXPECT_EQ(filter.client_port_value(0), nullptr) << "FltCloseClientPort sets *ClientPort to NULL";
+  filter.close_client_port(0);  // NULL: does nothing
 
   EXPECT_CODE(wait_code(results), HRESULT_FROM_WIN32(ERROR_INVALID_HANDLE)) << "the blocked FilterGetMessage";
   EXPECT_LT(wait_number(results), kPromptlyMs) << "ms the blocked FilterGetMessage took to return";

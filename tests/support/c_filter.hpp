@@ -331,6 +331,18 @@ class CFilter {
   }
   // The client port of connection i, by address (as FltSendMessage and FltCloseClientPort take it).
   PFLT_PORT* client_port(int i) { return &connection(i).client_port; }
+  // Its current value, read under the lock FltCloseClientPort is called with (it sets it to NULL).
+  PFLT_PORT client_port_value(int i) {
+    ConnectionRecord& record = connection(i);
+    std::lock_guard lock(port_mutex_);
+    return record.client_port;
+  }
+  // FltCloseClientPort on connection i.
+  void close_client_port(int i) {
+    ConnectionRecord& record = connection(i);
+    std::lock_guard lock(port_mutex_);
+    FltCloseClientPort(filter_, &record.client_port);
+  }
 
  private:
   static std::mutex& live_mutex() {
@@ -404,7 +416,10 @@ class CFilter {
     if (self == nullptr) return;
     if (record != nullptr) {
       record->disconnects++;
-      if (self->close_client_on_disconnect_) FltCloseClientPort(self->filter_, &record->client_port);
+      if (self->close_client_on_disconnect_) {
+        std::lock_guard lock(self->port_mutex_);
+        FltCloseClientPort(self->filter_, &record->client_port);
+      }
     }
     std::lock_guard lock(self->mutex_);
     ++self->disconnects_;
@@ -445,6 +460,7 @@ class CFilter {
   std::atomic<int> bad_cookies_{0};
 
   mutable std::mutex mutex_;
+  std::mutex port_mutex_;  // around FltCloseClientPort, which writes a record's client_port
   std::condition_variable changed_;
   std::deque<std::unique_ptr<ConnectionRecord>> records_;
   int connect_attempts_ = 0;

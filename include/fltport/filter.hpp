@@ -1,0 +1,175 @@
+// The C++ API of the filter manager: filters register callbacks for file operations, instances
+// attach them to directories, mounts or filesystems, and every permission decision is answered
+// before its deadline whatever the filters and their services do.
+#pragma once
+
+#include <fltport/result.hpp>
+
+#include <sys/types.h>
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace fltport {
+
+// What a filter can watch. Pre-operations wait for a verdict; post-operations report what happened.
+enum class Operation : uint32_t {
+  open = 1u << 0,       // pre: FAN_OPEN_PERM
+  open_exec = 1u << 1,  // pre: FAN_OPEN_EXEC_PERM
+  read = 1u << 2,  // pre: FAN_PRE_ACCESS with the byte range where the kernel has it, else FAN_ACCESS_PERM
+  close_write = 1u << 3,  // post: FAN_CLOSE_WRITE
+  create = 1u << 4,       // post: FAN_CREATE
+  remove = 1u << 5,       // post: FAN_DELETE
+  rename = 1u << 6,       // post: FAN_RENAME
+  attribute = 1u << 7,    // post: FAN_ATTRIB
+};
+using OperationSet = uint32_t;
+constexpr OperationSet operator|(Operation a, Operation b) noexcept {
+  return static_cast<uint32_t>(a) | static_cast<uint32_t>(b);
+}
+constexpr OperationSet operator|(OperationSet a, Operation b) noexcept {
+  return a | static_cast<uint32_t>(b);
+}
+constexpr bool contains(OperationSet set, Operation op) noexcept {
+  return (set & static_cast<uint32_t>(op)) != 0;
+}
+inline constexpr OperationSet kPreOperations = static_cast<uint32_t>(Operation::open) |
+                                               static_cast<uint32_t>(Operation::open_exec) |
+                                               static_cast<uint32_t>(Operation::read);
+const char* operation_name(Operation op) noexcept;
+
+// What the filter is told about one operation.
+struct FileEvent {
+  Operation operation = Operation::open;
+  pid_t pid = 0;
+  uid_t uid = 0;  // of the process, at the time of the event
+  gid_t gid = 0;
+  int fd = -1;             // pre-operations: the file, opened by the kernel; reads through it make no events
+  std::string path;        // the file (for rename, its new path)
+  std::string old_path;    // rename only
+  std::string executable;  // the process's executable, when the filter asked for it
+  bool is_directory = false;
+  std::optional<uint64_t> range_offset;  // read with pre-access: the bytes about to be read
+  std::optional<uint64_t> range_count;
+};
+
+enum class Decision { allow, deny };
+
+// A verdict: allow, or deny with the errno the process sees where the kernel lets us choose it
+// (FAN_DENY_ERRNO; plain EPERM elsewhere). `cache` lets an allow stand for the file until it is
+// modified (kernel ignore mark + user-space cache).
+struct Verdict {
+  Decision decision = Decision::allow;
+  int error = 0;
+  bool cache = false;
+  static Verdict allow(bool cache = false) { return {Decision::allow, 0, cache}; }
+  static Verdict deny(int error = 0) { return {Decision::deny, error, false}; }
+};
+
+// A pre-operation the filter chose to answer later (FltCompletePendedPreOperation in spirit).
+// complete() may be called once, from any thread; a PendingOperation dropped without completing
+// answers with the filter's default at once. The deadline holds either way.
+class FLTPORT_API PendingOperation {
+ public:
+  PendingOperation() noexcept = default;
+  PendingOperation(PendingOperation&&) noexcept;
+  PendingOperation& operator=(PendingOperation&&) noexcept;
+  PendingOperation(const PendingOperation&) = delete;
+  PendingOperation& operator=(const PendingOperation&) = delete;
+  ~PendingOperation();
+
+  // False when the verdict came too late (the deadline already answered) or was given before.
+  bool complete(const Verdict& verdict) noexcept;
+
+  struct State;
+  explicit PendingOperation(std::shared_ptr<State> state) noexcept : state_(std::move(state)) {}
+
+ private:
+  std::shared_ptr<State> state_;
+};
+
+// What a pre-operation callback returns: a verdict now, or pending (it took `pending` and will
+// complete it).
+struct PreResult {
+  bool pending = false;
+  Verdict verdict;
+  static PreResult now(const Verdict& verdict) { return {false, verdict}; }
+  static PreResult later() { return {true, {}}; }
+};
+
+using PreOperationCallback = std::function<PreResult(const FileEvent& event, PendingOperation& pending)>;
+using PostOperationCallback = std::function<void(const FileEvent& event)>;
+
+struct FilterRegistration {
+  std::string name;
+  uint32_t altitude = 0;  // higher altitudes are called first, as on Windows
+  OperationSet operations = 0;
+  PreOperationCallback pre_operation;
+  PostOperationCallback post_operation;
+  // Every permission event is answered by then, with `default_decision` if the filter has not.
+  std::chrono::milliseconds deadline{3000};
+  Decision default_decision = Decision::allow;
+  bool want_executable = false;
+};
+
+enum class AttachScope { directory_tree, mount, filesystem };
+
+// Counters of one filter. Latencies are from the event's arrival to its verdict.
+struct FilterStatistics {
+  uint64_t events = 0;
+  uint64_t allowed = 0;
+  uint64_t denied = 0;
+  uint64_t defaults_taken = 0;  // answered by the deadline or a dropped PendingOperation
+  uint64_t cache_hits = 0;
+  uint64_t post_notifications = 0;
+  // Powers of two of microseconds: bucket i counts verdicts in [2^i, 2^(i+1)) µs (bucket 0 from 0).
+  std::array<uint64_t, 24> latency_us_log2{};
+};
+
+struct InstanceInfo {
+  std::string filter;
+  std::string path;
+  AttachScope scope = AttachScope::directory_tree;
+  uint32_t altitude = 0;
+};
+
+struct FilterManagerOptions {
+  // Processes whose accesses never reach filters (besides this process, always exempt).
+  std::vector<pid_t> exempt_processes;
+};
+
+class FilterManagerCore;
+
+// Owns the fanotify groups and the thread that reads them. Destroying it (or shutdown()) answers
+// every event still waiting with its filter's default, removes every mark and closes the groups.
+class FLTPORT_API FilterManager {
+ public:
+  // Failures: STATUS_ACCESS_DENIED (no CAP_SYS_ADMIN), STATUS_NOT_SUPPORTED (no fanotify).
+  static Result<std::unique_ptr<FilterManager>> create(FilterManagerOptions options = {});
+  ~FilterManager();
+
+  Status register_filter(FilterRegistration registration);  // STATUS_OBJECT_NAME_COLLISION for a name in use
+  Status unregister_filter(const std::string& name);        // detaches its instances first
+  Status attach(const std::string& filter, const std::string& path,
+                AttachScope scope = AttachScope::directory_tree);
+  Status detach(const std::string& filter, const std::string& path);
+  void exempt_process(pid_t pid);
+
+  std::vector<std::string> filters() const;
+  std::vector<InstanceInfo> instances() const;
+  Result<FilterStatistics> statistics(const std::string& filter) const;
+  void shutdown() noexcept;
+
+ private:
+  explicit FilterManager(std::shared_ptr<FilterManagerCore> core) noexcept;
+  std::shared_ptr<FilterManagerCore> core_;
+};
+
+}  // namespace fltport

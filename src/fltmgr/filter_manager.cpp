@@ -1,0 +1,749 @@
+#include "fltmgr/filter_manager.hpp"
+
+#include <linux/fanotify.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <climits>
+#include <cstring>
+#include <filesystem>
+
+#include "base/log.hpp"
+
+namespace fltport {
+
+namespace {
+constexpr size_t kWorkers = 4;                  // callbacks run here, never on the event thread
+constexpr size_t kCleanFileCacheLimit = 65536;  // entries of the user-space verdict cache
+constexpr size_t kMaxTreeDirectories = 100000;  // directories one tree instance may mark
+
+std::string fd_path(int fd) {
+  char link[64];
+  std::snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+  char target[PATH_MAX];
+  const ssize_t length = ::readlink(link, target, sizeof target - 1);
+  return length > 0 ? std::string(target, static_cast<size_t>(length)) : std::string();
+}
+
+bool covers(const std::string& root, const std::string& path) {
+  if (path.size() < root.size() || path.compare(0, root.size(), root) != 0) return false;
+  return path.size() == root.size() || root == "/" || path[root.size()] == '/';
+}
+
+unsigned latency_bucket(std::chrono::steady_clock::duration latency) {
+  const auto us =
+      static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(latency).count());
+  unsigned bucket = 0;
+  while (bucket + 1 < FilterStatistics{}.latency_us_log2.size() && (us >> (bucket + 1)) != 0) ++bucket;
+  return bucket;
+}
+
+}  // namespace
+
+const char* operation_name(Operation op) noexcept {
+  switch (op) {
+    case Operation::open:
+      return "open";
+    case Operation::open_exec:
+      return "open_exec";
+    case Operation::read:
+      return "read";
+    case Operation::close_write:
+      return "close_write";
+    case Operation::create:
+      return "create";
+    case Operation::remove:
+      return "delete";
+    case Operation::rename:
+      return "rename";
+    case Operation::attribute:
+      return "attribute";
+  }
+  return "?";
+}
+
+struct FilterEntry {
+  FilterRegistration registration;
+  std::atomic<uint64_t> events{0}, allowed{0}, denied{0}, defaults_taken{0}, cache_hits{0}, posts{0};
+  std::array<std::atomic<uint64_t>, 24> latency{};
+
+  void record(bool allow, std::chrono::steady_clock::duration latency_since_arrival, bool by_default) {
+    (allow ? allowed : denied).fetch_add(1, std::memory_order_relaxed);
+    if (by_default) defaults_taken.fetch_add(1, std::memory_order_relaxed);
+    latency[latency_bucket(latency_since_arrival)].fetch_add(1, std::memory_order_relaxed);
+  }
+};
+
+struct PermissionRequest {
+  transport::Socket fd;  // owned until the last callback that may read it is done
+  uint64_t mask = 0;
+  FileEvent event;
+  std::chrono::steady_clock::time_point arrival;
+  std::vector<std::shared_ptr<FilterEntry>> chain;  // highest altitude first
+  std::atomic<size_t> deciding{0};                  // chain position whose verdict is awaited
+  std::atomic<bool> answered{false};
+  bool cache = true;  // every allow so far asked for caching (touched by one deciding thread at a time)
+};
+
+struct PendingOperation::State {
+  std::weak_ptr<FilterManagerCore> core;
+  std::shared_ptr<PermissionRequest> request;
+  size_t index = 0;
+  std::atomic<bool> used{false};
+};
+
+PendingOperation::PendingOperation(PendingOperation&&) noexcept = default;
+PendingOperation& PendingOperation::operator=(PendingOperation&& other) noexcept {
+  if (this != &other) {
+    if (state_) {
+      // Dropping an uncompleted operation answers with the default, as its destructor would.
+      PendingOperation dropped(std::move(state_));
+    }
+    state_ = std::move(other.state_);
+  }
+  return *this;
+}
+
+PendingOperation::~PendingOperation() {
+  if (!state_ || state_->used.exchange(true)) return;
+  if (auto core = state_->core.lock()) {
+    const auto& filter = *state_->request->chain[state_->index];
+    const Verdict fallback =
+        filter.registration.default_decision == Decision::allow ? Verdict::allow() : Verdict::deny();
+    core->resume(state_->request, state_->index, fallback, true);
+  }
+}
+
+bool PendingOperation::complete(const Verdict& verdict) noexcept {
+  if (!state_ || state_->used.exchange(true)) return false;
+  auto core = state_->core.lock();
+  return core && core->resume(state_->request, state_->index, verdict, false);
+}
+
+// ---------------------------------------------------------------------------------------------
+
+Result<std::shared_ptr<FilterManagerCore>> FilterManagerCore::create(FilterManagerOptions options) {
+  auto permissions = fanotify::PermissionGroup::open();
+  if (!permissions) return permissions.status();
+  auto notifications = fanotify::NotificationGroup::open();
+  if (!notifications) return notifications.status();
+  std::shared_ptr<FilterManagerCore> core(
+      new FilterManagerCore(std::move(*permissions), std::move(*notifications), std::move(options)));
+  if (core->wake_fd_ < 0) return Status(STATUS_INSUFFICIENT_RESOURCES);
+  for (size_t i = 0; i < kWorkers; ++i) core->workers_.emplace_back([raw = core.get()] { raw->worker(); });
+  core->event_thread_ = std::thread([raw = core.get()] { raw->event_loop(); });
+  return core;
+}
+
+FilterManagerCore::FilterManagerCore(fanotify::PermissionGroup permissions,
+                                     fanotify::NotificationGroup notifications, FilterManagerOptions options)
+    : permissions_(std::move(permissions)),
+      notifications_(std::move(notifications)),
+      wake_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
+  exempt_.insert(::getpid());
+  for (pid_t pid : options.exempt_processes) exempt_.insert(pid);
+}
+
+FilterManagerCore::~FilterManagerCore() {
+  shutdown();
+  if (wake_fd_ >= 0) ::close(wake_fd_);
+}
+
+void FilterManagerCore::shutdown() noexcept {
+  {
+    std::lock_guard lock(mutex_);
+    if (shut_down_) return;
+    shut_down_ = true;
+  }
+  {
+    std::lock_guard lock(tasks_mutex_);
+    stopping_ = true;
+  }
+  const uint64_t one = 1;
+  [[maybe_unused]] ssize_t written = ::write(wake_fd_, &one, sizeof one);
+  if (event_thread_.joinable()) event_thread_.join();
+  // Every event still waiting gets its filter's default now, before the groups close: nothing
+  // the kernel holds is left to a group that is going away.
+  std::vector<std::shared_ptr<PermissionRequest>> waiting;
+  {
+    std::lock_guard lock(mutex_);
+    while (!deadlines_.empty()) {
+      if (auto request = deadlines_.top().request.lock()) waiting.push_back(std::move(request));
+      deadlines_.pop();
+    }
+  }
+  for (auto& request : waiting) {
+    const size_t index = request->deciding.load();
+    if (index < request->chain.size()) {
+      const bool allow = request->chain[index]->registration.default_decision == Decision::allow;
+      resume(request, index, allow ? Verdict::allow() : Verdict::deny(), true);
+    }
+  }
+  tasks_ready_.notify_all();
+  for (std::thread& worker : workers_) worker.join();
+  workers_.clear();
+  std::unique_lock groups(groups_mutex_);
+  permissions_.flush_marks();
+  groups_open_ = false;
+}
+
+// ---- events ----
+
+void FilterManagerCore::event_loop() noexcept {
+  std::vector<fanotify::PermissionEvent> permission_events;
+  std::vector<fanotify::Notification> notification_events;
+  for (;;) {
+    int timeout_ms = -1;
+    {
+      std::lock_guard lock(mutex_);
+      if (!deadlines_.empty()) {
+        const auto wait = deadlines_.top().when - std::chrono::steady_clock::now();
+        timeout_ms =
+            std::max<int>(0, static_cast<int>(std::chrono::ceil<std::chrono::milliseconds>(wait).count()));
+      }
+    }
+    pollfd fds[3] = {{permissions_.fd(), POLLIN, 0}, {notifications_.fd(), POLLIN, 0}, {wake_fd_, POLLIN, 0}};
+    const int ready = ::poll(fds, 3, timeout_ms);
+    {
+      std::lock_guard lock(tasks_mutex_);
+      if (stopping_) return;
+    }
+    if (ready < 0 && errno != EINTR) {
+      FLTPORT_LOG(error, "fltmgr", "poll failed: %s", std::strerror(errno));
+      return;
+    }
+    if ((fds[2].revents & POLLIN) != 0) {
+      uint64_t count;
+      [[maybe_unused]] ssize_t drained = ::read(wake_fd_, &count, sizeof count);
+    }
+    if ((fds[0].revents & POLLIN) != 0) {
+      permission_events.clear();
+      permissions_.read_events(permission_events);
+      for (auto& event : permission_events) on_permission_event(event);
+    }
+    if ((fds[1].revents & POLLIN) != 0) {
+      notification_events.clear();
+      notifications_.read_events(notification_events);
+      for (const auto& notification : notification_events) on_notification(notification);
+    }
+    expire_deadlines();
+  }
+}
+
+bool FilterManagerCore::exempt(pid_t pid) const {
+  std::lock_guard lock(mutex_);
+  return exempt_.count(pid) != 0;
+}
+
+std::vector<std::shared_ptr<FilterEntry>> FilterManagerCore::chain_for(Operation operation,
+                                                                       const std::string& path) const {
+  std::vector<std::shared_ptr<FilterEntry>> chain;
+  std::lock_guard lock(mutex_);
+  for (const auto& filter : filters_) {
+    // An exec makes two events, FAN_OPEN_EXEC_PERM then FAN_OPEN_PERM: each goes to its own filters.
+    if (!contains(filter->registration.operations, operation)) continue;
+    const bool attached = std::any_of(instances_.begin(), instances_.end(), [&](const Instance& instance) {
+      return instance.filter == filter && covers(instance.path, path);
+    });
+    if (attached) chain.push_back(filter);
+  }
+  return chain;
+}
+
+void FilterManagerCore::on_permission_event(fanotify::PermissionEvent& kernel_event) {
+  auto request = std::make_shared<PermissionRequest>();
+  request->fd = transport::Socket(kernel_event.fd);
+  request->mask = kernel_event.mask;
+  request->arrival = std::chrono::steady_clock::now();
+  const int fd = request->fd.fd();
+  // The host's own accesses, and those of exempt services, never wait on a filter.
+  if (exempt(kernel_event.pid)) {
+    std::shared_lock groups(groups_mutex_);
+    permissions_.respond(fd, true);
+    return;
+  }
+  Operation operation = Operation::open;
+  if ((kernel_event.mask & FAN_OPEN_EXEC_PERM) != 0) {
+    operation = Operation::open_exec;
+  } else if ((kernel_event.mask & (FAN_ACCESS_PERM | fanotify::kPreAccess)) != 0) {
+    operation = Operation::read;
+  }
+  FileEvent& event = request->event;
+  event.operation = operation;
+  event.pid = kernel_event.pid;
+  event.fd = fd;
+  event.path = fd_path(fd);
+  event.range_offset = kernel_event.range_offset;
+  event.range_count = kernel_event.range_count;
+  request->chain = chain_for(operation, event.path);
+  if (request->chain.empty()) {
+    std::shared_lock groups(groups_mutex_);
+    permissions_.respond(fd, true);
+    return;
+  }
+  if (known_clean(fd)) {
+    for (const auto& filter : request->chain) filter->cache_hits.fetch_add(1, std::memory_order_relaxed);
+    std::shared_lock groups(groups_mutex_);
+    permissions_.respond(fd, true);
+    return;
+  }
+  struct stat process {};
+  const std::string proc = "/proc/" + std::to_string(kernel_event.pid);
+  if (::stat(proc.c_str(), &process) == 0) {
+    event.uid = process.st_uid;
+    event.gid = process.st_gid;
+  }
+  auto minimum_deadline = request->chain.front()->registration.deadline;
+  bool want_executable = false;
+  for (const auto& filter : request->chain) {
+    minimum_deadline = std::min(minimum_deadline, filter->registration.deadline);
+    want_executable = want_executable || filter->registration.want_executable;
+    filter->events.fetch_add(1, std::memory_order_relaxed);
+  }
+  if (want_executable) {
+    char target[PATH_MAX];
+    const ssize_t length = ::readlink((proc + "/exe").c_str(), target, sizeof target - 1);
+    if (length > 0) event.executable.assign(target, static_cast<size_t>(length));
+  }
+  {
+    std::lock_guard lock(mutex_);
+    deadlines_.push(Deadline{request->arrival + minimum_deadline, request});
+  }
+  post([this, request] { continue_chain(request, 0); });
+}
+
+bool FilterManagerCore::known_clean(int fd) {
+  struct stat file {};
+  if (::fstat(fd, &file) != 0) return false;
+  std::lock_guard lock(mutex_);
+  const auto found = clean_files_.find({file.st_dev, file.st_ino});
+  if (found == clean_files_.end()) return false;
+  const FileVersion& seen = found->second;
+  if (seen.size == file.st_size && seen.modified.tv_sec == file.st_mtim.tv_sec &&
+      seen.modified.tv_nsec == file.st_mtim.tv_nsec && seen.changed.tv_sec == file.st_ctim.tv_sec &&
+      seen.changed.tv_nsec == file.st_ctim.tv_nsec) {
+    return true;
+  }
+  clean_files_.erase(found);  // changed since its verdict: scan again
+  return false;
+}
+
+void FilterManagerCore::on_notification(const fanotify::Notification& notification) {
+  if (exempt(notification.pid)) return;
+  // The kernel merges events on one object (a create and the close after writing it arrive as one):
+  // each bit is reported as its own operation, in the order they happen.
+  static constexpr std::pair<uint64_t, Operation> kOrder[] = {
+      {FAN_CREATE, Operation::create},           {FAN_ATTRIB, Operation::attribute},
+      {FAN_CLOSE_WRITE, Operation::close_write}, {FAN_RENAME, Operation::rename},
+      {FAN_DELETE, Operation::remove},
+  };
+  for (const auto& [bit, operation] : kOrder) {
+    if ((notification.mask & bit) == 0) continue;
+    // A tree instance covers directories created (or moved) inside it from now on.
+    if (notification.is_directory && (bit == FAN_CREATE || bit == FAN_RENAME))
+      mark_new_directory(notification.path);
+    auto chain = chain_for(operation, notification.path);
+    if (chain.empty()) continue;
+    FileEvent event;
+    event.operation = operation;
+    event.pid = notification.pid;
+    event.path = notification.path;
+    event.old_path = operation == Operation::rename ? notification.old_path : std::string();
+    event.is_directory = notification.is_directory;
+    post([chain = std::move(chain), event = std::move(event)] {
+      for (const auto& filter : chain) {
+        filter->posts.fetch_add(1, std::memory_order_relaxed);
+        if (!filter->registration.post_operation) continue;
+        try {
+          filter->registration.post_operation(event);
+        } catch (...) {
+          FLTPORT_LOG(error, "fltmgr", "%s: post-operation callback threw",
+                      filter->registration.name.c_str());
+        }
+      }
+    });
+  }
+}
+
+void FilterManagerCore::expire_deadlines() {
+  const auto now = std::chrono::steady_clock::now();
+  std::vector<std::shared_ptr<PermissionRequest>> expired;
+  {
+    std::lock_guard lock(mutex_);
+    while (!deadlines_.empty() && deadlines_.top().when <= now) {
+      if (auto request = deadlines_.top().request.lock()) expired.push_back(std::move(request));
+      deadlines_.pop();
+    }
+  }
+  for (auto& request : expired) {
+    if (request->answered.load()) continue;
+    const size_t index = request->deciding.load();
+    if (index >= request->chain.size()) continue;
+    const auto& filter = request->chain[index]->registration;
+    FLTPORT_LOG(warning, "fltmgr", "%s: no verdict for %s of %s by pid %d within %lld ms; %s by default",
+                filter.name.c_str(), operation_name(request->event.operation), request->event.path.c_str(),
+                static_cast<int>(request->event.pid), static_cast<long long>(filter.deadline.count()),
+                filter.default_decision == Decision::allow ? "allowed" : "denied");
+    const bool allow = filter.default_decision == Decision::allow;
+    resume(request, index, allow ? Verdict::allow() : Verdict::deny(), true);
+  }
+}
+
+// ---- the chain of pre-operation callbacks ----
+
+void FilterManagerCore::continue_chain(const std::shared_ptr<PermissionRequest>& request, size_t from) {
+  for (size_t index = from; index < request->chain.size(); ++index) {
+    if (request->answered.load()) return;
+    request->deciding.store(index);
+    FilterEntry& filter = *request->chain[index];
+    if (!filter.registration.pre_operation) {
+      filter.record(true, std::chrono::steady_clock::now() - request->arrival, false);
+      continue;
+    }
+    auto state = std::make_shared<PendingOperation::State>();
+    state->core = weak_from_this();
+    state->request = request;
+    state->index = index;
+    PendingOperation pending(state);
+    PreResult result;
+    try {
+      result = filter.registration.pre_operation(request->event, pending);
+    } catch (...) {
+      FLTPORT_LOG(error, "fltmgr", "%s: pre-operation callback threw; taking its default",
+                  filter.registration.name.c_str());
+      return;  // `pending` answers with the default as it goes
+    }
+    if (result.pending) return;  // the filter holds `pending`, or dropping it answers with the default
+    state->used.store(true);     // answered here and now
+    const Verdict& verdict = result.verdict;
+    filter.record(verdict.decision == Decision::allow, std::chrono::steady_clock::now() - request->arrival,
+                  false);
+    if (verdict.decision == Decision::deny) {
+      answer(*request, false, verdict.error, false);
+      return;
+    }
+    request->cache = request->cache && verdict.cache;
+  }
+  answer(*request, true, 0, request->cache);
+}
+
+bool FilterManagerCore::resume(const std::shared_ptr<PermissionRequest>& request, size_t index,
+                               const Verdict& verdict, bool by_default) {
+  if (request->answered.load() || index != request->deciding.load()) return false;
+  FilterEntry& filter = *request->chain[index];
+  const bool allow = verdict.decision == Decision::allow;
+  if (by_default) {
+    // The deadline or a dropped operation speaks for this filter and ends the chain: later
+    // filters would only make the late answer later.
+    if (!answer(*request, allow, verdict.error, false)) return false;
+    filter.record(allow, std::chrono::steady_clock::now() - request->arrival, true);
+    return true;
+  }
+  filter.record(allow, std::chrono::steady_clock::now() - request->arrival, false);
+  if (!allow) return answer(*request, false, verdict.error, false);
+  request->cache = request->cache && verdict.cache;
+  if (index + 1 < request->chain.size()) {
+    continue_chain(request, index + 1);
+    return true;
+  }
+  return answer(*request, true, 0, request->cache);
+}
+
+bool FilterManagerCore::answer(PermissionRequest& request, bool allow, int error, bool cache) {
+  if (request.answered.exchange(true)) return false;
+  std::shared_lock groups(groups_mutex_);
+  if (!groups_open_) return false;
+  permissions_.respond(request.fd.fd(), allow, error);
+  if (allow && cache) {
+    permissions_.ignore_until_modified(request.fd.fd(), request.mask);
+    struct stat file {};
+    if (::fstat(request.fd.fd(), &file) == 0) {
+      std::lock_guard lock(mutex_);
+      if (clean_files_.size() >= kCleanFileCacheLimit) clean_files_.clear();
+      clean_files_[{file.st_dev, file.st_ino}] = FileVersion{file.st_mtim, file.st_ctim, file.st_size};
+    }
+  }
+  return true;
+}
+
+// ---- workers ----
+
+void FilterManagerCore::post(std::function<void()> task) {
+  {
+    std::lock_guard lock(tasks_mutex_);
+    tasks_.push_back(std::move(task));
+  }
+  tasks_ready_.notify_one();
+}
+
+void FilterManagerCore::worker() noexcept {
+  std::unique_lock lock(tasks_mutex_);
+  for (;;) {
+    tasks_ready_.wait(lock, [this] { return stopping_ || !tasks_.empty(); });
+    if (tasks_.empty()) return;  // stopping, and nothing left to run
+    auto task = std::move(tasks_.front());
+    tasks_.pop_front();
+    lock.unlock();
+    task();
+    lock.lock();
+  }
+}
+
+// ---- filters and instances ----
+
+uint64_t FilterManagerCore::permission_mask(OperationSet operations) const noexcept {
+  uint64_t mask = 0;
+  if (contains(operations, Operation::open)) mask |= FAN_OPEN_PERM;
+  if (contains(operations, Operation::open_exec)) mask |= FAN_OPEN_EXEC_PERM;
+  if (contains(operations, Operation::read)) {
+    mask |= permissions_.capabilities().pre_access ? fanotify::kPreAccess : FAN_ACCESS_PERM;
+  }
+  return mask;
+}
+
+uint64_t FilterManagerCore::notification_mask(OperationSet operations) noexcept {
+  uint64_t mask = 0;
+  if (contains(operations, Operation::close_write)) mask |= FAN_CLOSE_WRITE;
+  if (contains(operations, Operation::create)) mask |= FAN_CREATE;
+  if (contains(operations, Operation::remove)) mask |= FAN_DELETE;
+  if (contains(operations, Operation::rename)) mask |= FAN_RENAME;
+  if (contains(operations, Operation::attribute)) mask |= FAN_ATTRIB;
+  return mask;
+}
+
+Status FilterManagerCore::register_filter(FilterRegistration registration) {
+  if (registration.name.empty() || registration.operations == 0) return STATUS_INVALID_PARAMETER;
+  std::lock_guard lock(mutex_);
+  if (shut_down_) return STATUS_THREAD_IS_TERMINATING;
+  for (const auto& filter : filters_) {
+    if (filter->registration.name == registration.name) return STATUS_OBJECT_NAME_COLLISION;
+  }
+  auto entry = std::make_shared<FilterEntry>();
+  entry->registration = std::move(registration);
+  const auto position = std::find_if(filters_.begin(), filters_.end(), [&](const auto& other) {
+    return other->registration.altitude < entry->registration.altitude;
+  });
+  filters_.insert(position, std::move(entry));
+  return STATUS_SUCCESS;
+}
+
+Status FilterManagerCore::unregister_filter(const std::string& name) {
+  std::vector<std::string> paths;
+  {
+    std::lock_guard lock(mutex_);
+    for (const Instance& instance : instances_) {
+      if (instance.filter->registration.name == name) paths.push_back(instance.path);
+    }
+  }
+  for (const auto& path : paths) detach(name, path);
+  std::lock_guard lock(mutex_);
+  const auto found = std::find_if(filters_.begin(), filters_.end(),
+                                  [&](const auto& filter) { return filter->registration.name == name; });
+  if (found == filters_.end()) return STATUS_OBJECT_NAME_NOT_FOUND;
+  filters_.erase(found);
+  return STATUS_SUCCESS;
+}
+
+Status FilterManagerCore::mark_instance(Instance& instance, bool add) {
+  const OperationSet operations = instance.filter->registration.operations;
+  const uint64_t permission = permission_mask(operations);
+  uint64_t notification = notification_mask(operations);
+  const auto scope = instance.scope == AttachScope::mount        ? fanotify::MarkScope::mount
+                     : instance.scope == AttachScope::filesystem ? fanotify::MarkScope::filesystem
+                                                                 : fanotify::MarkScope::directory;
+  if (instance.scope == AttachScope::directory_tree) {
+    notification |= FAN_CREATE | FAN_RENAME;  // to follow new directories
+    if (add) {
+      instance.marked_directories.clear();
+      std::error_code error;
+      instance.marked_directories.push_back(instance.path);
+      for (auto it = std::filesystem::recursive_directory_iterator(
+               instance.path, std::filesystem::directory_options::skip_permission_denied, error);
+           !error && it != std::filesystem::recursive_directory_iterator(); it.increment(error)) {
+        if (it->is_directory(error) && !it->is_symlink(error)) {
+          if (instance.marked_directories.size() >= kMaxTreeDirectories) return STATUS_INSUFFICIENT_RESOURCES;
+          instance.marked_directories.push_back(it->path().string());
+        }
+      }
+    }
+  } else {
+    instance.marked_directories = {instance.path};
+  }
+  for (const auto& directory : instance.marked_directories) {
+    // Marks are shared by every instance on a directory: removing takes only what no other
+    // instance there still needs.
+    uint64_t keep_permission = 0;
+    uint64_t keep_notification = 0;
+    if (!add) {
+      for (const Instance& other : instances_) {
+        if (&other == &instance) continue;
+        if (std::find(other.marked_directories.begin(), other.marked_directories.end(), directory) !=
+            other.marked_directories.end()) {
+          keep_permission |= permission_mask(other.filter->registration.operations);
+          keep_notification |= notification_mask(other.filter->registration.operations) |
+                               (other.scope == AttachScope::directory_tree ? FAN_CREATE | FAN_RENAME : 0);
+        }
+      }
+    }
+    if (add) {
+      if (permission != 0) {
+        Status s = permissions_.add_mark(directory, scope, permission);
+        if (s == Status(STATUS_NOT_SUPPORTED) && (permission & fanotify::kPreAccess) != 0) {
+          // Pre-access needs a filesystem that supports it (not tmpfs): reads are then seen as
+          // FAN_ACCESS_PERM, without the byte range.
+          s = permissions_.add_mark(directory, scope, (permission & ~fanotify::kPreAccess) | FAN_ACCESS_PERM);
+        }
+        if (!s.ok()) return s;
+      }
+      if (notification != 0) {
+        if (Status s = notifications_.add_mark(directory, scope, notification); !s.ok()) return s;
+      }
+    } else {
+      if ((permission & ~keep_permission) != 0)
+        permissions_.remove_mark(directory, scope, permission & ~keep_permission);
+      if ((notification & ~keep_notification) != 0) {
+        notifications_.remove_mark(directory, scope, notification & ~keep_notification);
+      }
+    }
+  }
+  return STATUS_SUCCESS;
+}
+
+void FilterManagerCore::mark_new_directory(const std::string& path) {
+  std::lock_guard lock(mutex_);
+  for (Instance& instance : instances_) {
+    if (instance.scope != AttachScope::directory_tree || !covers(instance.path, path)) continue;
+    if (std::find(instance.marked_directories.begin(), instance.marked_directories.end(), path) !=
+        instance.marked_directories.end()) {
+      continue;
+    }
+    const OperationSet operations = instance.filter->registration.operations;
+    const uint64_t permission = permission_mask(operations);
+    if (permission != 0) permissions_.add_mark(path, fanotify::MarkScope::directory, permission);
+    notifications_.add_mark(path, fanotify::MarkScope::directory,
+                            notification_mask(operations) | FAN_CREATE | FAN_RENAME);
+    instance.marked_directories.push_back(path);
+  }
+}
+
+Status FilterManagerCore::attach(const std::string& filter_name, const std::string& path, AttachScope scope) {
+  std::error_code error;
+  const auto canonical = std::filesystem::canonical(path, error);
+  if (error || !std::filesystem::is_directory(canonical, error)) return STATUS_OBJECT_NAME_NOT_FOUND;
+  std::lock_guard lock(mutex_);
+  if (shut_down_) return STATUS_THREAD_IS_TERMINATING;
+  const auto filter = std::find_if(filters_.begin(), filters_.end(), [&](const auto& entry) {
+    return entry->registration.name == filter_name;
+  });
+  if (filter == filters_.end()) return STATUS_OBJECT_NAME_NOT_FOUND;
+  for (const Instance& instance : instances_) {
+    if (instance.filter == *filter && instance.path == canonical.string())
+      return STATUS_OBJECT_NAME_COLLISION;
+  }
+  Instance instance{*filter, canonical.string(), scope, {}};
+  if (Status marked = mark_instance(instance, true); !marked.ok()) {
+    mark_instance(instance, false);
+    return marked;
+  }
+  instances_.push_back(std::move(instance));
+  return STATUS_SUCCESS;
+}
+
+Status FilterManagerCore::detach(const std::string& filter_name, const std::string& path) {
+  std::error_code error;
+  auto canonical = std::filesystem::canonical(path, error);
+  const std::string wanted = error ? path : canonical.string();
+  std::lock_guard lock(mutex_);
+  const auto found = std::find_if(instances_.begin(), instances_.end(), [&](const Instance& instance) {
+    return instance.filter->registration.name == filter_name && instance.path == wanted;
+  });
+  if (found == instances_.end()) return STATUS_OBJECT_NAME_NOT_FOUND;
+  mark_instance(*found, false);
+  instances_.erase(found);
+  return STATUS_SUCCESS;
+}
+
+void FilterManagerCore::exempt_process(pid_t pid) {
+  std::lock_guard lock(mutex_);
+  exempt_.insert(pid);
+}
+
+std::vector<std::string> FilterManagerCore::filters() const {
+  std::lock_guard lock(mutex_);
+  std::vector<std::string> names;
+  for (const auto& filter : filters_) names.push_back(filter->registration.name);
+  return names;
+}
+
+std::vector<InstanceInfo> FilterManagerCore::instances() const {
+  std::lock_guard lock(mutex_);
+  std::vector<InstanceInfo> infos;
+  for (const Instance& instance : instances_) {
+    infos.push_back({instance.filter->registration.name, instance.path, instance.scope,
+                     instance.filter->registration.altitude});
+  }
+  return infos;
+}
+
+Result<FilterStatistics> FilterManagerCore::statistics(const std::string& name) const {
+  std::lock_guard lock(mutex_);
+  for (const auto& filter : filters_) {
+    if (filter->registration.name != name) continue;
+    FilterStatistics stats;
+    stats.events = filter->events.load();
+    stats.allowed = filter->allowed.load();
+    stats.denied = filter->denied.load();
+    stats.defaults_taken = filter->defaults_taken.load();
+    stats.cache_hits = filter->cache_hits.load();
+    stats.post_notifications = filter->posts.load();
+    for (size_t i = 0; i < stats.latency_us_log2.size(); ++i)
+      stats.latency_us_log2[i] = filter->latency[i].load();
+    return stats;
+  }
+  return Status(STATUS_OBJECT_NAME_NOT_FOUND);
+}
+
+// ---- the public class ----
+
+FilterManager::FilterManager(std::shared_ptr<FilterManagerCore> core) noexcept : core_(std::move(core)) {}
+FilterManager::~FilterManager() {
+  if (core_) core_->shutdown();
+}
+
+Result<std::unique_ptr<FilterManager>> FilterManager::create(FilterManagerOptions options) {
+  auto core = FilterManagerCore::create(std::move(options));
+  if (!core) return core.status();
+  return std::unique_ptr<FilterManager>(new FilterManager(std::move(*core)));
+}
+
+Status FilterManager::register_filter(FilterRegistration registration) {
+  return core_->register_filter(std::move(registration));
+}
+Status FilterManager::unregister_filter(const std::string& name) {
+  return core_->unregister_filter(name);
+}
+Status FilterManager::attach(const std::string& filter, const std::string& path, AttachScope scope) {
+  return core_->attach(filter, path, scope);
+}
+Status FilterManager::detach(const std::string& filter, const std::string& path) {
+  return core_->detach(filter, path);
+}
+void FilterManager::exempt_process(pid_t pid) {
+  core_->exempt_process(pid);
+}
+std::vector<std::string> FilterManager::filters() const {
+  return core_->filters();
+}
+std::vector<InstanceInfo> FilterManager::instances() const {
+  return core_->instances();
+}
+Result<FilterStatistics> FilterManager::statistics(const std::string& filter) const {
+  return core_->statistics(filter);
+}
+void FilterManager::shutdown() noexcept {
+  core_->shutdown();
+}
+
+}  // namespace fltport

@@ -1,0 +1,117 @@
+// The filter manager's core: which filters see an event (instances, altitude), the chain of
+// pre-operation callbacks, pending verdicts, deadlines, the verdict cache and statistics.
+#pragma once
+
+#include <fltport/filter.hpp>
+
+#include <sys/stat.h>
+
+#include <condition_variable>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <queue>
+#include <shared_mutex>
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "fltmgr/fanotify.hpp"
+
+namespace fltport {
+
+struct FilterEntry;
+struct PermissionRequest;
+
+class FilterManagerCore : public std::enable_shared_from_this<FilterManagerCore> {
+ public:
+  static Result<std::shared_ptr<FilterManagerCore>> create(FilterManagerOptions options);
+  ~FilterManagerCore();
+
+  Status register_filter(FilterRegistration registration);
+  Status unregister_filter(const std::string& name);
+  Status attach(const std::string& filter, const std::string& path, AttachScope scope);
+  Status detach(const std::string& filter, const std::string& path);
+  void exempt_process(pid_t pid);
+  std::vector<std::string> filters() const;
+  std::vector<InstanceInfo> instances() const;
+  Result<FilterStatistics> statistics(const std::string& filter) const;
+  void shutdown() noexcept;
+
+  // A filter's verdict for `request` at chain position `index` (now or completed later).
+  bool resume(const std::shared_ptr<PermissionRequest>& request, size_t index, const Verdict& verdict,
+              bool by_default);
+
+ private:
+  struct Instance {
+    std::shared_ptr<FilterEntry> filter;
+    std::string path;  // canonical
+    AttachScope scope;
+    std::vector<std::string> marked_directories;  // directory_tree: every directory marked
+  };
+  struct Deadline {
+    std::chrono::steady_clock::time_point when;
+    std::weak_ptr<PermissionRequest> request;
+    bool operator>(const Deadline& other) const { return when > other.when; }
+  };
+  struct FileIdentity {
+    dev_t device;
+    ino_t inode;
+    bool operator==(const FileIdentity&) const = default;
+  };
+  struct FileIdentityHash {
+    size_t operator()(const FileIdentity& id) const noexcept {
+      return std::hash<uint64_t>()(id.inode ^ (id.device << 1));
+    }
+  };
+  struct FileVersion {
+    timespec modified;
+    timespec changed;
+    off_t size;
+  };
+
+  FilterManagerCore(fanotify::PermissionGroup permissions, fanotify::NotificationGroup notifications,
+                    FilterManagerOptions options);
+  void event_loop() noexcept;
+  void on_permission_event(fanotify::PermissionEvent& event);
+  void on_notification(const fanotify::Notification& notification);
+  void expire_deadlines();
+  void continue_chain(const std::shared_ptr<PermissionRequest>& request, size_t from);
+  bool answer(PermissionRequest& request, bool allow, int error, bool cache);
+  void post(std::function<void()> task);
+  void worker() noexcept;
+
+  uint64_t permission_mask(OperationSet operations) const noexcept;
+  static uint64_t notification_mask(OperationSet operations) noexcept;
+  Status mark_instance(Instance& instance, bool add);
+  void mark_new_directory(const std::string& path);
+  std::vector<std::shared_ptr<FilterEntry>> chain_for(Operation operation, const std::string& path) const;
+  bool exempt(pid_t pid) const;
+  // The user-space verdict cache: allowed with caching before, and unchanged since.
+  bool known_clean(int fd);
+
+  fanotify::PermissionGroup permissions_;
+  fanotify::NotificationGroup notifications_;
+  int wake_fd_ = -1;  // eventfd: wakes the event loop for shutdown and new deadlines
+
+  // Responses to the kernel hold this shared; shutdown takes it exclusively before closing groups.
+  mutable std::shared_mutex groups_mutex_;
+  bool groups_open_ = true;
+
+  mutable std::mutex mutex_;                           // filters, instances, exemptions, deadlines, cache
+  std::vector<std::shared_ptr<FilterEntry>> filters_;  // highest altitude first
+  std::vector<Instance> instances_;
+  std::unordered_set<pid_t> exempt_;
+  std::priority_queue<Deadline, std::vector<Deadline>, std::greater<>> deadlines_;
+  std::unordered_map<FileIdentity, FileVersion, FileIdentityHash> clean_files_;
+
+  std::mutex tasks_mutex_;
+  std::condition_variable tasks_ready_;
+  std::deque<std::function<void()>> tasks_;
+  std::vector<std::thread> workers_;
+  bool stopping_ = false;
+  std::thread event_thread_;
+  bool shut_down_ = false;
+};
+
+}  // namespace fltport

@@ -1,0 +1,285 @@
+// The filter manager on real fanotify, as root. Every test marks only a directory it created,
+// answers every event (the manager's deadline guarantees it), and runs under a watchdog: if the
+// test process hangs, SIGALRM ends it, and the kernel drops its groups so blocked opens go on.
+#include <fltport/filter.hpp>
+#include <gtest/gtest.h>
+
+#include <fcntl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace fltport {
+namespace {
+
+using namespace std::chrono_literals;
+
+// Opens `path` read-only in a child process (this process's own accesses are exempt) and returns
+// 0 when the open succeeded or the errno it failed with. The child is bounded by its own alarm.
+int open_in_child(const std::string& path, int flags = O_RDONLY) {
+  int pipe_fds[2];
+  if (::pipe(pipe_fds) != 0) return -1;
+  const pid_t child = ::fork();
+  if (child == 0) {
+    ::alarm(20);
+    const int fd = ::open(path.c_str(), flags);
+    const int result = fd >= 0 ? 0 : errno;
+    if (fd >= 0) ::close(fd);
+    [[maybe_unused]] ssize_t written = ::write(pipe_fds[1], &result, sizeof result);
+    ::_exit(0);
+  }
+  ::close(pipe_fds[1]);
+  int result = -1;
+  if (::read(pipe_fds[0], &result, sizeof result) != sizeof result) result = -1;
+  ::close(pipe_fds[0]);
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  return result;
+}
+
+void write_file(const std::string& path, const std::string& content) {
+  std::ofstream(path, std::ios::trunc) << content;
+}
+
+class FilterManagerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ::alarm(60);  // watchdog: a hung test dies, and with it its fanotify groups
+    char pattern[] = "/tmp/fltport-fm-XXXXXX";
+    ASSERT_NE(::mkdtemp(pattern), nullptr);
+    directory_ = pattern;
+    auto manager = FilterManager::create();
+    if (!manager) {
+      GTEST_SKIP() << "fanotify is not available here (" << manager.status().to_string()
+                   << "): the filter manager needs CAP_SYS_ADMIN and a kernel with fanotify permission events";
+    }
+    manager_ = std::move(*manager);
+  }
+  void TearDown() override {
+    manager_.reset();  // answers what is left, removes marks, closes the groups
+    std::error_code ignored;
+    std::filesystem::remove_all(directory_, ignored);
+    ::alarm(0);
+  }
+
+  FilterRegistration filter(const std::string& name, uint32_t altitude, PreOperationCallback pre) {
+    FilterRegistration registration;
+    registration.name = name;
+    registration.altitude = altitude;
+    registration.operations = static_cast<uint32_t>(Operation::open);
+    registration.pre_operation = std::move(pre);
+    return registration;
+  }
+
+  std::string directory_;
+  std::unique_ptr<FilterManager> manager_;
+};
+
+TEST_F(FilterManagerTest, DenyReachesTheOpeningProcessAndAllowLetsItOpen) {
+  write_file(directory_ + "/clean.txt", "hello");
+  write_file(directory_ + "/bad.txt", "foul");
+  ASSERT_TRUE(manager_
+                  ->register_filter(filter("judge", 100,
+                                           [](const FileEvent& event, PendingOperation&) {
+                                             const bool bad = event.path.find("bad") != std::string::npos;
+                                             return PreResult::now(bad ? Verdict::deny(EACCES) : Verdict::allow());
+                                           }))
+                  .ok());
+  ASSERT_TRUE(manager_->attach("judge", directory_).ok());
+  EXPECT_EQ(open_in_child(directory_ + "/clean.txt"), 0);
+  const int denied = open_in_child(directory_ + "/bad.txt");
+  EXPECT_TRUE(denied == EACCES || denied == EPERM) << "errno " << denied;
+  auto stats = manager_->statistics("judge");
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->allowed, 1u);
+  EXPECT_EQ(stats->denied, 1u);
+  EXPECT_EQ(stats->defaults_taken, 0u);
+}
+
+TEST_F(FilterManagerTest, PendingVerdictCompletedFromAnotherThread) {
+  write_file(directory_ + "/later.txt", "x");
+  std::mutex mutex;
+  std::vector<std::thread> completers;
+  ASSERT_TRUE(manager_
+                  ->register_filter(filter("async", 100,
+                                           [&](const FileEvent&, PendingOperation& pending) {
+                                             std::lock_guard lock(mutex);
+                                             completers.emplace_back([operation = std::move(pending)]() mutable {
+                                               std::this_thread::sleep_for(20ms);
+                                               operation.complete(Verdict::deny(EPERM));
+                                             });
+                                             return PreResult::later();
+                                           }))
+                  .ok());
+  ASSERT_TRUE(manager_->attach("async", directory_).ok());
+  EXPECT_EQ(open_in_child(directory_ + "/later.txt"), EPERM);
+  std::lock_guard lock(mutex);
+  for (auto& t : completers) t.join();
+  EXPECT_EQ(manager_->statistics("async")->defaults_taken, 0u);
+}
+
+TEST_F(FilterManagerTest, HigherAltitudeIsCalledFirstAndTheFirstDenyWins) {
+  write_file(directory_ + "/file.txt", "x");
+  std::mutex mutex;
+  std::vector<std::string> calls;
+  auto recorder = [&](std::string name, bool deny) {
+    return [&, name, deny](const FileEvent&, PendingOperation&) {
+      std::lock_guard lock(mutex);
+      calls.push_back(name);
+      return PreResult::now(deny ? Verdict::deny() : Verdict::allow());
+    };
+  };
+  ASSERT_TRUE(manager_->register_filter(filter("low", 100, recorder("low", false))).ok());
+  ASSERT_TRUE(manager_->register_filter(filter("high", 300, recorder("high", false))).ok());
+  ASSERT_TRUE(manager_->register_filter(filter("middle", 200, recorder("middle", true))).ok());
+  for (const char* name : {"low", "high", "middle"}) ASSERT_TRUE(manager_->attach(name, directory_).ok());
+  EXPECT_EQ(open_in_child(directory_ + "/file.txt"), EPERM);
+  std::lock_guard lock(mutex);
+  EXPECT_EQ(calls, (std::vector<std::string>{"high", "middle"})) << "low must not be asked after a deny";
+}
+
+TEST_F(FilterManagerTest, CleanVerdictIsCachedUntilTheFileIsWritten) {
+  const std::string path = directory_ + "/cached.txt";
+  write_file(path, "clean");
+  std::atomic<int> scans{0};
+  ASSERT_TRUE(manager_
+                  ->register_filter(filter("scanner", 100,
+                                           [&](const FileEvent&, PendingOperation&) {
+                                             ++scans;
+                                             return PreResult::now(Verdict::allow(true));
+                                           }))
+                  .ok());
+  ASSERT_TRUE(manager_->attach("scanner", directory_).ok());
+  EXPECT_EQ(open_in_child(path), 0);
+  EXPECT_EQ(open_in_child(path), 0);
+  EXPECT_EQ(open_in_child(path), 0);
+  EXPECT_EQ(scans.load(), 1) << "a file scanned clean is not scanned again while unchanged";
+  write_file(path, "changed");  // this process is exempt: the write makes no event but drops the cache
+  EXPECT_EQ(open_in_child(path), 0);
+  EXPECT_EQ(scans.load(), 2) << "a written file is scanned again";
+}
+
+TEST_F(FilterManagerTest, AFilterThatNeverAnswersTakesItsDefaultAtTheDeadline) {
+  write_file(directory_ + "/stuck.txt", "x");
+  std::vector<PendingOperation> never_completed;
+  std::mutex mutex;
+  auto registration = filter("stuck", 100, [&](const FileEvent&, PendingOperation& pending) {
+    std::lock_guard lock(mutex);
+    never_completed.push_back(std::move(pending));
+    return PreResult::later();
+  });
+  registration.deadline = 300ms;
+  registration.default_decision = Decision::deny;
+  ASSERT_TRUE(manager_->register_filter(std::move(registration)).ok());
+  ASSERT_TRUE(manager_->attach("stuck", directory_).ok());
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_EQ(open_in_child(directory_ + "/stuck.txt"), EPERM);
+  const auto took = std::chrono::steady_clock::now() - start;
+  EXPECT_GE(took, 250ms);
+  EXPECT_LT(took, 300ms + 500ms) << "the deadline must hold within a margin";
+  EXPECT_EQ(manager_->statistics("stuck")->defaults_taken, 1u);
+  std::lock_guard lock(mutex);
+  ASSERT_EQ(never_completed.size(), 1u);
+  EXPECT_FALSE(never_completed[0].complete(Verdict::allow())) << "a verdict after the deadline is refused";
+}
+
+TEST_F(FilterManagerTest, FilesOutsideTheInstanceAndOperationsNobodyWantsAreNotFiltered) {
+  char other[] = "/tmp/fltport-fm-other-XXXXXX";
+  ASSERT_NE(::mkdtemp(other), nullptr);
+  write_file(std::string(other) + "/free.txt", "x");
+  write_file(directory_ + "/watched.txt", "x");
+  std::atomic<int> calls{0};
+  ASSERT_TRUE(manager_
+                  ->register_filter(filter("deny-all", 100,
+                                           [&](const FileEvent&, PendingOperation&) {
+                                             ++calls;
+                                             return PreResult::now(Verdict::deny());
+                                           }))
+                  .ok());
+  ASSERT_TRUE(manager_->attach("deny-all", directory_).ok());
+  EXPECT_EQ(open_in_child(std::string(other) + "/free.txt"), 0);
+  EXPECT_EQ(calls.load(), 0);
+  EXPECT_EQ(open_in_child(directory_ + "/watched.txt"), EPERM);
+  EXPECT_EQ(calls.load(), 1);
+  ASSERT_TRUE(manager_->detach("deny-all", directory_).ok());
+  EXPECT_EQ(open_in_child(directory_ + "/watched.txt"), 0) << "detached: no mark left";
+  std::filesystem::remove_all(other);
+}
+
+TEST_F(FilterManagerTest, SubdirectoriesOfATreeAreCoveredIncludingNewOnes) {
+  std::filesystem::create_directories(directory_ + "/a/b");
+  write_file(directory_ + "/a/b/deep.txt", "x");
+  ASSERT_TRUE(manager_
+                  ->register_filter(filter("deny-all", 100,
+                                           [](const FileEvent&, PendingOperation&) {
+                                             return PreResult::now(Verdict::deny());
+                                           }))
+                  .ok());
+  ASSERT_TRUE(manager_->attach("deny-all", directory_).ok());
+  EXPECT_EQ(open_in_child(directory_ + "/a/b/deep.txt"), EPERM);
+  // A directory created after attaching: made by a child, since this process is exempt.
+  const pid_t child = ::fork();
+  if (child == 0) {
+    ::mkdir((directory_ + "/new").c_str(), 0755);
+    ::_exit(0);
+  }
+  ::waitpid(child, nullptr, 0);
+  write_file(directory_ + "/new/later.txt", "x");
+  int result = 0;
+  for (int attempt = 0; attempt < 50 && result == 0; ++attempt) {
+    result = open_in_child(directory_ + "/new/later.txt");
+    if (result == 0) std::this_thread::sleep_for(20ms);  // the create notification is asynchronous
+  }
+  EXPECT_EQ(result, EPERM);
+}
+
+TEST_F(FilterManagerTest, PostOperationsReportCreateWriteRenameDelete) {
+  std::mutex mutex;
+  std::vector<std::string> seen;
+  FilterRegistration registration;
+  registration.name = "monitor";
+  registration.operations = Operation::create | Operation::close_write | Operation::rename | Operation::remove;
+  registration.post_operation = [&](const FileEvent& event) {
+    std::lock_guard lock(mutex);
+    seen.push_back(std::string(operation_name(event.operation)) + " " +
+                   std::filesystem::path(event.path).filename().string() +
+                   (event.old_path.empty() ? "" : " from " + std::filesystem::path(event.old_path).filename().string()));
+  };
+  ASSERT_TRUE(manager_->register_filter(std::move(registration)).ok());
+  ASSERT_TRUE(manager_->attach("monitor", directory_).ok());
+  const pid_t child = ::fork();
+  if (child == 0) {
+    const std::string a = directory_ + "/a.txt";
+    const int fd = ::open(a.c_str(), O_CREAT | O_WRONLY, 0644);
+    [[maybe_unused]] ssize_t w = ::write(fd, "x", 1);
+    ::close(fd);
+    ::rename(a.c_str(), (directory_ + "/b.txt").c_str());
+    ::unlink((directory_ + "/b.txt").c_str());
+    ::_exit(0);
+  }
+  ::waitpid(child, nullptr, 0);
+  const std::vector<std::string> expected{"create a.txt", "close_write a.txt", "rename b.txt from a.txt",
+                                          "delete b.txt"};
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    {
+      std::lock_guard lock(mutex);
+      if (seen.size() >= expected.size()) break;
+    }
+    std::this_thread::sleep_for(10ms);
+  }
+  std::lock_guard lock(mutex);
+  EXPECT_EQ(seen, expected);
+}
+
+}  // namespace
+}  // namespace fltport
