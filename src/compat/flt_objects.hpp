@@ -21,6 +21,7 @@ struct _DRIVER_OBJECT {
   uint32_t altitude = 0;
   std::chrono::milliseconds deadline{3000};
   fltport::Decision default_decision = fltport::Decision::allow;
+  PFLT_FILTER registered = nullptr;  // what DriverEntry registered through this object
 };
 
 struct _FLT_FILTER {

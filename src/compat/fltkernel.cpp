@@ -96,6 +96,7 @@ extern "C" NTSTATUS FLTAPI FltRegisterFilter(PDRIVER_OBJECT driver, const FLT_RE
     created->manager = driver->manager;
     created->operations = std::move(*operations);
   }
+  if (host) driver->registered = created;
   *filter = created;
   return STATUS_SUCCESS;
 }

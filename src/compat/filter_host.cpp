@@ -1,0 +1,75 @@
+#include "compat/filter_host.hpp"
+
+#include <dlfcn.h>
+#include <unistd.h>
+
+#include "base/log.hpp"
+#include "compat/flt_objects.hpp"
+
+namespace fltport::host {
+
+Result<std::unique_ptr<FilterPlugin>> FilterPlugin::load(FilterManager& manager, const std::string& path,
+                                                         FilterSettings settings) {
+  if (::access(path.c_str(), R_OK) != 0) return Status(STATUS_OBJECT_NAME_NOT_FOUND);
+  std::unique_ptr<FilterPlugin> plugin(new FilterPlugin());
+  plugin->settings_ = std::move(settings);
+  plugin->path_ = path;
+  plugin->library_ = ::dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (plugin->library_ == nullptr) {
+    FLTPORT_LOG(error, "host", "cannot load %s: %s", path.c_str(), ::dlerror());
+    return Status(STATUS_INVALID_PARAMETER);
+  }
+  using DriverEntry = NTSTATUS (*)(PDRIVER_OBJECT, PUNICODE_STRING);
+  auto entry = reinterpret_cast<DriverEntry>(::dlsym(plugin->library_, "DriverEntry"));
+  if (entry == nullptr) {
+    FLTPORT_LOG(error, "host", "%s exports no DriverEntry", path.c_str());
+    return Status(STATUS_INVALID_PARAMETER);
+  }
+  plugin->driver_ = std::make_unique<_DRIVER_OBJECT>();
+  plugin->driver_->manager = &manager;
+  plugin->driver_->name = plugin->settings_.name;
+  plugin->driver_->altitude = plugin->settings_.altitude;
+  plugin->driver_->deadline = plugin->settings_.deadline;
+  plugin->driver_->default_decision = plugin->settings_.default_decision;
+  // Windows passes the filter's service key; ours names the filter the same way.
+  std::wstring key = L"\\Registry\\Machine\\System\\CurrentControlSet\\Services\\";
+  key.append(plugin->settings_.name.begin(), plugin->settings_.name.end());
+  UNICODE_STRING registry_path;
+  RtlInitUnicodeString(&registry_path, key.c_str());
+  const NTSTATUS status = entry(plugin->driver_.get(), &registry_path);
+  if (!NT_SUCCESS(status)) {
+    FLTPORT_LOG(error, "host", "%s: DriverEntry failed with 0x%08X", plugin->settings_.name.c_str(),
+                static_cast<unsigned>(status));
+    if (plugin->driver_->registered != nullptr) FltUnregisterFilter(plugin->driver_->registered);
+    plugin->driver_->registered = nullptr;
+    return Status(status);
+  }
+  return plugin;
+}
+
+FilterPlugin::~FilterPlugin() {
+  if (driver_ && driver_->registered != nullptr) {
+    PFLT_FILTER filter = driver_->registered;
+    driver_->registered = nullptr;
+    // The filter's unload callback closes its ports and calls FltUnregisterFilter itself.
+    if (filter->unload != nullptr && NT_SUCCESS(filter->unload(0))) {
+      // done
+    } else {
+      FltUnregisterFilter(filter);
+    }
+  }
+  if (library_ != nullptr) ::dlclose(library_);
+}
+
+std::string find_plugin(const std::string& name, const std::vector<std::string>& directories) {
+  if (name.empty() || name.find('/') != std::string::npos) return {};
+  for (const auto& directory : directories) {
+    for (const std::string& candidate :
+         {directory + "/fltport-filter-" + name + ".so", directory + "/" + name + ".so"}) {
+      if (::access(candidate.c_str(), R_OK) == 0) return candidate;
+    }
+  }
+  return {};
+}
+
+}  // namespace fltport::host
