@@ -15,7 +15,8 @@
 namespace fltport {
 
 namespace {
-constexpr size_t kWorkers = 4;                  // callbacks run here, never on the event thread
+constexpr size_t kWorkers = 4;      // threads that read events and run callbacks at start
+constexpr size_t kMaxWorkers = 16;  // more while callbacks block, so one slow filter does not starve others
 constexpr size_t kCleanFileCacheLimit = 65536;  // entries of the user-space verdict cache
 constexpr size_t kMaxTreeDirectories = 100000;  // directories one tree instance may mark
 
@@ -132,8 +133,11 @@ Result<std::shared_ptr<FilterManagerCore>> FilterManagerCore::create(FilterManag
   std::shared_ptr<FilterManagerCore> core(
       new FilterManagerCore(std::move(*permissions), std::move(*notifications), std::move(options)));
   if (core->wake_fd_ < 0) return Status(STATUS_INSUFFICIENT_RESOURCES);
-  for (size_t i = 0; i < kWorkers; ++i) core->workers_.emplace_back([raw = core.get()] { raw->worker(); });
-  core->event_thread_ = std::thread([raw = core.get()] { raw->event_loop(); });
+  {
+    std::lock_guard lock(core->tasks_mutex_);  // workers may add workers
+    for (size_t i = 0; i < kWorkers; ++i) core->workers_.emplace_back([raw = core.get()] { raw->worker(); });
+  }
+  core->deadline_thread_ = std::thread([raw = core.get()] { raw->deadline_loop(); });
   return core;
 }
 
@@ -162,8 +166,21 @@ void FilterManagerCore::shutdown() noexcept {
     stopping_ = true;
   }
   const uint64_t one = 1;
-  [[maybe_unused]] ssize_t written = ::write(wake_fd_, &one, sizeof one);
-  if (event_thread_.joinable()) event_thread_.join();
+  [[maybe_unused]] ssize_t written =
+      ::write(wake_fd_, &one, sizeof one);  // the reading worker's poll returns
+  tasks_ready_.notify_all();
+  std::vector<std::thread> workers;
+  {
+    std::lock_guard lock(tasks_mutex_);  // no worker starts another once stopping_ is set
+    workers.swap(workers_);
+  }
+  for (std::thread& worker : workers) worker.join();
+  {
+    std::lock_guard lock(mutex_);
+    deadlines_stopping_ = true;
+  }
+  deadlines_changed_.notify_all();
+  if (deadline_thread_.joinable()) deadline_thread_.join();
   // Every event still waiting gets its filter's default now, before the groups close: nothing
   // the kernel holds is left to a group that is going away.
   std::vector<std::shared_ptr<PermissionRequest>> waiting;
@@ -181,9 +198,6 @@ void FilterManagerCore::shutdown() noexcept {
       resume(request, index, allow ? Verdict::allow() : Verdict::deny(), true);
     }
   }
-  tasks_ready_.notify_all();
-  for (std::thread& worker : workers_) worker.join();
-  workers_.clear();
   std::unique_lock groups(groups_mutex_);
   permissions_.flush_marks();
   groups_open_ = false;
@@ -191,44 +205,26 @@ void FilterManagerCore::shutdown() noexcept {
 
 // ---- events ----
 
-void FilterManagerCore::event_loop() noexcept {
-  std::vector<fanotify::PermissionEvent> permission_events;
-  std::vector<fanotify::Notification> notification_events;
-  for (;;) {
-    int timeout_ms = -1;
-    {
-      std::lock_guard lock(mutex_);
-      if (!deadlines_.empty()) {
-        const auto wait = deadlines_.top().when - std::chrono::steady_clock::now();
-        timeout_ms =
-            std::max<int>(0, static_cast<int>(std::chrono::ceil<std::chrono::milliseconds>(wait).count()));
-      }
-    }
-    pollfd fds[3] = {{permissions_.fd(), POLLIN, 0}, {notifications_.fd(), POLLIN, 0}, {wake_fd_, POLLIN, 0}};
-    const int ready = ::poll(fds, 3, timeout_ms);
-    {
-      std::lock_guard lock(tasks_mutex_);
-      if (stopping_) return;
-    }
-    if (ready < 0 && errno != EINTR) {
-      FLTPORT_LOG(error, "fltmgr", "poll failed: %s", std::strerror(errno));
-      return;
-    }
-    if ((fds[2].revents & POLLIN) != 0) {
-      uint64_t count;
-      [[maybe_unused]] ssize_t drained = ::read(wake_fd_, &count, sizeof count);
-    }
-    if ((fds[0].revents & POLLIN) != 0) {
-      permission_events.clear();
-      permissions_.read_events(permission_events);
-      for (auto& event : permission_events) on_permission_event(event);
-    }
-    if ((fds[1].revents & POLLIN) != 0) {
-      notification_events.clear();
-      notifications_.read_events(notification_events);
-      for (const auto& notification : notification_events) on_notification(notification);
-    }
-    expire_deadlines();
+// Waits for events and turns what was queued into tasks. Called by one worker at a time.
+void FilterManagerCore::read_batch(std::vector<Task>& batch) noexcept {
+  pollfd fds[3] = {{permissions_.fd(), POLLIN, 0}, {notifications_.fd(), POLLIN, 0}, {wake_fd_, POLLIN, 0}};
+  if (::poll(fds, 3, -1) < 0) {
+    if (errno != EINTR) FLTPORT_LOG(error, "fltmgr", "poll failed: %s", std::strerror(errno));
+    return;
+  }
+  if ((fds[2].revents & POLLIN) != 0) {
+    uint64_t count;
+    [[maybe_unused]] ssize_t drained = ::read(wake_fd_, &count, sizeof count);
+  }
+  if ((fds[0].revents & POLLIN) != 0) {
+    std::vector<fanotify::PermissionEvent> events;
+    permissions_.read_events(events);
+    for (auto& event : events) on_permission_event(event, batch);
+  }
+  if ((fds[1].revents & POLLIN) != 0) {
+    std::vector<fanotify::Notification> notifications;
+    notifications_.read_events(notifications);
+    for (const auto& notification : notifications) on_notification(notification, batch);
   }
 }
 
@@ -252,8 +248,10 @@ std::vector<std::shared_ptr<FilterEntry>> FilterManagerCore::chain_for(Operation
   return chain;
 }
 
-void FilterManagerCore::on_permission_event(fanotify::PermissionEvent& kernel_event) {
-  auto request = std::make_shared<PermissionRequest>();
+void FilterManagerCore::on_permission_event(fanotify::PermissionEvent& kernel_event,
+                                            std::vector<Task>& batch) {
+  // Not make_shared: the deadline queue's weak_ptr would keep the whole request's memory.
+  std::shared_ptr<PermissionRequest> request(new PermissionRequest());
   request->fd = transport::Socket(kernel_event.fd);
   request->mask = kernel_event.mask;
   request->arrival = std::chrono::steady_clock::now();
@@ -309,9 +307,12 @@ void FilterManagerCore::on_permission_event(fanotify::PermissionEvent& kernel_ev
   }
   {
     std::lock_guard lock(mutex_);
-    deadlines_.push(Deadline{request->arrival + minimum_deadline, request});
+    const auto when = request->arrival + minimum_deadline;
+    const bool earliest = deadlines_.empty() || when < deadlines_.top().when;
+    deadlines_.push(Deadline{when, request});
+    if (earliest) deadlines_changed_.notify_one();
   }
-  post([this, request] { continue_chain(request, 0); });
+  batch.push_back([this, request] { continue_chain(request, 0); });
 }
 
 bool FilterManagerCore::known_clean(int fd) {
@@ -330,7 +331,8 @@ bool FilterManagerCore::known_clean(int fd) {
   return false;
 }
 
-void FilterManagerCore::on_notification(const fanotify::Notification& notification) {
+void FilterManagerCore::on_notification(const fanotify::Notification& notification,
+                                        std::vector<Task>& batch) {
   if (exempt(notification.pid)) return;
   // The kernel merges events on one object (a create and the close after writing it arrive as one):
   // each bit is reported as its own operation, in the order they happen.
@@ -352,43 +354,70 @@ void FilterManagerCore::on_notification(const fanotify::Notification& notificati
     event.path = notification.path;
     event.old_path = operation == Operation::rename ? notification.old_path : std::string();
     event.is_directory = notification.is_directory;
-    post([chain = std::move(chain), event = std::move(event)] {
-      for (const auto& filter : chain) {
-        filter->posts.fetch_add(1, std::memory_order_relaxed);
-        if (!filter->registration.post_operation) continue;
-        try {
-          filter->registration.post_operation(event);
-        } catch (...) {
-          FLTPORT_LOG(error, "fltmgr", "%s: post-operation callback threw",
-                      filter->registration.name.c_str());
-        }
-      }
-    });
+    std::lock_guard lock(tasks_mutex_);
+    notifications_queue_.push_back({std::move(chain), std::move(event)});
+    if (!posting_) {
+      posting_ = true;
+      batch.push_back([this] { run_post_operations(); });
+    }
   }
 }
 
-void FilterManagerCore::expire_deadlines() {
-  const auto now = std::chrono::steady_clock::now();
-  std::vector<std::shared_ptr<PermissionRequest>> expired;
-  {
-    std::lock_guard lock(mutex_);
+// Post-operations run one at a time, in the order they happened (one worker drains the queue),
+// so a filter sees a file created before it sees it written, renamed or deleted.
+void FilterManagerCore::run_post_operations() {
+  std::unique_lock lock(tasks_mutex_);
+  while (!notifications_queue_.empty() && !stopping_) {
+    PostOperation next = std::move(notifications_queue_.front());
+    notifications_queue_.pop_front();
+    lock.unlock();
+    for (const auto& filter : next.chain) {
+      filter->posts.fetch_add(1, std::memory_order_relaxed);
+      if (!filter->registration.post_operation) continue;
+      try {
+        filter->registration.post_operation(next.event);
+      } catch (...) {
+        FLTPORT_LOG(error, "fltmgr", "%s: post-operation callback threw", filter->registration.name.c_str());
+      }
+    }
+    lock.lock();
+  }
+  posting_ = false;
+}
+
+// Answers, with the deciding filter's default, every event whose deadline passed. A thread of its
+// own, so that no filter callback can hold it up.
+void FilterManagerCore::deadline_loop() noexcept {
+  std::unique_lock lock(mutex_);
+  while (!deadlines_stopping_) {
+    if (deadlines_.empty()) {
+      deadlines_changed_.wait(lock);
+      continue;
+    }
+    if (deadlines_changed_.wait_until(lock, deadlines_.top().when) == std::cv_status::no_timeout) continue;
+    const auto now = std::chrono::steady_clock::now();
+    std::vector<std::shared_ptr<PermissionRequest>> expired;
     while (!deadlines_.empty() && deadlines_.top().when <= now) {
       if (auto request = deadlines_.top().request.lock()) expired.push_back(std::move(request));
       deadlines_.pop();
     }
+    lock.unlock();
+    for (auto& request : expired) take_default(request);
+    lock.lock();
   }
-  for (auto& request : expired) {
-    if (request->answered.load()) continue;
-    const size_t index = request->deciding.load();
-    if (index >= request->chain.size()) continue;
-    const auto& filter = request->chain[index]->registration;
-    FLTPORT_LOG(warning, "fltmgr", "%s: no verdict for %s of %s by pid %d within %lld ms; %s by default",
-                filter.name.c_str(), operation_name(request->event.operation), request->event.path.c_str(),
-                static_cast<int>(request->event.pid), static_cast<long long>(filter.deadline.count()),
-                filter.default_decision == Decision::allow ? "allowed" : "denied");
-    const bool allow = filter.default_decision == Decision::allow;
-    resume(request, index, allow ? Verdict::allow() : Verdict::deny(), true);
-  }
+}
+
+void FilterManagerCore::take_default(const std::shared_ptr<PermissionRequest>& request) {
+  if (request->answered.load()) return;
+  const size_t index = request->deciding.load();
+  if (index >= request->chain.size()) return;
+  const auto& filter = request->chain[index]->registration;
+  FLTPORT_LOG(warning, "fltmgr", "%s: no verdict for %s of %s by pid %d within %lld ms; %s by default",
+              filter.name.c_str(), operation_name(request->event.operation), request->event.path.c_str(),
+              static_cast<int>(request->event.pid), static_cast<long long>(filter.deadline.count()),
+              filter.default_decision == Decision::allow ? "allowed" : "denied");
+  const bool allow = filter.default_decision == Decision::allow;
+  resume(request, index, allow ? Verdict::allow() : Verdict::deny(), true);
 }
 
 // ---- the chain of pre-operation callbacks ----
@@ -470,24 +499,41 @@ bool FilterManagerCore::answer(PermissionRequest& request, bool allow, int error
 
 // ---- workers ----
 
-void FilterManagerCore::post(std::function<void()> task) {
-  {
-    std::lock_guard lock(tasks_mutex_);
-    tasks_.push_back(std::move(task));
-  }
-  tasks_ready_.notify_one();
-}
-
+// Leader/follower: one worker at a time waits for events; when it has some and another worker is
+// idle, that one takes over waiting and the first runs the callbacks itself, so an event costs no
+// hand-over between threads. When every other worker is busy in a callback, the reader keeps
+// reading and queues: a slow filter never stops events from being read and their deadlines kept.
 void FilterManagerCore::worker() noexcept {
+  std::vector<Task> batch;
   std::unique_lock lock(tasks_mutex_);
   for (;;) {
-    tasks_ready_.wait(lock, [this] { return stopping_ || !tasks_.empty(); });
-    if (tasks_.empty()) return;  // stopping, and nothing left to run
-    auto task = std::move(tasks_.front());
-    tasks_.pop_front();
-    lock.unlock();
-    task();
-    lock.lock();
+    if (stopping_) return;
+    if (!tasks_.empty() && (reading_ || idle_workers_ > 0)) {
+      Task task = std::move(tasks_.front());
+      tasks_.pop_front();
+      if (!reading_) tasks_ready_.notify_one();  // an idle worker becomes the reader
+      lock.unlock();
+      task();
+      lock.lock();
+      continue;
+    }
+    if (!tasks_.empty() && workers_.size() < kMaxWorkers) {
+      // Every other worker is inside a callback: one more runs the queue while this one reads.
+      workers_.emplace_back([this] { worker(); });
+    }
+    if (!reading_) {
+      reading_ = true;
+      lock.unlock();
+      batch.clear();
+      read_batch(batch);
+      lock.lock();
+      reading_ = false;
+      for (Task& task : batch) tasks_.push_back(std::move(task));
+      continue;
+    }
+    ++idle_workers_;
+    tasks_ready_.wait(lock);
+    --idle_workers_;
   }
 }
 

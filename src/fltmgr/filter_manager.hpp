@@ -72,14 +72,16 @@ class FilterManagerCore : public std::enable_shared_from_this<FilterManagerCore>
 
   FilterManagerCore(fanotify::PermissionGroup permissions, fanotify::NotificationGroup notifications,
                     FilterManagerOptions options);
-  void event_loop() noexcept;
-  void on_permission_event(fanotify::PermissionEvent& event);
-  void on_notification(const fanotify::Notification& notification);
-  void expire_deadlines();
+  using Task = std::function<void()>;
+  void read_batch(std::vector<Task>& batch) noexcept;
+  void on_permission_event(fanotify::PermissionEvent& event, std::vector<Task>& batch);
+  void on_notification(const fanotify::Notification& notification, std::vector<Task>& batch);
+  void deadline_loop() noexcept;
+  void take_default(const std::shared_ptr<PermissionRequest>& request);
   void continue_chain(const std::shared_ptr<PermissionRequest>& request, size_t from);
   bool answer(PermissionRequest& request, bool allow, int error, bool cache);
-  void post(std::function<void()> task);
   void worker() noexcept;
+  void run_post_operations();
 
   uint64_t permission_mask(OperationSet operations) const noexcept;
   static uint64_t notification_mask(OperationSet operations) noexcept;
@@ -105,12 +107,23 @@ class FilterManagerCore : public std::enable_shared_from_this<FilterManagerCore>
   std::priority_queue<Deadline, std::vector<Deadline>, std::greater<>> deadlines_;
   std::unordered_map<FileIdentity, FileVersion, FileIdentityHash> clean_files_;
 
+  std::condition_variable deadlines_changed_;  // with mutex_
+  bool deadlines_stopping_ = false;
+  std::thread deadline_thread_;
+
   std::mutex tasks_mutex_;
   std::condition_variable tasks_ready_;
-  std::deque<std::function<void()>> tasks_;
+  std::deque<Task> tasks_;
   std::vector<std::thread> workers_;
+  bool reading_ = false;  // a worker waits for events
+  struct PostOperation {
+    std::vector<std::shared_ptr<FilterEntry>> chain;
+    FileEvent event;
+  };
+  std::deque<PostOperation> notifications_queue_;
+  bool posting_ = false;  // a worker is draining notifications_queue_
+  size_t idle_workers_ = 0;
   bool stopping_ = false;
-  std::thread event_thread_;
   bool shut_down_ = false;
 };
 
