@@ -456,6 +456,7 @@ NotificationGroup::NotificationGroup(NotificationGroup&& other) noexcept
     : fd_(std::move(other.fd_)),
       mount_fds_(std::move(other.mount_fds_)),
       marks_(std::move(other.marks_)),
+      marks_mutex_(std::move(other.marks_mutex_)),
       overflows_(other.overflows_.exchange(0)) {}
 
 NotificationGroup& NotificationGroup::operator=(NotificationGroup&& other) noexcept {
@@ -463,6 +464,7 @@ NotificationGroup& NotificationGroup::operator=(NotificationGroup&& other) noexc
     fd_ = std::move(other.fd_);
     mount_fds_ = std::move(other.mount_fds_);
     marks_ = std::move(other.marks_);
+    marks_mutex_ = std::move(other.marks_mutex_);
     overflows_.store(other.overflows_.exchange(0));
   }
   return *this;
@@ -496,7 +498,7 @@ Status NotificationGroup::remove_mark(const std::string& path, MarkScope scope, 
 }
 
 Status NotificationGroup::mark(const std::string& path, MarkScope scope, uint64_t mask, bool add) {
-  if (!fd_.valid()) return STATUS_INVALID_HANDLE;
+  if (!fd_.valid() || !marks_mutex_) return STATUS_INVALID_HANDLE;
   if (mask == 0 || (mask & (FAN_ALL_PERM_EVENTS | kPreAccess)) != 0) return STATUS_INVALID_PARAMETER;
   // FAN_ONDIR: a subdirectory's creation, deletion and renaming are reported too.
   const uint64_t event_flags = FAN_ONDIR | (scope == MarkScope::directory ? FAN_EVENT_ON_CHILD : 0);
@@ -531,6 +533,7 @@ Status NotificationGroup::mark(const std::string& path, MarkScope scope, uint64_
     return mark_status(error, scope);
   }
 
+  std::lock_guard lock(*marks_mutex_);
   if (add) {
     Marked& marked = marks_[key];
     marked.fsid = fsid;
@@ -553,6 +556,8 @@ Status NotificationGroup::mark(const std::string& path, MarkScope scope, uint64_
 
 std::optional<std::string> NotificationGroup::resolve(uint64_t fsid, const void* handle,
                                                       size_t handle_size) const {
+  if (!marks_mutex_) return std::nullopt;
+  std::lock_guard lock(*marks_mutex_);  // held while the mount fd is used: a detach may close it
   const auto mount = mount_fds_.find(fsid);
   if (mount == mount_fds_.end() || handle_size > sizeof(file_handle) + MAX_HANDLE_SZ) return std::nullopt;
   alignas(file_handle) unsigned char copy[sizeof(file_handle) + MAX_HANDLE_SZ];

@@ -16,6 +16,8 @@
 #include <atomic>
 #include <cstdint>
 #include <map>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -134,6 +136,8 @@ class NotificationGroup {
   // mount busy (umount fails with EBUSY while it is open).
   std::map<uint64_t, transport::Socket> mount_fds_;
   std::map<std::pair<MarkScope, std::string>, Marked> marks_;
+  // Marks change (attach, new directories) while another thread reads events.
+  std::unique_ptr<std::mutex> marks_mutex_ = std::make_unique<std::mutex>();
   std::atomic<uint64_t> overflows_{0};
 };
 

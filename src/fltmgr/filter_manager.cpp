@@ -394,7 +394,8 @@ void FilterManagerCore::deadline_loop() noexcept {
       deadlines_changed_.wait(lock);
       continue;
     }
-    if (deadlines_changed_.wait_until(lock, deadlines_.top().when) == std::cv_status::no_timeout) continue;
+    const auto earliest = deadlines_.top().when;  // a copy: the queue changes while we wait
+    if (deadlines_changed_.wait_until(lock, earliest) == std::cv_status::no_timeout) continue;
     const auto now = std::chrono::steady_clock::now();
     std::vector<std::shared_ptr<PermissionRequest>> expired;
     while (!deadlines_.empty() && deadlines_.top().when <= now) {
