@@ -54,9 +54,6 @@ double open_all_in_child(const std::vector<std::string>& files) {
   return us;
 }
 
-// The same file `count` times.
-std::vector<std::string> repeated(const std::string& file, size_t count) { return std::vector<std::string>(count, file); }
-
 struct Row {
   std::string name;
   double us_per_open;
@@ -111,28 +108,115 @@ double filter_manager(const std::string& directory, const std::vector<std::strin
   return open_all_in_child(files);
 }
 
+// Starts `argv` with stdout on a pipe; waits (bounded) for a line containing `ready`. 0 on failure.
+pid_t start_process(const std::vector<std::string>& argv, const char* ready) {
+  int out[2];
+  if (::pipe(out) != 0) return 0;
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::dup2(out[1], STDOUT_FILENO);
+    const int null = ::open("/dev/null", O_WRONLY);
+    ::dup2(null, STDERR_FILENO);
+    std::vector<char*> args;
+    for (const auto& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));
+    args.push_back(nullptr);
+    ::execv(args[0], args.data());
+    ::_exit(127);
+  }
+  ::close(out[1]);
+  std::string seen;
+  const auto give_up = Clock::now() + std::chrono::seconds(10);
+  while (ready != nullptr && seen.find(ready) == std::string::npos && Clock::now() < give_up) {
+    pollfd pfd{out[0], POLLIN, 0};
+    if (::poll(&pfd, 1, 100) <= 0) continue;
+    char buffer[256];
+    const ssize_t n = ::read(out[0], buffer, sizeof buffer);
+    if (n <= 0) break;
+    seen.append(buffer, static_cast<size_t>(n));
+  }
+  // Keep draining in the background is not needed: the daemons write little; close our end later.
+  if (ready != nullptr && seen.find(ready) == std::string::npos) {
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, nullptr, 0);
+    ::close(out[0]);
+    return 0;
+  }
+  return pid;
+}
+
+void stop_process(pid_t pid) {
+  if (pid <= 0) return;
+  ::kill(pid, SIGTERM);
+  for (int i = 0; i < 50; ++i) {
+    if (::waitpid(pid, nullptr, WNOHANG) == pid) return;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ::kill(pid, SIGKILL);
+  ::waitpid(pid, nullptr, 0);
+}
+
+// fltmgrd with the scanner filter and the scanner service: first pass uncached (every file is
+// sent to the service), second pass cached.
+std::pair<double, double> scanner(const std::string& directory, const std::vector<std::string>& files,
+                                  const std::string& fltmgrd, const std::string& plugin_dir,
+                                  const std::string& service) {
+  const pid_t host = start_process({fltmgrd, "--foreground", "--plugin-dir", plugin_dir, "--load", "scanner",
+                                    "--attach", "scanner=" + directory},
+                                   "fltmgrd: ready");
+  if (host == 0) return {-1, -1};
+  const pid_t scanning = start_process({service}, "connected");
+  if (scanning == 0) {
+    stop_process(host);
+    return {-1, -1};
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  const double uncached = open_all_in_child(files);
+  const double cached = open_all_in_child(files);
+  stop_process(scanning);
+  stop_process(host);
+  return {uncached, cached};
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   size_t count = 20000;
-  for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--files") == 0 && i + 1 < argc) count = std::stoul(argv[++i]);
+  std::string fltmgrd = FLTPORT_BENCH_FLTMGRD;
+  std::string plugin_dir = FLTPORT_BENCH_PLUGIN_DIR;
+  std::string service = FLTPORT_BENCH_SCANNER_SERVICE;
+  for (int i = 1; i + 1 < argc; ++i) {
+    if (std::strcmp(argv[i], "--files") == 0) count = std::stoul(argv[++i]);
+    else if (std::strcmp(argv[i], "--fltmgrd") == 0) fltmgrd = argv[++i];
+    else if (std::strcmp(argv[i], "--plugin-dir") == 0) plugin_dir = argv[++i];
+    else if (std::strcmp(argv[i], "--service") == 0) service = argv[++i];
   }
   char pattern[] = "/tmp/fltport-bench-fan-XXXXXX";
   if (::mkdtemp(pattern) == nullptr) return 1;
   const std::string directory = pattern;
-  const std::string file = directory + "/file.txt";
-  std::ofstream(file) << "clean content";
+  char runtime[] = "/tmp/fltport-bench-run-XXXXXX";
+  if (::mkdtemp(runtime) == nullptr) return 1;
+  ::setenv("FLTPORT_RUNTIME_DIR", runtime, 1);
+  // Distinct files, so that every open of a first pass is a first look for the filters.
+  std::vector<std::string> files;
+  for (size_t i = 0; i < count; ++i) {
+    files.push_back(directory + "/file" + std::to_string(i) + ".txt");
+    std::ofstream(files.back()) << "clean content " << i;
+  }
 
   std::vector<Row> rows;
-  const auto same = repeated(file, count);
-  rows.push_back({"no listener", open_all_in_child(same)});
-  rows.push_back({"bare fanotify responder (allow all)", bare_responder(directory, same)});
-  rows.push_back({"filter manager, allow-all filter, uncached", filter_manager(directory, same, false)});
-  rows.push_back({"filter manager, allow-all filter, cached", filter_manager(directory, same, true)});
+  rows.push_back({"no listener", open_all_in_child(files)});
+  rows.push_back({"bare fanotify responder (allow all)", bare_responder(directory, files)});
+  rows.push_back({"filter manager, allow-all filter, uncached", filter_manager(directory, files, false)});
+  rows.push_back({"filter manager, allow-all filter, cached", filter_manager(directory, files, true)});
+  if (!fltmgrd.empty() && !service.empty()) {
+    const auto [uncached, cached] = scanner(directory, files, fltmgrd, plugin_dir, service);
+    rows.push_back({"fltmgrd + scanner + service, uncached", uncached});
+    rows.push_back({"fltmgrd + scanner + service, cached", cached});
+  }
   std::filesystem::remove_all(directory);
+  std::filesystem::remove_all(runtime);
 
-  std::printf("\nopen()+close() of one file, %zu times, in a child process\n", count);
+  std::printf("\nopen()+close() of %zu files, each once per pass, in a child process\n", count);
   std::printf("%-48s %10s %12s %14s\n", "case", "us/open", "vs no filter", "vs bare resp.");
   for (const Row& row : rows) {
     if (row.us_per_open < 0) {
