@@ -68,4 +68,106 @@ FLTPORT_API HRESULT WINAPI FilterReplyMessage(HANDLE hPort, PFILTER_REPLY_HEADER
 
 FLTPORT_END_C
 
+/* ==========================================================================================
+ * Management calls (FilterLoad, FilterAttach, FilterFindFirst, ...): they talk to fltmgrd over
+ * its control port "\FltMgrControl" (root only by default). fltmgrd not running:
+ * HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND). Filter names are fltmgrd plugin names; a "volume" is
+ * a directory path (wide string; UTF-8 on the Linux side). Names are WCHAR strings, so lengths in
+ * bytes are multiples of sizeof(WCHAR) (4 on Linux). The Find calls return one entry per call
+ * (NextEntryOffset is 0) from a snapshot taken by the FindFirst call; a buffer too small for the
+ * entry gives HRESULT_FROM_WIN32(ERROR_INSUFFICIENT_BUFFER) with *lpBytesReturned set to the
+ * size needed, and the enumeration does not advance (FindFirst then creates no handle). The end
+ * (or an empty list in FindFirst, which then creates no handle) is
+ * HRESULT_FROM_WIN32(ERROR_NO_MORE_ITEMS). Find handles are closed with the matching FindClose
+ * (or CloseHandle).
+ * ========================================================================================== */
+
+#ifndef ERROR_NO_MORE_ITEMS
+#define ERROR_NO_MORE_ITEMS 259L
+#endif
+
+typedef enum _FILTER_INFORMATION_CLASS {
+  FilterFullInformation,
+  FilterAggregateBasicInformation,    /* not supported: E_INVALIDARG */
+  FilterAggregateStandardInformation  /* not supported: E_INVALIDARG */
+} FILTER_INFORMATION_CLASS, *PFILTER_INFORMATION_CLASS;
+
+typedef enum _INSTANCE_INFORMATION_CLASS {
+  InstanceBasicInformation,             /* not supported: E_INVALIDARG */
+  InstancePartialInformation,           /* not supported: E_INVALIDARG */
+  InstanceFullInformation,              /* the one supported class */
+  InstanceAggregateStandardInformation  /* not supported: E_INVALIDARG */
+} INSTANCE_INFORMATION_CLASS, *PINSTANCE_INFORMATION_CLASS;
+
+typedef enum _FILTER_VOLUME_INFORMATION_CLASS {
+  FilterVolumeBasicInformation,
+  FilterVolumeStandardInformation  /* not supported: E_INVALIDARG */
+} FILTER_VOLUME_INFORMATION_CLASS, *PFILTER_VOLUME_INFORMATION_CLASS;
+
+typedef struct _FILTER_FULL_INFORMATION {
+  ULONG NextEntryOffset;
+  ULONG FrameID;
+  ULONG NumberOfInstances;
+  USHORT FilterNameLength; /* bytes, no terminating NUL */
+  WCHAR FilterNameBuffer[1];
+} FILTER_FULL_INFORMATION, *PFILTER_FULL_INFORMATION;
+
+/* Strings follow the structure; offsets are from its start, lengths in bytes, no NULs.
+ * InstanceName is "<filter> Instance:<path>", Altitude the decimal altitude, VolumeName the path. */
+typedef struct _INSTANCE_FULL_INFORMATION {
+  ULONG NextEntryOffset;
+  USHORT InstanceNameLength;
+  USHORT InstanceNameBufferOffset;
+  USHORT AltitudeLength;
+  USHORT AltitudeBufferOffset;
+  USHORT VolumeNameLength;
+  USHORT VolumeNameBufferOffset;
+  USHORT FilterNameLength;
+  USHORT FilterNameBufferOffset;
+} INSTANCE_FULL_INFORMATION, *PINSTANCE_FULL_INFORMATION;
+
+typedef struct _FILTER_VOLUME_BASIC_INFORMATION {
+  USHORT FilterVolumeNameLength; /* bytes, no terminating NUL */
+  WCHAR FilterVolumeName[1];
+} FILTER_VOLUME_BASIC_INFORMATION, *PFILTER_VOLUME_BASIC_INFORMATION;
+
+FLTPORT_BEGIN_C
+
+/* Loads the plugin of that name into fltmgrd. Unknown: HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND);
+ * already loaded: the HRESULT of STATUS_OBJECT_NAME_COLLISION. */
+FLTPORT_API HRESULT WINAPI FilterLoad(LPCWSTR lpFilterName);
+FLTPORT_API HRESULT WINAPI FilterUnload(LPCWSTR lpFilterName);
+/* Attaches the filter to the directory tree lpVolumeName (an absolute path). lpInstanceName is
+ * ignored (instances are named after filter and path); when lpCreatedInstanceName is not NULL it
+ * receives the instance name, NUL-terminated, in dwCreatedInstanceNameLength bytes (too small:
+ * ERROR_INSUFFICIENT_BUFFER, the instance stays attached). */
+FLTPORT_API HRESULT WINAPI FilterAttach(LPCWSTR lpFilterName, LPCWSTR lpVolumeName, LPCWSTR lpInstanceName,
+                                        DWORD dwCreatedInstanceNameLength, LPWSTR lpCreatedInstanceName);
+/* lpInstanceName may be NULL and is ignored: an instance is named by its filter and path. */
+FLTPORT_API HRESULT WINAPI FilterDetach(LPCWSTR lpFilterName, LPCWSTR lpVolumeName, LPCWSTR lpInstanceName);
+
+FLTPORT_API HRESULT WINAPI FilterFindFirst(FILTER_INFORMATION_CLASS dwInformationClass, LPVOID lpBuffer,
+                                           DWORD dwBufferSize, LPDWORD lpBytesReturned, LPHANDLE lpFilterFind);
+FLTPORT_API HRESULT WINAPI FilterFindNext(HANDLE hFilterFind, FILTER_INFORMATION_CLASS dwInformationClass,
+                                          LPVOID lpBuffer, DWORD dwBufferSize, LPDWORD lpBytesReturned);
+FLTPORT_API HRESULT WINAPI FilterFindClose(HANDLE hFilterFind);
+
+FLTPORT_API HRESULT WINAPI FilterInstanceFindFirst(LPCWSTR lpFilterName, INSTANCE_INFORMATION_CLASS dwInformationClass,
+                                                   LPVOID lpBuffer, DWORD dwBufferSize, LPDWORD lpBytesReturned,
+                                                   LPHANDLE lpFilterInstanceFind);
+FLTPORT_API HRESULT WINAPI FilterInstanceFindNext(HANDLE hFilterInstanceFind,
+                                                  INSTANCE_INFORMATION_CLASS dwInformationClass, LPVOID lpBuffer,
+                                                  DWORD dwBufferSize, LPDWORD lpBytesReturned);
+FLTPORT_API HRESULT WINAPI FilterInstanceFindClose(HANDLE hFilterInstanceFind);
+
+FLTPORT_API HRESULT WINAPI FilterVolumeFindFirst(FILTER_VOLUME_INFORMATION_CLASS dwInformationClass, LPVOID lpBuffer,
+                                                 DWORD dwBufferSize, LPDWORD lpBytesReturned, PHANDLE lpVolumeFind);
+FLTPORT_API HRESULT WINAPI FilterVolumeFindNext(HANDLE hVolumeFind, FILTER_VOLUME_INFORMATION_CLASS dwInformationClass,
+                                                LPVOID lpBuffer, DWORD dwBufferSize, LPDWORD lpBytesReturned);
+FLTPORT_API HRESULT WINAPI FilterVolumeFindClose(HANDLE hVolumeFind);
+
+FLTPORT_END_C
+/* ======================= end of the management calls ======================= */
+
+
 #endif /* FLTPORT_FLTUSER_H */

@@ -25,7 +25,7 @@ struct FilterSettings {
   Decision default_decision = Decision::allow;
 };
 
-class FilterPlugin {
+class FLTPORT_API FilterPlugin {
  public:
   // Loads `path`, runs its DriverEntry. STATUS_OBJECT_NAME_NOT_FOUND (no such file),
   // STATUS_INVALID_IMAGE_FORMAT-like failures come back as STATUS_INVALID_PARAMETER with a log line,
@@ -51,6 +51,6 @@ class FilterPlugin {
 };
 
 // "<dir>/fltport-filter-<name>.so", then "<dir>/<name>.so", in each directory in turn; "" if none.
-std::string find_plugin(const std::string& name, const std::vector<std::string>& directories);
+FLTPORT_API std::string find_plugin(const std::string& name, const std::vector<std::string>& directories);
 
 }  // namespace fltport::host
