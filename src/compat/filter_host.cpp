@@ -40,8 +40,8 @@ Result<std::unique_ptr<FilterPlugin>> FilterPlugin::load(FilterManager& manager,
   if (!NT_SUCCESS(status)) {
     FLTPORT_LOG(error, "host", "%s: DriverEntry failed with 0x%08X", plugin->settings_.name.c_str(),
                 static_cast<unsigned>(status));
+    // What the failed DriverEntry left registered (FltUnregisterFilter clears `registered`).
     if (plugin->driver_->registered != nullptr) FltUnregisterFilter(plugin->driver_->registered);
-    plugin->driver_->registered = nullptr;
     return Status(status);
   }
   return plugin;
@@ -49,14 +49,11 @@ Result<std::unique_ptr<FilterPlugin>> FilterPlugin::load(FilterManager& manager,
 
 FilterPlugin::~FilterPlugin() {
   if (driver_ && driver_->registered != nullptr) {
+    // The filter's unload callback closes its ports and calls FltUnregisterFilter itself, which
+    // clears `registered`; whatever it left registered is unregistered here.
     PFLT_FILTER filter = driver_->registered;
-    driver_->registered = nullptr;
-    // The filter's unload callback closes its ports and calls FltUnregisterFilter itself.
-    if (filter->unload != nullptr && NT_SUCCESS(filter->unload(0))) {
-      // done
-    } else {
-      FltUnregisterFilter(filter);
-    }
+    if (filter->unload != nullptr) filter->unload(0);
+    if (driver_->registered != nullptr) FltUnregisterFilter(driver_->registered);
   }
   if (library_ != nullptr) ::dlclose(library_);
 }

@@ -36,6 +36,7 @@ struct _FLT_FILTER {
   std::optional<fltport::FilterRegistration> operations;
   bool filtering = false;
   PFLT_FILTER_UNLOAD_CALLBACK unload = nullptr;
+  _DRIVER_OBJECT* driver = nullptr;  // the host's record of this filter, cleared when it unregisters
 };
 
 struct _FLT_PORT {

@@ -96,7 +96,10 @@ extern "C" NTSTATUS FLTAPI FltRegisterFilter(PDRIVER_OBJECT driver, const FLT_RE
     created->manager = driver->manager;
     created->operations = std::move(*operations);
   }
-  if (host) driver->registered = created;
+  if (host) {
+    driver->registered = created;
+    created->driver = driver;
+  }
   *filter = created;
   return STATUS_SUCCESS;
 }
@@ -115,6 +118,8 @@ extern "C" NTSTATUS FLTAPI FltStartFiltering(PFLT_FILTER filter) {
 
 extern "C" VOID FLTAPI FltUnregisterFilter(PFLT_FILTER filter) {
   if (!valid_filter(filter)) return;
+  // The host must not unregister it again (a DriverEntry that fails unregisters itself).
+  if (filter->driver != nullptr && filter->driver->registered == filter) filter->driver->registered = nullptr;
   bool filtering = false;
   {
     std::lock_guard lock(filter->mutex);

@@ -485,16 +485,18 @@ bool FilterManagerCore::answer(PermissionRequest& request, bool allow, int error
   if (request.answered.exchange(true)) return false;
   std::shared_lock groups(groups_mutex_);
   if (!groups_open_) return false;
-  permissions_.respond(request.fd.fd(), allow, error);
   if (allow && cache) {
+    // Before the answer, not after: a process that writes the moment its open is allowed must find
+    // the ignore mark there to be dropped, and the cache entry already holding the old state.
     permissions_.ignore_until_modified(request.fd.fd(), request.mask);
-    struct stat file {};
+    struct stat file{};
     if (::fstat(request.fd.fd(), &file) == 0) {
       std::lock_guard lock(mutex_);
       if (clean_files_.size() >= kCleanFileCacheLimit) clean_files_.clear();
       clean_files_[{file.st_dev, file.st_ino}] = FileVersion{file.st_mtim, file.st_ctim, file.st_size};
     }
   }
+  permissions_.respond(request.fd.fd(), allow, error);
   return true;
 }
 
