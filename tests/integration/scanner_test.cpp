@@ -471,3 +471,31 @@ TEST_F(ScannerTest, KilledServiceOpensGoOn) {
 
 }  // namespace
 }  // namespace fltport
+
+namespace fltport {
+namespace {
+
+// The daemon killed with SIGKILL while an open waits under its marks: the kernel drops its groups
+// and the open goes on; no mark is left behind (later opens do not wait either).
+TEST_F(ScannerTest, KilledDaemonOpensUnderItsMarksGoOn) {
+  ASSERT_TRUE(start_fltmgrd({"--deadline-ms", "scanner=" + std::to_string(kDeadlineMs * 10)}));
+  ASSERT_TRUE(start_service());
+  write_file(path("foul.txt"), "foul while the daemon lives\n");
+  ASSERT_TRUE(is_denial(open_in_child(path("foul.txt")).error));
+
+  service_->signal(SIGSTOP);  // nobody answers: the open waits in the kernel for fltmgrd
+  OpenProbe in_flight(path("foul.txt"));
+  std::this_thread::sleep_for(100ms);
+  fltmgrd_->kill();  // SIGKILL by pid, reaped
+  const auto outcome = in_flight.result();
+  EXPECT_EQ(outcome.error, 0) << "an open under a dead host's marks must go on";
+  EXPECT_LT(outcome.elapsed_ms, 1000) << "the kernel releases waiting opens when the group goes away";
+  for (int i = 0; i < 3; ++i) {
+    const auto next = open_in_child(path("foul.txt"));
+    EXPECT_EQ(next.error, 0);
+    EXPECT_LT(next.elapsed_ms, 200) << "no mark of the dead host may remain";
+  }
+}
+
+}  // namespace
+}  // namespace fltport
