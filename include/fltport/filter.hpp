@@ -138,6 +138,12 @@ struct InstanceInfo {
   std::string path;
   AttachScope scope = AttachScope::directory_tree;
   uint32_t altitude = 0;
+  // What went through this instance: the events its filter was asked about under it.
+  uint64_t events = 0;
+  uint64_t allowed = 0;
+  uint64_t denied = 0;
+  uint64_t defaults_taken = 0;
+  uint64_t post_notifications = 0;
 };
 
 struct FilterManagerOptions {

@@ -77,16 +77,29 @@ struct FilterEntry {
   }
 };
 
+struct InstanceCounters {
+  std::atomic<uint64_t> events{0}, allowed{0}, denied{0}, defaults_taken{0}, posts{0};
+};
+
 struct PermissionRequest {
   transport::Socket fd;  // owned until the last callback that may read it is done
   uint64_t mask = 0;
   FileEvent event;
   std::chrono::steady_clock::time_point arrival;
-  std::vector<std::shared_ptr<FilterEntry>> chain;  // highest altitude first
-  std::atomic<size_t> deciding{0};                  // chain position whose verdict is awaited
+  std::vector<std::shared_ptr<FilterEntry>> chain;           // highest altitude first
+  std::vector<std::shared_ptr<InstanceCounters>> instances;  // chain[i]'s instance covering the file
+  std::atomic<size_t> deciding{0};                           // chain position whose verdict is awaited
   std::atomic<bool> answered{false};
   bool cache = true;  // every allow so far asked for caching (touched by one deciding thread at a time)
 };
+
+// A verdict of chain position `index`, in its filter's and its instance's counters.
+void record(PermissionRequest& request, size_t index, bool allow, bool by_default) {
+  request.chain[index]->record(allow, std::chrono::steady_clock::now() - request.arrival, by_default);
+  InstanceCounters& instance = *request.instances[index];
+  (allow ? instance.allowed : instance.denied).fetch_add(1, std::memory_order_relaxed);
+  if (by_default) instance.defaults_taken.fetch_add(1, std::memory_order_relaxed);
+}
 
 struct PendingOperation::State {
   std::weak_ptr<FilterManagerCore> core;
@@ -233,19 +246,20 @@ bool FilterManagerCore::exempt(pid_t pid) const {
   return exempt_.count(pid) != 0;
 }
 
-std::vector<std::shared_ptr<FilterEntry>> FilterManagerCore::chain_for(Operation operation,
-                                                                       const std::string& path) const {
-  std::vector<std::shared_ptr<FilterEntry>> chain;
+void FilterManagerCore::chain_for(Operation operation, const std::string& path,
+                                  std::vector<std::shared_ptr<FilterEntry>>& chain,
+                                  std::vector<std::shared_ptr<InstanceCounters>>& instances) const {
   std::lock_guard lock(mutex_);
   for (const auto& filter : filters_) {
     // An exec makes two events, FAN_OPEN_EXEC_PERM then FAN_OPEN_PERM: each goes to its own filters.
     if (!contains(filter->registration.operations, operation)) continue;
-    const bool attached = std::any_of(instances_.begin(), instances_.end(), [&](const Instance& instance) {
-      return instance.filter == filter && covers(instance.path, path);
+    const auto instance = std::find_if(instances_.begin(), instances_.end(), [&](const Instance& candidate) {
+      return candidate.filter == filter && covers(candidate.path, path);
     });
-    if (attached) chain.push_back(filter);
+    if (instance == instances_.end()) continue;
+    chain.push_back(filter);
+    instances.push_back(instance->counters);
   }
-  return chain;
 }
 
 void FilterManagerCore::on_permission_event(fanotify::PermissionEvent& kernel_event,
@@ -275,7 +289,7 @@ void FilterManagerCore::on_permission_event(fanotify::PermissionEvent& kernel_ev
   event.path = fd_path(fd);
   event.range_offset = kernel_event.range_offset;
   event.range_count = kernel_event.range_count;
-  request->chain = chain_for(operation, event.path);
+  chain_for(operation, event.path, request->chain, request->instances);
   if (request->chain.empty()) {
     std::shared_lock groups(groups_mutex_);
     permissions_.respond(fd, true);
@@ -295,10 +309,12 @@ void FilterManagerCore::on_permission_event(fanotify::PermissionEvent& kernel_ev
   }
   auto minimum_deadline = request->chain.front()->registration.deadline;
   bool want_executable = false;
-  for (const auto& filter : request->chain) {
+  for (size_t i = 0; i < request->chain.size(); ++i) {
+    const auto& filter = request->chain[i];
     minimum_deadline = std::min(minimum_deadline, filter->registration.deadline);
     want_executable = want_executable || filter->registration.want_executable;
     filter->events.fetch_add(1, std::memory_order_relaxed);
+    request->instances[i]->events.fetch_add(1, std::memory_order_relaxed);
   }
   if (want_executable) {
     char target[PATH_MAX];
@@ -346,7 +362,9 @@ void FilterManagerCore::on_notification(const fanotify::Notification& notificati
     // A tree instance covers directories created (or moved) inside it from now on.
     if (notification.is_directory && (bit == FAN_CREATE || bit == FAN_RENAME))
       mark_new_directory(notification.path);
-    auto chain = chain_for(operation, notification.path);
+    std::vector<std::shared_ptr<FilterEntry>> chain;
+    std::vector<std::shared_ptr<InstanceCounters>> instances;
+    chain_for(operation, notification.path, chain, instances);
     if (chain.empty()) continue;
     FileEvent event;
     event.operation = operation;
@@ -355,7 +373,7 @@ void FilterManagerCore::on_notification(const fanotify::Notification& notificati
     event.old_path = operation == Operation::rename ? notification.old_path : std::string();
     event.is_directory = notification.is_directory;
     std::lock_guard lock(tasks_mutex_);
-    notifications_queue_.push_back({std::move(chain), std::move(event)});
+    notifications_queue_.push_back({std::move(chain), std::move(instances), std::move(event)});
     if (!posting_) {
       posting_ = true;
       batch.push_back([this] { run_post_operations(); });
@@ -371,8 +389,10 @@ void FilterManagerCore::run_post_operations() {
     PostOperation next = std::move(notifications_queue_.front());
     notifications_queue_.pop_front();
     lock.unlock();
-    for (const auto& filter : next.chain) {
+    for (size_t i = 0; i < next.chain.size(); ++i) {
+      const auto& filter = next.chain[i];
       filter->posts.fetch_add(1, std::memory_order_relaxed);
+      next.instances[i]->posts.fetch_add(1, std::memory_order_relaxed);
       if (!filter->registration.post_operation) continue;
       try {
         filter->registration.post_operation(next.event);
@@ -429,7 +449,7 @@ void FilterManagerCore::continue_chain(const std::shared_ptr<PermissionRequest>&
     request->deciding.store(index);
     FilterEntry& filter = *request->chain[index];
     if (!filter.registration.pre_operation) {
-      filter.record(true, std::chrono::steady_clock::now() - request->arrival, false);
+      record(*request, index, true, false);
       continue;
     }
     auto state = std::make_shared<PendingOperation::State>();
@@ -448,8 +468,7 @@ void FilterManagerCore::continue_chain(const std::shared_ptr<PermissionRequest>&
     if (result.pending) return;  // the filter holds `pending`, or dropping it answers with the default
     state->used.store(true);     // answered here and now
     const Verdict& verdict = result.verdict;
-    filter.record(verdict.decision == Decision::allow, std::chrono::steady_clock::now() - request->arrival,
-                  false);
+    record(*request, index, verdict.decision == Decision::allow, false);
     if (verdict.decision == Decision::deny) {
       answer(*request, false, verdict.error, false);
       return;
@@ -462,16 +481,15 @@ void FilterManagerCore::continue_chain(const std::shared_ptr<PermissionRequest>&
 bool FilterManagerCore::resume(const std::shared_ptr<PermissionRequest>& request, size_t index,
                                const Verdict& verdict, bool by_default) {
   if (request->answered.load() || index != request->deciding.load()) return false;
-  FilterEntry& filter = *request->chain[index];
   const bool allow = verdict.decision == Decision::allow;
   if (by_default) {
     // The deadline or a dropped operation speaks for this filter and ends the chain: later
     // filters would only make the late answer later.
     if (!answer(*request, allow, verdict.error, false)) return false;
-    filter.record(allow, std::chrono::steady_clock::now() - request->arrival, true);
+    record(*request, index, allow, true);
     return true;
   }
-  filter.record(allow, std::chrono::steady_clock::now() - request->arrival, false);
+  record(*request, index, allow, false);
   if (!allow) return answer(*request, false, verdict.error, false);
   request->cache = request->cache && verdict.cache;
   if (index + 1 < request->chain.size()) {
@@ -489,7 +507,7 @@ bool FilterManagerCore::answer(PermissionRequest& request, bool allow, int error
     // Before the answer, not after: a process that writes the moment its open is allowed must find
     // the ignore mark there to be dropped, and the cache entry already holding the old state.
     permissions_.ignore_until_modified(request.fd.fd(), request.mask);
-    struct stat file{};
+    struct stat file {};
     if (::fstat(request.fd.fd(), &file) == 0) {
       std::lock_guard lock(mutex_);
       if (clean_files_.size() >= kCleanFileCacheLimit) clean_files_.clear();
@@ -691,7 +709,7 @@ Status FilterManagerCore::attach(const std::string& filter_name, const std::stri
     if (instance.filter == *filter && instance.path == canonical.string())
       return STATUS_OBJECT_NAME_COLLISION;
   }
-  Instance instance{*filter, canonical.string(), scope, {}};
+  Instance instance{*filter, canonical.string(), scope, {}, std::make_shared<InstanceCounters>()};
   if (Status marked = mark_instance(instance, true); !marked.ok()) {
     mark_instance(instance, false);
     return marked;
@@ -730,8 +748,17 @@ std::vector<InstanceInfo> FilterManagerCore::instances() const {
   std::lock_guard lock(mutex_);
   std::vector<InstanceInfo> infos;
   for (const Instance& instance : instances_) {
-    infos.push_back({instance.filter->registration.name, instance.path, instance.scope,
-                     instance.filter->registration.altitude});
+    InstanceInfo info;
+    info.filter = instance.filter->registration.name;
+    info.path = instance.path;
+    info.scope = instance.scope;
+    info.altitude = instance.filter->registration.altitude;
+    info.events = instance.counters->events.load();
+    info.allowed = instance.counters->allowed.load();
+    info.denied = instance.counters->denied.load();
+    info.defaults_taken = instance.counters->defaults_taken.load();
+    info.post_notifications = instance.counters->posts.load();
+    infos.push_back(std::move(info));
   }
   return infos;
 }

@@ -21,6 +21,7 @@
 namespace fltport {
 
 struct FilterEntry;
+struct InstanceCounters;
 struct PermissionRequest;
 
 class FilterManagerCore : public std::enable_shared_from_this<FilterManagerCore> {
@@ -48,6 +49,7 @@ class FilterManagerCore : public std::enable_shared_from_this<FilterManagerCore>
     std::string path;  // canonical
     AttachScope scope;
     std::vector<std::string> marked_directories;  // directory_tree: every directory marked
+    std::shared_ptr<InstanceCounters> counters;
   };
   struct Deadline {
     std::chrono::steady_clock::time_point when;
@@ -87,7 +89,11 @@ class FilterManagerCore : public std::enable_shared_from_this<FilterManagerCore>
   static uint64_t notification_mask(OperationSet operations) noexcept;
   Status mark_instance(Instance& instance, bool add);
   void mark_new_directory(const std::string& path);
-  std::vector<std::shared_ptr<FilterEntry>> chain_for(Operation operation, const std::string& path) const;
+  // The filters (highest altitude first) that see `operation` on `path`, and for each the
+  // instance that covers it.
+  void chain_for(Operation operation, const std::string& path,
+                 std::vector<std::shared_ptr<FilterEntry>>& chain,
+                 std::vector<std::shared_ptr<InstanceCounters>>& instances) const;
   bool exempt(pid_t pid) const;
   // The user-space verdict cache: allowed with caching before, and unchanged since.
   bool known_clean(int fd);
@@ -118,6 +124,7 @@ class FilterManagerCore : public std::enable_shared_from_this<FilterManagerCore>
   bool reading_ = false;  // a worker waits for events
   struct PostOperation {
     std::vector<std::shared_ptr<FilterEntry>> chain;
+    std::vector<std::shared_ptr<InstanceCounters>> instances;
     FileEvent event;
   };
   std::deque<PostOperation> notifications_queue_;

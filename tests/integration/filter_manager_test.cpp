@@ -104,6 +104,11 @@ TEST_F(FilterManagerTest, DenyReachesTheOpeningProcessAndAllowLetsItOpen) {
   EXPECT_EQ(stats->allowed, 1u);
   EXPECT_EQ(stats->denied, 1u);
   EXPECT_EQ(stats->defaults_taken, 0u);
+  const auto instances = manager_->instances();
+  ASSERT_EQ(instances.size(), 1u);
+  EXPECT_EQ(instances[0].events, 2u) << "per-instance statistics";
+  EXPECT_EQ(instances[0].allowed, 1u);
+  EXPECT_EQ(instances[0].denied, 1u);
 }
 
 TEST_F(FilterManagerTest, PendingVerdictCompletedFromAnotherThread) {

@@ -13,8 +13,8 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cerrno>
-#include <cstdarg>
 #include <climits>
+#include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -60,17 +60,28 @@ std::string filesystem_name(const std::string& path) {
   struct statfs info {};
   if (::statfs(path.c_str(), &info) != 0) return "?";
   switch (static_cast<unsigned long>(info.f_type)) {
-    case 0xEF53: return "ext4";
-    case 0x01021994: return "tmpfs";
-    case 0x58465342: return "xfs";
-    case 0x9123683E: return "btrfs";
-    case 0x794C7630: return "overlay";
-    case 0x6969: return "nfs";
-    case 0x65735546: return "fuse";
-    case 0x2FC12FC1: return "zfs";
-    case 0x4D44: return "vfat";
-    case 0x5346544E: return "ntfs";
-    case 0xF2F52010: return "f2fs";
+    case 0xEF53:
+      return "ext4";
+    case 0x01021994:
+      return "tmpfs";
+    case 0x58465342:
+      return "xfs";
+    case 0x9123683E:
+      return "btrfs";
+    case 0x794C7630:
+      return "overlay";
+    case 0x6969:
+      return "nfs";
+    case 0x65735546:
+      return "fuse";
+    case 0x2FC12FC1:
+      return "zfs";
+    case 0x4D44:
+      return "vfat";
+    case 0x5346544E:
+      return "ntfs";
+    case 0xF2F52010:
+      return "f2fs";
     default: {
       char hex[32];
       std::snprintf(hex, sizeof hex, "0x%lx", static_cast<unsigned long>(info.f_type));
@@ -101,7 +112,9 @@ fltport::Result<std::string> resolve_directory(const std::string& path, std::str
 class Daemon {
  public:
   Daemon(std::vector<std::string> plugin_dirs, fltmgrd::Config config, std::string runtime_dir)
-      : plugin_dirs_(std::move(plugin_dirs)), config_(std::move(config)), runtime_dir_(std::move(runtime_dir)) {}
+      : plugin_dirs_(std::move(plugin_dirs)),
+        config_(std::move(config)),
+        runtime_dir_(std::move(runtime_dir)) {}
 
   Status start_manager() {
     auto manager = fltport::FilterManager::create();
@@ -158,7 +171,8 @@ class Daemon {
   }
 
   // Startup: config filters with load=true and --load names, then attaches.
-  bool start(const std::vector<std::string>& loads, const std::vector<std::pair<std::string, std::string>>& attaches) {
+  bool start(const std::vector<std::string>& loads,
+             const std::vector<std::pair<std::string, std::string>>& attaches) {
     std::lock_guard lock(mutex_);
     std::vector<std::string> names;
     for (const auto& filter : config_.filters)
@@ -190,9 +204,8 @@ class Daemon {
     options.name = std::string(control::kPortName);
     options.security = fltport::PortSecurity::root_only();
     options.max_connections = 16;
-    options.on_message = [this](void*, fltport::ConstBytes input, fltport::MutableBytes output, size_t& returned) {
-      return handle(input, output, returned);
-    };
+    options.on_message = [this](void*, fltport::ConstBytes input, fltport::MutableBytes output,
+                                size_t& returned) { return handle(input, output, returned); };
     auto port = fltport::ServerPort::create(std::move(options));
     if (!port) return port.status();
     control_port_ = std::move(port).value();
@@ -221,7 +234,8 @@ class Daemon {
       if (filter->altitude) settings.altitude = *filter->altitude;
       if (filter->deadline_ms) settings.deadline = std::chrono::milliseconds(*filter->deadline_ms);
       if (filter->default_deny)
-        settings.default_decision = *filter->default_deny ? fltport::Decision::deny : fltport::Decision::allow;
+        settings.default_decision =
+            *filter->default_deny ? fltport::Decision::deny : fltport::Decision::allow;
     }
     return settings;
   }
@@ -327,22 +341,32 @@ class Daemon {
                                   {"altitude", ColumnType::number},
                                   {"instance", ColumnType::text},
                                   {"frame", ColumnType::number},
-                                  {"scope", ColumnType::text}});
+                                  {"scope", ColumnType::text},
+                                  {"events", ColumnType::number},
+                                  {"allowed", ColumnType::number},
+                                  {"denied", ColumnType::number},
+                                  {"defaults_taken", ColumnType::number},
+                                  {"post_notifications", ColumnType::number}});
       for (const auto& instance : instances) {
         const char* scope = instance.scope == fltport::AttachScope::directory_tree ? "directory"
                             : instance.scope == fltport::AttachScope::mount        ? "mount"
                                                                                    : "filesystem";
         table.add({instance.filter, instance.path, std::to_string(instance.altitude),
-                   control::instance_name(instance.filter, instance.path), "0", scope});
+                   control::instance_name(instance.filter, instance.path), "0", scope,
+                   std::to_string(instance.events), std::to_string(instance.allowed),
+                   std::to_string(instance.denied), std::to_string(instance.defaults_taken),
+                   std::to_string(instance.post_notifications)});
       }
       return table.finish(request.start);
     }
     if (request.command == "volumes") {
-      control::TableWriter table(
-          {{"volume", ColumnType::text}, {"filesystem", ColumnType::text}, {"instances", ColumnType::number}});
+      control::TableWriter table({{"volume", ColumnType::text},
+                                  {"filesystem", ColumnType::text},
+                                  {"instances", ColumnType::number}});
       std::map<std::string, size_t> volumes;
       for (const auto& instance : instances) ++volumes[instance.path];
-      for (const auto& [path, count] : volumes) table.add({path, filesystem_name(path), std::to_string(count)});
+      for (const auto& [path, count] : volumes)
+        table.add({path, filesystem_name(path), std::to_string(count)});
       return table.finish(request.start);
     }
     if (request.command == "ports") {
@@ -390,9 +414,9 @@ class Daemon {
       std::string histogram;
       for (size_t i = 0; i < stats->latency_us_log2.size(); ++i)
         histogram += (i ? "," : "") + std::to_string(stats->latency_us_log2[i]);
-      table.add({name, std::to_string(stats->events), std::to_string(stats->allowed), std::to_string(stats->denied),
-                 std::to_string(stats->defaults_taken), std::to_string(stats->cache_hits),
-                 std::to_string(stats->post_notifications), histogram});
+      table.add({name, std::to_string(stats->events), std::to_string(stats->allowed),
+                 std::to_string(stats->denied), std::to_string(stats->defaults_taken),
+                 std::to_string(stats->cache_hits), std::to_string(stats->post_notifications), histogram});
     }
     return table.finish(request.start);
   }
@@ -417,7 +441,8 @@ class Daemon {
     }
     say("control: %s", message.c_str());
     if (!status.ok()) return message;
-    control::TableWriter table({{"message", control::ColumnType::text}, {"instance", control::ColumnType::text}});
+    control::TableWriter table(
+        {{"message", control::ColumnType::text}, {"instance", control::ColumnType::text}});
     table.add({message, instance});
     return table.finish();
   }
@@ -426,15 +451,23 @@ class Daemon {
     Status status = STATUS_SUCCESS;
     std::string body;
     control::DecodeError error;
-    auto request =
-        control::decode_request(std::string_view(reinterpret_cast<const char*>(input.data()), input.size()), error);
+    auto request = control::decode_request(
+        std::string_view(reinterpret_cast<const char*>(input.data()), input.size()), error);
     if (!request) {
       status = STATUS_INVALID_PARAMETER;
       switch (error) {
-        case control::DecodeError::version: body = "unsupported control protocol version"; break;
-        case control::DecodeError::unknown_command: body = "unknown command"; break;
-        case control::DecodeError::arguments: body = "wrong arguments for the command"; break;
-        default: body = "malformed request"; break;
+        case control::DecodeError::version:
+          body = "unsupported control protocol version";
+          break;
+        case control::DecodeError::unknown_command:
+          body = "unknown command";
+          break;
+        case control::DecodeError::arguments:
+          body = "wrong arguments for the command";
+          break;
+        default:
+          body = "malformed request";
+          break;
       }
     } else if (request->command == "load" || request->command == "unload" || request->command == "attach" ||
                request->command == "detach") {
@@ -525,7 +558,8 @@ int run(int argc, char** argv) {
   app.add_option("--load", loads, "Filter to load at start (repeatable)")->allow_extra_args(false);
   app.add_option("--attach", attach_args, "NAME=DIR: attach a loaded filter to a directory tree (repeatable)")
       ->allow_extra_args(false);
-  app.add_option("--altitude", altitude_args, "NAME=N: a filter's altitude (default 0)")->allow_extra_args(false);
+  app.add_option("--altitude", altitude_args, "NAME=N: a filter's altitude (default 0)")
+      ->allow_extra_args(false);
   app.add_option("--deadline-ms", deadline_args, "NAME=MS: a filter's verdict deadline (default 3000)")
       ->allow_extra_args(false);
   app.add_option("--default", default_args, "NAME=allow|deny: a filter's default verdict (default allow)")
@@ -552,26 +586,30 @@ int run(int argc, char** argv) {
     config.filters.back().name = name;
     return config.filters.back();
   };
-  bool ok = parse_assignments(altitude_args, "--altitude", [&](const std::string& name, const std::string& value) {
-    auto n = fltmgrd::parse_uint(value, UINT32_MAX);
-    if (n) section(name).altitude = *n;
-    return n.has_value();
-  });
-  ok = ok && parse_assignments(deadline_args, "--deadline-ms", [&](const std::string& name, const std::string& value) {
-    auto n = fltmgrd::parse_uint(value, 3600 * 1000);
-    if (n && *n > 0) section(name).deadline_ms = *n;
-    return n.has_value() && *n > 0;
-  });
-  ok = ok && parse_assignments(default_args, "--default", [&](const std::string& name, const std::string& value) {
-    auto d = fltmgrd::parse_decision(value);
-    if (d) section(name).default_deny = *d;
-    return d.has_value();
-  });
+  bool ok =
+      parse_assignments(altitude_args, "--altitude", [&](const std::string& name, const std::string& value) {
+        auto n = fltmgrd::parse_uint(value, UINT32_MAX);
+        if (n) section(name).altitude = *n;
+        return n.has_value();
+      });
+  ok = ok && parse_assignments(deadline_args, "--deadline-ms",
+                               [&](const std::string& name, const std::string& value) {
+                                 auto n = fltmgrd::parse_uint(value, 3600 * 1000);
+                                 if (n && *n > 0) section(name).deadline_ms = *n;
+                                 return n.has_value() && *n > 0;
+                               });
+  ok = ok &&
+       parse_assignments(default_args, "--default", [&](const std::string& name, const std::string& value) {
+         auto d = fltmgrd::parse_decision(value);
+         if (d) section(name).default_deny = *d;
+         return d.has_value();
+       });
   std::vector<std::pair<std::string, std::string>> attaches;
-  ok = ok && parse_assignments(attach_args, "--attach", [&](const std::string& name, const std::string& value) {
-    attaches.emplace_back(name, value);
-    return true;
-  });
+  ok = ok &&
+       parse_assignments(attach_args, "--attach", [&](const std::string& name, const std::string& value) {
+         attaches.emplace_back(name, value);
+         return true;
+       });
   for (const auto& name : loads) {
     if (!fltport::control::valid_filter_name(name)) {
       say("--load: invalid filter name '%s'", name.c_str());
