@@ -170,6 +170,17 @@ class FLTPORT_API ServerPort {
   std::shared_ptr<detail::ServerPortCore> core_;
 };
 
+// A server port of this process, as fltmgrd's `ports` command reports it.
+struct ServerPortInfo {
+  std::string name;
+  std::string socket_path;  // where services connect
+  int max_connections = 0;
+  size_t connections = 0;
+  bool listening = false;  // false after close() (FltCloseCommunicationPort)
+};
+// The server ports this process has created and not destroyed, in creation order.
+FLTPORT_API std::vector<ServerPortInfo> list_server_ports();
+
 // A message taken by the service (FilterGetMessage).
 struct MessageInfo {
   uint64_t id = 0;

@@ -501,7 +501,40 @@ Result<std::shared_ptr<ServerPortCore>> ServerPortCore::create(ServerPortOptions
   std::shared_ptr<ServerPortCore> core(
       new ServerPortCore(std::move(shared), std::move(*listener), std::move(*lock), path));
   core->acceptor_ = std::thread([raw = core.get()] { raw->accept_loop(); });
+  {
+    std::lock_guard registry(port_registry_mutex());
+    port_registry().push_back(core);
+  }
   return core;
+}
+
+std::mutex& ServerPortCore::port_registry_mutex() {
+  static auto* mutex = new std::mutex();  // never destroyed: ports may outlive static destruction
+  return *mutex;
+}
+
+std::vector<std::weak_ptr<ServerPortCore>>& ServerPortCore::port_registry() {
+  static auto* ports = new std::vector<std::weak_ptr<ServerPortCore>>();
+  return *ports;
+}
+
+std::vector<ServerPortInfo> ServerPortCore::list() {
+  std::vector<std::shared_ptr<ServerPortCore>> alive;
+  {
+    std::lock_guard registry(port_registry_mutex());
+    auto& ports = port_registry();
+    std::erase_if(ports, [](const std::weak_ptr<ServerPortCore>& port) { return port.expired(); });
+    for (const auto& weak : ports) {
+      if (auto port = weak.lock()) alive.push_back(std::move(port));
+    }
+  }
+  // Outside the registry lock: dropping the last reference to a port runs its whole shutdown.
+  std::vector<ServerPortInfo> infos;
+  for (const auto& port : alive) {
+    infos.push_back({port->shared_->name, port->socket_path_, port->shared_->max_connections,
+                     port->connection_count(), port->shared_->listening.load()});
+  }
+  return infos;
 }
 
 ServerPortCore::~ServerPortCore() {
@@ -657,6 +690,10 @@ const std::string& ServerPort::name() const noexcept {
 
 size_t ServerPort::connection_count() const noexcept {
   return core_ ? core_->connection_count() : 0;
+}
+
+std::vector<ServerPortInfo> list_server_ports() {
+  return detail::ServerPortCore::list();
 }
 
 }  // namespace fltport

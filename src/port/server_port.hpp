@@ -128,8 +128,11 @@ class ServerPortCore {
   void shutdown() noexcept;        // and close every connection, waiting for their threads
   const std::string& name() const noexcept { return shared_->name; }
   size_t connection_count() const noexcept;
+  static std::vector<ServerPortInfo> list();
 
  private:
+  static std::mutex& port_registry_mutex();
+  static std::vector<std::weak_ptr<ServerPortCore>>& port_registry();
   ServerPortCore(std::shared_ptr<PortShared> shared, transport::Socket listener, transport::Socket name_lock,
                  std::string socket_path);
   void accept_loop() noexcept;

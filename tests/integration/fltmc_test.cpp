@@ -231,7 +231,7 @@ TEST(Fltmc, EmptyDaemonShowsEmptyTables) {
   EXPECT_EQ(stats.code, 0) << stats.err;
   auto ports = fltmc({"ports"});
   EXPECT_EQ(ports.code, 0) << ports.err;
-  EXPECT_NE(ports.out.find("\\fltmgrcontrol"), std::string::npos) << ports.out;
+  EXPECT_NE(ports.out.find("\\FltMgrControl"), std::string::npos) << ports.out;
   EXPECT_EQ(daemon.stop(), 0) << daemon.log();
 }
 
@@ -247,7 +247,7 @@ TEST(Fltmc, JsonOutputIsValid) {
   }
   EXPECT_EQ(fltmc({"filters", "--json"}).out, "[]\n");
   auto ports = fltmc({"ports", "--json"});
-  EXPECT_NE(ports.out.find("\"name\": \"\\\\fltmgrcontrol\""), std::string::npos) << ports.out;
+  EXPECT_NE(ports.out.find("\"name\": \"\\\\FltMgrControl\""), std::string::npos) << ports.out;
   // The parser itself refuses what is not JSON.
   EXPECT_FALSE(Json::valid("[1,]"));
   EXPECT_FALSE(Json::valid("{\"a\" 1}"));
@@ -309,7 +309,7 @@ TEST(Fltmc, ManagesTheScanner) {
   EXPECT_TRUE(Json::valid(volumes.out)) << volumes.out;
   EXPECT_NE(volumes.out.find("\"volume\": \"" + dir.path() + "\""), std::string::npos) << volumes.out;
   auto ports = fltmc({"ports"});
-  EXPECT_NE(ports.out.find("\\scannerport"), std::string::npos) << ports.out;
+  EXPECT_NE(ports.out.find("\\ScannerPort"), std::string::npos) << ports.out;
 
   std::ofstream(dir.path() + "/file") << "clean";  // some events for the statistics
   std::ifstream(dir.path() + "/file").get();

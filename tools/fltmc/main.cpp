@@ -25,12 +25,23 @@ void json_string(std::string& out, std::string_view text) {
     const unsigned char c = static_cast<unsigned char>(text[i]);
     char buf[8];
     switch (c) {
-      case '"': out += "\\\""; continue;
-      case '\\': out += "\\\\"; continue;
-      case '\n': out += "\\n"; continue;
-      case '\t': out += "\\t"; continue;
-      case '\r': out += "\\r"; continue;
-      default: break;
+      case '"':
+        out += "\\\"";
+        continue;
+      case '\\':
+        out += "\\\\";
+        continue;
+      case '\n':
+        out += "\\n";
+        continue;
+      case '\t':
+        out += "\\t";
+        continue;
+      case '\r':
+        out += "\\r";
+        continue;
+      default:
+        break;
     }
     if (c < 0x20 || c == 0x7F) {
       std::snprintf(buf, sizeof buf, "\\u%04x", c);
@@ -109,8 +120,9 @@ const std::string& field(const control::Table& table, const std::vector<std::str
 }
 
 std::string filters_text(const control::Table& t) {
-  std::string out = "\nFilter Name                     Num Instances    Altitude    Frame\n"
-                    "------------------------------  -------------  ------------  -----\n";
+  std::string out =
+      "\nFilter Name                     Num Instances    Altitude    Frame\n"
+      "------------------------------  -------------  ------------  -----\n";
   char line[8192];
   for (const auto& row : t.rows) {
     std::snprintf(line, sizeof line, "%-30s  %9s       %-12s%4s\n", field(t, row, "name").c_str(),
@@ -123,8 +135,10 @@ std::string filters_text(const control::Table& t) {
 
 std::string instances_text(const control::Table& t) {
   std::string out =
-      "\nFilter                Volume Name                              Altitude        Instance Name       Frame\n"
-      "--------------------  -------------------------------------  ------------  ----------------------  -----\n";
+      "\nFilter                Volume Name                              Altitude        Instance Name       "
+      "Frame\n"
+      "--------------------  -------------------------------------  ------------  ----------------------  "
+      "-----\n";
   char line[16384];
   for (const auto& row : t.rows) {
     std::snprintf(line, sizeof line, "%-20s  %-37s  %9s     %-22s  %3s\n", field(t, row, "filter").c_str(),
@@ -136,8 +150,9 @@ std::string instances_text(const control::Table& t) {
 }
 
 std::string volumes_text(const control::Table& t) {
-  std::string out = "\nVolume Name                              FileSystem   Instances\n"
-                    "---------------------------------------  ----------  ----------\n";
+  std::string out =
+      "\nVolume Name                              FileSystem   Instances\n"
+      "---------------------------------------  ----------  ----------\n";
   char line[8192];
   for (const auto& row : t.rows) {
     std::snprintf(line, sizeof line, "%-39s  %-10s  %10s\n", field(t, row, "volume").c_str(),
@@ -148,11 +163,15 @@ std::string volumes_text(const control::Table& t) {
 }
 
 std::string ports_text(const control::Table& t) {
-  std::string out = "\nPort Name                       Socket\n"
-                    "------------------------------  ----------------------------------------\n";
+  std::string out =
+      "\nPort Name                       Connections  Max  Listening  Socket\n"
+      "------------------------------  -----------  ---  ---------  "
+      "----------------------------------------\n";
   char line[8192];
   for (const auto& row : t.rows) {
-    std::snprintf(line, sizeof line, "%-30s  %s\n", field(t, row, "name").c_str(), field(t, row, "socket").c_str());
+    std::snprintf(line, sizeof line, "%-30s  %11s  %3s  %-9s  %s\n", field(t, row, "name").c_str(),
+                  field(t, row, "connections").c_str(), field(t, row, "max_connections").c_str(),
+                  field(t, row, "listening").c_str(), field(t, row, "socket").c_str());
     out += line;
   }
   return out;
@@ -182,16 +201,19 @@ std::string percentile(const std::string& histogram, double fraction) {
 
 std::string stats_text(const control::Table& t) {
   std::string out =
-      "\nFilter Name                         Events     Allowed      Denied    Defaults  Cache Hits   Post Ops  p50 us  p99 us\n"
-      "------------------------------  ----------  ----------  ----------  ----------  ----------  ---------  ------  ------\n";
+      "\nFilter Name                         Events     Allowed      Denied    Defaults  Cache Hits   Post "
+      "Ops  p50 us  p99 us\n"
+      "------------------------------  ----------  ----------  ----------  ----------  ----------  --------- "
+      " ------  ------\n";
   char line[8192];
   for (const auto& row : t.rows) {
     const std::string& histogram = field(t, row, "latency_us_log2");
     std::snprintf(line, sizeof line, "%-30s  %10s  %10s  %10s  %10s  %10s  %9s  %6s  %6s\n",
-                  field(t, row, "name").c_str(), field(t, row, "events").c_str(), field(t, row, "allowed").c_str(),
-                  field(t, row, "denied").c_str(), field(t, row, "defaults_taken").c_str(),
-                  field(t, row, "cache_hits").c_str(), field(t, row, "post_notifications").c_str(),
-                  percentile(histogram, 0.5).c_str(), percentile(histogram, 0.99).c_str());
+                  field(t, row, "name").c_str(), field(t, row, "events").c_str(),
+                  field(t, row, "allowed").c_str(), field(t, row, "denied").c_str(),
+                  field(t, row, "defaults_taken").c_str(), field(t, row, "cache_hits").c_str(),
+                  field(t, row, "post_notifications").c_str(), percentile(histogram, 0.5).c_str(),
+                  percentile(histogram, 0.99).c_str());
     out += line;
   }
   return out;
@@ -214,12 +236,14 @@ int run_command(const control::Request& request, bool json) {
     else if (result.status == Status(STATUS_OBJECT_NAME_NOT_FOUND))
       std::fprintf(stderr, "fltmc: cannot reach fltmgrd (is it running?)\n");
     else
-      std::fprintf(stderr, "fltmc: cannot reach fltmgrd (is it running?): %s\n", result.status.to_string().c_str());
+      std::fprintf(stderr, "fltmc: cannot reach fltmgrd (is it running?): %s\n",
+                   result.status.to_string().c_str());
     return 1;
   }
   if (!result.status.ok()) {
     std::fprintf(stderr, "fltmc: %s failed: %s (%s)\n", request.command.c_str(),
-                 result.message.empty() ? "error" : result.message.c_str(), result.status.to_string().c_str());
+                 result.message.empty() ? "error" : result.message.c_str(),
+                 result.status.to_string().c_str());
     return 1;
   }
   const auto& table = result.table;
@@ -273,7 +297,7 @@ int main(int argc, char** argv) {
     add("filters", "List the filters fltmgrd hosts");
     add("instances", "List the filters' instances");
     add("volumes", "List the directories filters are attached to");
-    add("ports", "List the communication ports in the runtime directory");
+    add("ports", "List the communication ports of fltmgrd and its filters, with their connections");
     add("stats", "Show the filters' statistics")->add_option("NAME", name, "Only this filter");
     add("load", "Load a filter")->add_option("NAME", name, "Filter name")->required();
     add("unload", "Unload a filter")->add_option("NAME", name, "Filter name")->required();

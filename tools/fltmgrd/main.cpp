@@ -370,20 +370,18 @@ class Daemon {
       return table.finish(request.start);
     }
     if (request.command == "ports") {
-      // The library has no API to enumerate a filter's ports: list the sockets in the runtime
-      // directory (names only; connection counts are not available).
-      control::TableWriter table({{"name", ColumnType::text}, {"socket", ColumnType::text}});
-      std::vector<std::string> names;
-      if (DIR* dir = ::opendir(runtime_dir_.c_str())) {
-        while (dirent* entry = ::readdir(dir)) {
-          std::string file = entry->d_name;
-          if (file.size() > 5 && file.compare(file.size() - 5, 5, ".port") == 0) names.push_back(file);
-        }
-        ::closedir(dir);
+      // The ports of this host: its filters' and its own control port.
+      control::TableWriter table({{"name", ColumnType::text},
+                                  {"socket", ColumnType::text},
+                                  {"connections", ColumnType::number},
+                                  {"max_connections", ColumnType::number},
+                                  {"listening", ColumnType::text}});
+      for (const auto& port : fltport::list_server_ports()) {
+        const std::string name =
+            !port.name.empty() && port.name.front() == '\\' ? port.name : "\\" + port.name;
+        table.add({name, port.socket_path, std::to_string(port.connections),
+                   std::to_string(port.max_connections), port.listening ? "yes" : "no"});
       }
-      std::sort(names.begin(), names.end());
-      for (const auto& file : names)
-        table.add({"\\" + file.substr(0, file.size() - 5), runtime_dir_ + "/" + file});
       return table.finish(request.start);
     }
     // stats, stat NAME
