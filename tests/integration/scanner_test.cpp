@@ -129,6 +129,31 @@ class Program {
   Program& operator=(const Program&) = delete;
 
   pid_t pid() const { return pid_; }
+
+  // SIGSTOP, and wait (bounded) until the kernel shows every thread stopped: the signal is
+  // asynchronous, and a test that relies on "nobody answers" must not race a last answer.
+  bool stop() {
+    signal(SIGSTOP);
+    const auto until = Clock::now() + std::chrono::seconds(5);
+    while (Clock::now() < until) {
+      if (all_threads_stopped()) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    return false;
+  }
+
+  bool all_threads_stopped() const {
+    const std::string tasks = "/proc/" + std::to_string(pid_) + "/task";
+    std::error_code error;
+    for (const auto& task : std::filesystem::directory_iterator(tasks, error)) {
+      std::ifstream stat(task.path() / "stat");
+      std::string line;
+      std::getline(stat, line);
+      const auto close = line.rfind(')');
+      if (close == std::string::npos || close + 2 >= line.size() || line[close + 2] != 'T') return false;
+    }
+    return !error;
+  }
   bool alive() {
     if (pid_ <= 0 || reaped_) return false;
     int status = 0;
@@ -148,7 +173,8 @@ class Program {
     std::string buffer;
     while (stdout_fd_ >= 0 && Clock::now() < until) {
       pollfd p{stdout_fd_, POLLIN, 0};
-      const int left = static_cast<int>(std::chrono::duration_cast<milliseconds>(until - Clock::now()).count());
+      const int left =
+          static_cast<int>(std::chrono::duration_cast<milliseconds>(until - Clock::now()).count());
       if (::poll(&p, 1, std::max(left, 1)) <= 0) continue;
       char chunk[256];
       const ssize_t n = ::read(stdout_fd_, chunk, sizeof chunk);
@@ -246,9 +272,13 @@ class OpenProbe {
   Clock::time_point start_;
 };
 
-OpenProbe::Outcome open_in_child(const std::string& path) { return OpenProbe(path).result(); }
+OpenProbe::Outcome open_in_child(const std::string& path) {
+  return OpenProbe(path).result();
+}
 
-bool is_denial(int error) { return error == EPERM || error == EACCES; }
+bool is_denial(int error) {
+  return error == EPERM || error == EACCES;
+}
 
 // ---- the fixture ----
 
@@ -256,9 +286,10 @@ class ScannerTest : public ::testing::Test {
  protected:
   void SetUp() override {
     ::alarm(90);  // watchdog: a hung test dies, its children with it (PR_SET_PDEATHSIG)
-    for (const std::string& file : {std::string(FLTPORT_TEST_FLTMGRD),
-                                    std::string(FLTPORT_TEST_SCANNER_PLUGIN_DIR) + "/fltport-filter-scanner.so",
-                                    std::string(FLTPORT_TEST_SCANNER_SERVICE)}) {
+    for (const std::string& file :
+         {std::string(FLTPORT_TEST_FLTMGRD),
+          std::string(FLTPORT_TEST_SCANNER_PLUGIN_DIR) + "/fltport-filter-scanner.so",
+          std::string(FLTPORT_TEST_SCANNER_SERVICE)}) {
       if (file.empty() || file[0] != '/' || ::access(file.c_str(), R_OK) != 0) {
         GTEST_SKIP() << "not built: " << (file.empty() ? std::string("(no path configured)") : file)
                      << " (the scanner test runs fltmgrd, the scanner plugin and the scanner service)";
@@ -266,8 +297,9 @@ class ScannerTest : public ::testing::Test {
     }
     const int probe = ::fanotify_init(FAN_CLASS_CONTENT | FAN_CLOEXEC, O_RDONLY);
     if (probe < 0) {
-      GTEST_SKIP() << "fanotify permission events are not permitted here (fanotify_init: " << std::strerror(errno)
-                   << "): the scanner needs root (CAP_SYS_ADMIN) and a kernel with CONFIG_FANOTIFY_ACCESS_PERMISSIONS";
+      GTEST_SKIP()
+          << "fanotify permission events are not permitted here (fanotify_init: " << std::strerror(errno)
+          << "): the scanner needs root (CAP_SYS_ADMIN) and a kernel with CONFIG_FANOTIFY_ACCESS_PERMISSIONS";
     }
     ::close(probe);
     runtime_ = std::make_unique<test::ScopedRuntimeDir>();
@@ -285,8 +317,8 @@ class ScannerTest : public ::testing::Test {
       fltmgrd_.reset();
     }
     if (HasFailure() && runtime_) {
-      std::fprintf(stderr, "---- fltmgrd log ----\n%s---- service log ----\n%s----\n", read_file(fltmgrd_log_).c_str(),
-                   read_file(service_log_).c_str());
+      std::fprintf(stderr, "---- fltmgrd log ----\n%s---- service log ----\n%s----\n",
+                   read_file(fltmgrd_log_).c_str(), read_file(service_log_).c_str());
     }
     if (!watched_.empty()) {
       std::error_code ignored;
@@ -300,15 +332,20 @@ class ScannerTest : public ::testing::Test {
 
   // fltmgrd with the scanner on the test's directory; returns when it printed "fltmgrd: ready".
   ::testing::AssertionResult start_fltmgrd(const std::vector<std::string>& extra = {}) {
-    std::vector<std::string> argv = {FLTPORT_TEST_FLTMGRD,  "--foreground", "--plugin-dir",
-                                     FLTPORT_TEST_SCANNER_PLUGIN_DIR, "--load",       "scanner",
-                                     "--attach",            "scanner=" + watched_};
+    std::vector<std::string> argv = {FLTPORT_TEST_FLTMGRD,
+                                     "--foreground",
+                                     "--plugin-dir",
+                                     FLTPORT_TEST_SCANNER_PLUGIN_DIR,
+                                     "--load",
+                                     "scanner",
+                                     "--attach",
+                                     "scanner=" + watched_};
     argv.insert(argv.end(), extra.begin(), extra.end());
     fltmgrd_ = std::make_unique<Program>(argv, fltmgrd_log_, true);
     if (fltmgrd_->pid() <= 0) return ::testing::AssertionFailure() << "could not start fltmgrd";
     if (!fltmgrd_->wait_for_stdout_line("fltmgrd: ready", kStartTimeout)) {
-      return ::testing::AssertionFailure() << "fltmgrd did not print \"fltmgrd: ready\" within "
-                                           << kStartTimeout.count() << " ms";
+      return ::testing::AssertionFailure()
+             << "fltmgrd did not print \"fltmgrd: ready\" within " << kStartTimeout.count() << " ms";
     }
     return ::testing::AssertionSuccess();
   }
@@ -321,11 +358,13 @@ class ScannerTest : public ::testing::Test {
     if (service_->pid() <= 0) return ::testing::AssertionFailure() << "could not start the service";
     const auto until = Clock::now() + kStartTimeout;
     while (Clock::now() < until) {
-      if (count(read_file(service_log_), "connected to \\ScannerPort") > before) return ::testing::AssertionSuccess();
+      if (count(read_file(service_log_), "connected to \\ScannerPort") > before)
+        return ::testing::AssertionSuccess();
       if (!service_->alive()) return ::testing::AssertionFailure() << "the service ended before connecting";
       std::this_thread::sleep_for(10ms);
     }
-    return ::testing::AssertionFailure() << "the service did not connect within " << kStartTimeout.count() << " ms";
+    return ::testing::AssertionFailure()
+           << "the service did not connect within " << kStartTimeout.count() << " ms";
   }
 
   // Waits until the service log holds at least `n` occurrences of `needle`.
@@ -366,7 +405,8 @@ TEST_F(ScannerTest, CleanFileOpensAndFoulFileIsDenied) {
 
   // fltmgrd unloads the filter on SIGTERM and exits 0; the service sees the port go and exits 0.
   const std::optional<int> status = fltmgrd_->terminate(kStopTimeout);
-  ASSERT_TRUE(status.has_value()) << "fltmgrd did not exit within " << kStopTimeout.count() << " ms of SIGTERM";
+  ASSERT_TRUE(status.has_value()) << "fltmgrd did not exit within " << kStopTimeout.count()
+                                  << " ms of SIGTERM";
   EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0) << "fltmgrd wait status " << *status;
   const auto until = Clock::now() + 5s;
   while (service_->alive() && Clock::now() < until) std::this_thread::sleep_for(10ms);
@@ -409,17 +449,19 @@ TEST_F(ScannerTest, CleanVerdictIsCachedUntilTheFileIsWritten) {
   // Writing drops the cached verdict: the next open is scanned, and denied.
   write_file(path("file.txt"), "now it is foul\n");
   const int denied = open_in_child(path("file.txt")).error;
-  EXPECT_TRUE(is_denial(denied)) << "open after writing foul: " << (denied > 0 ? std::strerror(denied) : "opened");
+  EXPECT_TRUE(is_denial(denied)) << "open after writing foul: "
+                                 << (denied > 0 ? std::strerror(denied) : "opened");
 }
 
 TEST_F(ScannerTest, StoppedServiceOpensTakeTheDefaultWithinTheDeadline) {
-  ASSERT_TRUE(start_fltmgrd({"--deadline-ms", "scanner=" + std::to_string(kDeadlineMs), "--default", "scanner=allow"}));
+  ASSERT_TRUE(start_fltmgrd(
+      {"--deadline-ms", "scanner=" + std::to_string(kDeadlineMs), "--default", "scanner=allow"}));
   ASSERT_TRUE(start_service());
   write_file(path("foul.txt"), "foul: denied whenever the service answers\n");
   ASSERT_TRUE(is_denial(open_in_child(path("foul.txt")).error));
   ASSERT_TRUE(wait_for_service_lines("FOUL", 2));  // the close-after-write scan and the open
 
-  service_->signal(SIGSTOP);
+  ASSERT_TRUE(service_->stop());
   // Several opens in flight at once, each answered by the deadline with the default (allow),
   // although the file is foul: nobody is there to say so.
   std::vector<std::unique_ptr<OpenProbe>> probes;
@@ -428,7 +470,8 @@ TEST_F(ScannerTest, StoppedServiceOpensTakeTheDefaultWithinTheDeadline) {
     const auto outcome = probe->result();
     EXPECT_EQ(outcome.error, 0) << "a stalled service must not deny (the default is allow)";
     EXPECT_LE(outcome.elapsed_ms, kDeadlineMs + kDeadlineMargin.count()) << "the deadline was not kept";
-    EXPECT_GE(outcome.elapsed_ms, kDeadlineMs - 100) << "answered before the deadline: was the service asked?";
+    EXPECT_GE(outcome.elapsed_ms, kDeadlineMs - 100)
+        << "answered before the deadline: was the service asked?";
   }
 
   // The service comes back: its late answers find nobody waiting, and new opens are denied again.
@@ -449,7 +492,7 @@ TEST_F(ScannerTest, KilledServiceOpensGoOn) {
   ASSERT_TRUE(wait_for_service_lines("FOUL", 2));
 
   // An open in flight (the service stopped, so it cannot answer) when the service is killed.
-  service_->signal(SIGSTOP);
+  ASSERT_TRUE(service_->stop());
   OpenProbe in_flight(path("foul.txt"));
   std::this_thread::sleep_for(100ms);
   service_->kill();  // SIGKILL by pid, reaped
@@ -483,7 +526,7 @@ TEST_F(ScannerTest, KilledDaemonOpensUnderItsMarksGoOn) {
   write_file(path("foul.txt"), "foul while the daemon lives\n");
   ASSERT_TRUE(is_denial(open_in_child(path("foul.txt")).error));
 
-  service_->signal(SIGSTOP);  // nobody answers: the open waits in the kernel for fltmgrd
+  ASSERT_TRUE(service_->stop());  // nobody answers: the open waits in the kernel for fltmgrd
   OpenProbe in_flight(path("foul.txt"));
   std::this_thread::sleep_for(100ms);
   fltmgrd_->kill();  // SIGKILL by pid, reaped
