@@ -49,8 +49,9 @@ const char* operation_name(Operation op) noexcept;
 struct FileEvent {
   Operation operation = Operation::open;
   pid_t pid = 0;
-  uid_t uid = 0;  // of the process, at the time of the event
-  gid_t gid = 0;
+  // Of the process, at the time of the event, when the filter asked (want_credentials); else -1.
+  uid_t uid = static_cast<uid_t>(-1);
+  gid_t gid = static_cast<gid_t>(-1);
   int fd = -1;             // pre-operations: the file, opened by the kernel; reads through it make no events
   std::string path;        // the file (for rename, its new path)
   std::string old_path;    // rename only
@@ -117,6 +118,7 @@ struct FilterRegistration {
   std::chrono::milliseconds deadline{3000};
   Decision default_decision = Decision::allow;
   bool want_executable = false;
+  bool want_credentials = false;  // fill FileEvent::uid and gid (one stat of /proc/PID per event)
 };
 
 enum class AttachScope { directory_tree, mount, filesystem };

@@ -129,7 +129,7 @@ typedef struct _FLTPORT_FILE_EVENT {
   const char* OldPath; /* rename only, else "" */
   const char* Executable; /* the process's executable, when FLTFL_REGISTRATION_FLTPORT_WANT_EXECUTABLE */
   ULONG ProcessId;
-  ULONG UserId;
+  ULONG UserId; /* with FLTFL_REGISTRATION_FLTPORT_WANT_CREDENTIALS, else (ULONG)-1 */
   ULONG GroupId;
   BOOLEAN IsDirectory;
   BOOLEAN HasRange;     /* IRP_MJ_READ with the byte range about to be read */
@@ -170,8 +170,10 @@ typedef struct _FLT_OPERATION_REGISTRATION {
   PVOID Reserved1;
 } FLT_OPERATION_REGISTRATION, *PFLT_OPERATION_REGISTRATION;
 
-/* FLT_REGISTRATION.Flags, Linux extension: fill FLTPORT_FILE_EVENT.Executable. */
+/* FLT_REGISTRATION.Flags, Linux extensions: fill FLTPORT_FILE_EVENT.Executable, and UserId and
+ * GroupId (otherwise (ULONG)-1). Each costs a look into /proc per event. */
 #define FLTFL_REGISTRATION_FLTPORT_WANT_EXECUTABLE 0x80000000
+#define FLTFL_REGISTRATION_FLTPORT_WANT_CREDENTIALS 0x40000000
 
 #define FLT_REGISTRATION_VERSION_0200 0x0200
 #define FLT_REGISTRATION_VERSION_0201 0x0201

@@ -121,6 +121,7 @@ Result<FilterRegistration> operations_from(const FLT_REGISTRATION& registration,
   result.default_decision = driver.default_decision;
   result.operations = operations;
   result.want_executable = (registration.Flags & FLTFL_REGISTRATION_FLTPORT_WANT_EXECUTABLE) != 0;
+  result.want_credentials = (registration.Flags & FLTFL_REGISTRATION_FLTPORT_WANT_CREDENTIALS) != 0;
   result.pre_operation = [callbacks, filter](const FileEvent& event, PendingOperation& pending) -> PreResult {
     PFLT_PRE_OPERATION_CALLBACK callback = event.operation == Operation::open        ? callbacks->open
                                            : event.operation == Operation::open_exec ? callbacks->open_exec

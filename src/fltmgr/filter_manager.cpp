@@ -15,8 +15,11 @@
 namespace fltport {
 
 namespace {
-constexpr size_t kWorkers = 4;      // threads that read events and run callbacks at start
-constexpr size_t kMaxWorkers = 16;  // more while callbacks block, so one slow filter does not starve others
+constexpr size_t kWorkers = 4;  // threads that read events and run callbacks at start
+constexpr size_t kMaxWorkers = 16;
+// How long one worker may run an event's callbacks with nobody reading before another takes over.
+constexpr std::chrono::milliseconds kReaderWatch{
+    5};  // more while callbacks block, so one slow filter does not starve others
 constexpr size_t kCleanFileCacheLimit = 65536;  // entries of the user-space verdict cache
 constexpr size_t kMaxTreeDirectories = 100000;  // directories one tree instance may mark
 
@@ -301,20 +304,23 @@ void FilterManagerCore::on_permission_event(fanotify::PermissionEvent& kernel_ev
     permissions_.respond(fd, true);
     return;
   }
-  struct stat process {};
-  const std::string proc = "/proc/" + std::to_string(kernel_event.pid);
-  if (::stat(proc.c_str(), &process) == 0) {
-    event.uid = process.st_uid;
-    event.gid = process.st_gid;
-  }
   auto minimum_deadline = request->chain.front()->registration.deadline;
   bool want_executable = false;
+  bool want_credentials = false;
   for (size_t i = 0; i < request->chain.size(); ++i) {
     const auto& filter = request->chain[i];
     minimum_deadline = std::min(minimum_deadline, filter->registration.deadline);
     want_executable = want_executable || filter->registration.want_executable;
+    want_credentials = want_credentials || filter->registration.want_credentials;
     filter->events.fetch_add(1, std::memory_order_relaxed);
     request->instances[i]->events.fetch_add(1, std::memory_order_relaxed);
+  }
+  const std::string proc = "/proc/" + std::to_string(kernel_event.pid);
+  // A stat of /proc/PID costs as much as the rest of the bookkeeping: only for filters that ask.
+  struct stat process {};
+  if (want_credentials && ::stat(proc.c_str(), &process) == 0) {
+    event.uid = process.st_uid;
+    event.gid = process.st_gid;
   }
   if (want_executable) {
     char target[PATH_MAX];
@@ -415,7 +421,12 @@ void FilterManagerCore::deadline_loop() noexcept {
       continue;
     }
     const auto earliest = deadlines_.top().when;  // a copy: the queue changes while we wait
-    if (deadlines_changed_.wait_until(lock, earliest) == std::cv_status::no_timeout) continue;
+    // While events are about, also wake every kReaderWatch to see that somebody reads them.
+    const auto wake = std::min(earliest, std::chrono::steady_clock::now() + kReaderWatch);
+    if (deadlines_changed_.wait_until(lock, wake) == std::cv_status::no_timeout) continue;
+    lock.unlock();
+    watch_reader();
+    lock.lock();
     const auto now = std::chrono::steady_clock::now();
     std::vector<std::shared_ptr<PermissionRequest>> expired;
     while (!deadlines_.empty() && deadlines_.top().when <= now) {
@@ -425,6 +436,24 @@ void FilterManagerCore::deadline_loop() noexcept {
     lock.unlock();
     for (auto& request : expired) take_default(request);
     lock.lock();
+  }
+}
+
+// A worker running an event's callbacks itself leaves nobody reading: if it takes longer than
+// kReaderWatch, another worker takes over reading, so later events are read and their deadlines
+// kept whatever that callback does.
+void FilterManagerCore::watch_reader() {
+  const int64_t since = inline_since_.load();
+  if (since == 0) return;
+  const auto running =
+      std::chrono::steady_clock::now().time_since_epoch() - std::chrono::steady_clock::duration(since);
+  if (running < kReaderWatch) return;
+  std::lock_guard lock(tasks_mutex_);
+  if (reading_ || stopping_) return;
+  if (idle_workers_ > 0) {
+    tasks_ready_.notify_one();
+  } else if (workers_.size() < kMaxWorkers) {
+    workers_.emplace_back([this] { worker(); });
   }
 }
 
@@ -549,6 +578,17 @@ void FilterManagerCore::worker() noexcept {
       read_batch(batch);
       lock.lock();
       reading_ = false;
+      if (batch.size() == 1 && tasks_.empty() && !stopping_) {
+        // One event and nothing queued: run it here, without waking another worker to read. If it
+        // runs long, the deadline thread's watch hands the reading to another worker.
+        Task task = std::move(batch.front());
+        inline_since_.store(std::chrono::steady_clock::now().time_since_epoch().count());
+        lock.unlock();
+        task();
+        lock.lock();
+        inline_since_.store(0);
+        continue;
+      }
       for (Task& task : batch) tasks_.push_back(std::move(task));
       continue;
     }

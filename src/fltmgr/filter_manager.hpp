@@ -80,6 +80,7 @@ class FilterManagerCore : public std::enable_shared_from_this<FilterManagerCore>
   void on_notification(const fanotify::Notification& notification, std::vector<Task>& batch);
   void deadline_loop() noexcept;
   void take_default(const std::shared_ptr<PermissionRequest>& request);
+  void watch_reader();
   void continue_chain(const std::shared_ptr<PermissionRequest>& request, size_t from);
   bool answer(PermissionRequest& request, bool allow, int error, bool cache);
   void worker() noexcept;
@@ -121,7 +122,8 @@ class FilterManagerCore : public std::enable_shared_from_this<FilterManagerCore>
   std::condition_variable tasks_ready_;
   std::deque<Task> tasks_;
   std::vector<std::thread> workers_;
-  bool reading_ = false;  // a worker waits for events
+  bool reading_ = false;                  // a worker waits for events
+  std::atomic<int64_t> inline_since_{0};  // a worker runs callbacks with nobody reading, since then
   struct PostOperation {
     std::vector<std::shared_ptr<FilterEntry>> chain;
     std::vector<std::shared_ptr<InstanceCounters>> instances;

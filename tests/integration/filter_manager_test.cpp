@@ -1,8 +1,8 @@
 // The filter manager on real fanotify, as root. Every test marks only a directory it created,
 // answers every event (the manager's deadline guarantees it), and runs under a watchdog: if the
 // test process hangs, SIGALRM ends it, and the kernel drops its groups so blocked opens go on.
-#include <fltport/filter.hpp>
 #include <gtest/gtest.h>
+#include <fltport/filter.hpp>
 
 #include <fcntl.h>
 #include <sys/wait.h>
@@ -60,8 +60,9 @@ class FilterManagerTest : public ::testing::Test {
     directory_ = pattern;
     auto manager = FilterManager::create();
     if (!manager) {
-      GTEST_SKIP() << "fanotify is not available here (" << manager.status().to_string()
-                   << "): the filter manager needs CAP_SYS_ADMIN and a kernel with fanotify permission events";
+      GTEST_SKIP()
+          << "fanotify is not available here (" << manager.status().to_string()
+          << "): the filter manager needs CAP_SYS_ADMIN and a kernel with fanotify permission events";
     }
     manager_ = std::move(*manager);
   }
@@ -92,7 +93,8 @@ TEST_F(FilterManagerTest, DenyReachesTheOpeningProcessAndAllowLetsItOpen) {
                   ->register_filter(filter("judge", 100,
                                            [](const FileEvent& event, PendingOperation&) {
                                              const bool bad = event.path.find("bad") != std::string::npos;
-                                             return PreResult::now(bad ? Verdict::deny(EACCES) : Verdict::allow());
+                                             return PreResult::now(bad ? Verdict::deny(EACCES)
+                                                                       : Verdict::allow());
                                            }))
                   .ok());
   ASSERT_TRUE(manager_->attach("judge", directory_).ok());
@@ -119,10 +121,11 @@ TEST_F(FilterManagerTest, PendingVerdictCompletedFromAnotherThread) {
                   ->register_filter(filter("async", 100,
                                            [&](const FileEvent&, PendingOperation& pending) {
                                              std::lock_guard lock(mutex);
-                                             completers.emplace_back([operation = std::move(pending)]() mutable {
-                                               std::this_thread::sleep_for(20ms);
-                                               operation.complete(Verdict::deny(EPERM));
-                                             });
+                                             completers.emplace_back(
+                                                 [operation = std::move(pending)]() mutable {
+                                                   std::this_thread::sleep_for(20ms);
+                                                   operation.complete(Verdict::deny(EPERM));
+                                                 });
                                              return PreResult::later();
                                            }))
                   .ok());
@@ -225,10 +228,9 @@ TEST_F(FilterManagerTest, SubdirectoriesOfATreeAreCoveredIncludingNewOnes) {
   std::filesystem::create_directories(directory_ + "/a/b");
   write_file(directory_ + "/a/b/deep.txt", "x");
   ASSERT_TRUE(manager_
-                  ->register_filter(filter("deny-all", 100,
-                                           [](const FileEvent&, PendingOperation&) {
-                                             return PreResult::now(Verdict::deny());
-                                           }))
+                  ->register_filter(filter(
+                      "deny-all", 100,
+                      [](const FileEvent&, PendingOperation&) { return PreResult::now(Verdict::deny()); }))
                   .ok());
   ASSERT_TRUE(manager_->attach("deny-all", directory_).ok());
   EXPECT_EQ(open_in_child(directory_ + "/a/b/deep.txt"), EPERM);
@@ -253,12 +255,14 @@ TEST_F(FilterManagerTest, PostOperationsReportCreateWriteRenameDelete) {
   std::vector<std::string> seen;
   FilterRegistration registration;
   registration.name = "monitor";
-  registration.operations = Operation::create | Operation::close_write | Operation::rename | Operation::remove;
+  registration.operations =
+      Operation::create | Operation::close_write | Operation::rename | Operation::remove;
   registration.post_operation = [&](const FileEvent& event) {
     std::lock_guard lock(mutex);
-    seen.push_back(std::string(operation_name(event.operation)) + " " +
-                   std::filesystem::path(event.path).filename().string() +
-                   (event.old_path.empty() ? "" : " from " + std::filesystem::path(event.old_path).filename().string()));
+    seen.push_back(
+        std::string(operation_name(event.operation)) + " " +
+        std::filesystem::path(event.path).filename().string() +
+        (event.old_path.empty() ? "" : " from " + std::filesystem::path(event.old_path).filename().string()));
   };
   ASSERT_TRUE(manager_->register_filter(std::move(registration)).ok());
   ASSERT_TRUE(manager_->attach("monitor", directory_).ok());
@@ -284,6 +288,35 @@ TEST_F(FilterManagerTest, PostOperationsReportCreateWriteRenameDelete) {
   }
   std::lock_guard lock(mutex);
   EXPECT_EQ(seen, expected);
+}
+
+}  // namespace
+}  // namespace fltport
+
+namespace fltport {
+namespace {
+
+// A callback that blocks (a filter waiting on a hung service) must not hold up other events: the
+// worker running it hands the reading of events to another.
+TEST_F(FilterManagerTest, ASlowCallbackDoesNotHoldUpOtherEvents) {
+  write_file(directory_ + "/slow.txt", "x");
+  write_file(directory_ + "/fast.txt", "x");
+  ASSERT_TRUE(manager_
+                  ->register_filter(filter("sometimes-slow", 100,
+                                           [](const FileEvent& event, PendingOperation&) {
+                                             if (event.path.find("slow") != std::string::npos) {
+                                               std::this_thread::sleep_for(1500ms);
+                                             }
+                                             return PreResult::now(Verdict::allow());
+                                           }))
+                  .ok());
+  ASSERT_TRUE(manager_->attach("sometimes-slow", directory_).ok());
+  std::thread slow_open([&] { EXPECT_EQ(open_in_child(directory_ + "/slow.txt"), 0); });
+  std::this_thread::sleep_for(100ms);  // the slow callback is running
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_EQ(open_in_child(directory_ + "/fast.txt"), 0);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 500ms) << "another event waited for a slow callback";
+  slow_open.join();
 }
 
 }  // namespace
