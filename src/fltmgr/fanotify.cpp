@@ -267,7 +267,7 @@ std::optional<std::string> fd_path(int fd) {
 
 // ---- PermissionGroup ----
 
-PermissionGroup::PermissionGroup(transport::Socket fd, Capabilities capabilities) noexcept
+PermissionGroup::PermissionGroup(UniqueFd fd, Capabilities capabilities) noexcept
     : fd_(std::move(fd)), capabilities_(capabilities) {}
 
 PermissionGroup::PermissionGroup(PermissionGroup&& other) noexcept
@@ -301,7 +301,7 @@ Result<PermissionGroup> PermissionGroup::open() {
   FLTPORT_LOG(info, kComponent,
               "permission group: pre_content_class %d, pre_access %d, deny_errno %d, ignore_marks %d",
               caps.pre_content_class, caps.pre_access, caps.deny_errno, caps.ignore_marks);
-  return PermissionGroup(transport::Socket(fd), caps);
+  return PermissionGroup(UniqueFd(fd), caps);
 }
 
 const Capabilities& PermissionGroup::capabilities() const noexcept {
@@ -450,7 +450,7 @@ Status PermissionGroup::respond(int event_fd, bool allow, int deny_errno) noexce
 
 // ---- NotificationGroup ----
 
-NotificationGroup::NotificationGroup(transport::Socket fd) noexcept : fd_(std::move(fd)) {}
+NotificationGroup::NotificationGroup(UniqueFd fd) noexcept : fd_(std::move(fd)) {}
 
 NotificationGroup::NotificationGroup(NotificationGroup&& other) noexcept
     : fd_(std::move(other.fd_)),
@@ -479,7 +479,7 @@ Result<NotificationGroup> NotificationGroup::open() {
     FLTPORT_LOG(warning, kComponent, "fanotify_init (notification group): %s", std::strerror(error));
     return status_from_errno(error, STATUS_NOT_SUPPORTED);
   }
-  return NotificationGroup(transport::Socket(fd));
+  return NotificationGroup(UniqueFd(fd));
 }
 
 int NotificationGroup::fd() const noexcept {
@@ -505,18 +505,18 @@ Status NotificationGroup::mark(const std::string& path, MarkScope scope, uint64_
   const unsigned flags = (add ? FAN_MARK_ADD : FAN_MARK_REMOVE) | scope_flags(scope);
   const auto key = std::make_pair(scope, path);
 
-  transport::Socket at;
+  UniqueFd at;
   uint64_t fsid = 0;
   if (add) {
     // Not O_PATH: open_by_handle_at refuses an O_PATH mount fd (EBADF). A directory, because
     // permission groups do not report directory opens (no FAN_ONDIR), so this open never waits
     // on one of ours.
-    at = transport::Socket(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    at = UniqueFd(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (!at.valid() && errno == ENOTDIR && scope != MarkScope::directory) {
       // A file names its mount or filesystem as well as its directory does.
       const auto slash = path.find_last_of('/');
       const std::string parent = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
-      at = transport::Socket(::open(parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+      at = UniqueFd(::open(parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     }
     if (!at.valid()) return mark_status(errno, scope);
     struct statfs fs;
@@ -562,7 +562,7 @@ std::optional<std::string> NotificationGroup::resolve(uint64_t fsid, const void*
   if (mount == mount_fds_.end() || handle_size > sizeof(file_handle) + MAX_HANDLE_SZ) return std::nullopt;
   alignas(file_handle) unsigned char copy[sizeof(file_handle) + MAX_HANDLE_SZ];
   std::memcpy(copy, handle, handle_size);
-  const transport::Socket object(
+  const UniqueFd object(
       ::open_by_handle_at(mount->second.fd(), reinterpret_cast<file_handle*>(copy), O_PATH | O_CLOEXEC));
   if (!object.valid()) return std::nullopt;  // ESTALE: gone meanwhile
   struct stat st;

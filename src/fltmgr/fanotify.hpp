@@ -95,10 +95,10 @@ class PermissionGroup {
   Status respond(int event_fd, bool allow, int deny_errno = 0) noexcept;
 
  private:
-  PermissionGroup(transport::Socket fd, Capabilities capabilities) noexcept;
+  PermissionGroup(UniqueFd fd, Capabilities capabilities) noexcept;
   Status mark(const std::string& path, MarkScope scope, uint64_t mask, bool add);
 
-  transport::Socket fd_;
+  UniqueFd fd_;
   Capabilities capabilities_;
   std::atomic<uint64_t> overflows_{0};
 };
@@ -121,7 +121,7 @@ class NotificationGroup {
   uint64_t overflows() const noexcept;  // FAN_Q_OVERFLOW seen: notifications were lost
 
  private:
-  explicit NotificationGroup(transport::Socket fd) noexcept;
+  explicit NotificationGroup(UniqueFd fd) noexcept;
   Status mark(const std::string& path, MarkScope scope, uint64_t mask, bool add);
   std::optional<std::string> resolve(uint64_t fsid, const void* handle, size_t handle_size) const;
 
@@ -130,11 +130,11 @@ class NotificationGroup {
     uint64_t mask = 0;
   };
 
-  transport::Socket fd_;
+  UniqueFd fd_;
   // open_by_handle_at needs a descriptor on the handle's filesystem: one per fsid, opened on the
   // first path marked there and closed with the last mark there, because it keeps the
   // mount busy (umount fails with EBUSY while it is open).
-  std::map<uint64_t, transport::Socket> mount_fds_;
+  std::map<uint64_t, UniqueFd> mount_fds_;
   std::map<std::pair<MarkScope, std::string>, Marked> marks_;
   // Marks change (attach, new directories) while another thread reads events.
   std::unique_ptr<std::mutex> marks_mutex_ = std::make_unique<std::mutex>();

@@ -85,7 +85,7 @@ struct InstanceCounters {
 };
 
 struct PermissionRequest {
-  transport::Socket fd;  // owned until the last callback that may read it is done
+  UniqueFd fd;  // owned until the last callback that may read it is done
   uint64_t mask = 0;
   FileEvent event;
   std::chrono::steady_clock::time_point arrival;
@@ -269,7 +269,7 @@ void FilterManagerCore::on_permission_event(fanotify::PermissionEvent& kernel_ev
                                             std::vector<Task>& batch) {
   // Not make_shared: the deadline queue's weak_ptr would keep the whole request's memory.
   std::shared_ptr<PermissionRequest> request(new PermissionRequest());
-  request->fd = transport::Socket(kernel_event.fd);
+  request->fd = UniqueFd(kernel_event.fd);
   request->mask = kernel_event.mask;
   request->arrival = std::chrono::steady_clock::now();
   const int fd = request->fd.fd();

@@ -30,7 +30,7 @@ Result<std::shared_ptr<ServiceConnection>> ServiceConnection::connect(const std:
   if (!transport::send_frame(socket->fd(), hello, options.context, stall_deadline(), filter_end.fd()).ok()) {
     return Status(STATUS_PORT_DISCONNECTED);
   }
-  filter_end = transport::Socket();  // the filter holds it now
+  filter_end = UniqueFd();  // the filter holds it now
   // ConnectNotify runs before the answer comes; the filter bounds its own handshake.
   std::byte answer[wire::kHeaderSize];
   const auto received = transport::receive_frame(socket->fd(), answer, stall_deadline());
@@ -49,7 +49,7 @@ Result<std::shared_ptr<ServiceConnection>> ServiceConnection::connect(const std:
   return std::make_shared<ServiceConnection>(std::move(*socket), std::move(reply_socket));
 }
 
-ServiceConnection::ServiceConnection(transport::Socket socket, transport::Socket reply_socket)
+ServiceConnection::ServiceConnection(UniqueFd socket, UniqueFd reply_socket)
     : socket_(std::move(socket)),
       reply_socket_(std::move(reply_socket)),
       receive_buffer_(wire::kMaxFrameSize) {}

@@ -22,7 +22,7 @@ class ServiceConnection {
  public:
   static Result<std::shared_ptr<ServiceConnection>> connect(const std::string& port_name,
                                                             const ConnectOptions& options);
-  ServiceConnection(transport::Socket socket, transport::Socket reply_socket);
+  ServiceConnection(UniqueFd socket, UniqueFd reply_socket);
 
   Result<MessageInfo> get_message(MutableBytes buffer, Timeout timeout);
   Status reply(uint64_t id, ConstBytes data, NTSTATUS reply_status);
@@ -62,10 +62,10 @@ class ServiceConnection {
   bool need_credit() const noexcept;
   Result<MessageInfo> take_message(Lock& lock, MutableBytes buffer, Deadline deadline);
 
-  const transport::Socket socket_;
+  const UniqueFd socket_;
   // Replies and credits travel on a channel of their own, read by the filter thread that waits
   // for them: no hand-over through a reading thread on the filter's side.
-  const transport::Socket reply_socket_;
+  const UniqueFd reply_socket_;
   std::mutex mutex_;
   std::condition_variable changed_;
   bool reading_ = false;

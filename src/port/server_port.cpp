@@ -38,8 +38,7 @@ struct PortConnection::OutgoingMessage {
   std::condition_variable changed;
 };
 
-PortConnection::PortConnection(std::shared_ptr<PortShared> shared, transport::Socket socket,
-                               PeerCredentials peer)
+PortConnection::PortConnection(std::shared_ptr<PortShared> shared, UniqueFd socket, PeerCredentials peer)
     : shared_(std::move(shared)), socket_(std::move(socket)), peer_(std::move(peer)) {}
 
 PortConnection::~PortConnection() = default;
@@ -216,6 +215,18 @@ void PortConnection::close(NTSTATUS reason) noexcept {
   close_locked(reason);
 }
 
+void PortConnection::close_by_filter() noexcept {
+  close(STATUS_PORT_DISCONNECTED);
+  release_slot();
+}
+
+void PortConnection::release_slot() noexcept {
+  std::lock_guard lock(shared_->mutex);
+  if (!slot_held_) return;
+  slot_held_ = false;
+  --shared_->connections;
+}
+
 void PortConnection::close_locked(NTSTATUS reason) noexcept {
   if (closed_) return;
   closed_ = true;
@@ -275,10 +286,9 @@ void PortConnection::run() noexcept {
         FLTPORT_LOG(error, "port", "%s: DisconnectNotify threw; ignored", shared_->name.c_str());
       }
     }
-    // Only now may another service take the slot: a scanner-style DisconnectNotify closes the
-    // port it stored, which must not be the next connection's.
-    std::lock_guard lock(shared_->mutex);
-    --shared_->connections;
+    // Not before: a scanner-style DisconnectNotify closes the port it stored (which frees the
+    // slot then), and that must not be the next connection's.
+    release_slot();
   }
   kept_handle_ = ClientPort();  // the handle holds this object: break the cycle
   finished_.store(true, std::memory_order_release);
@@ -286,7 +296,7 @@ void PortConnection::run() noexcept {
 
 bool PortConnection::handshake() {
   std::vector<std::byte> buffer(wire::kHeaderSize + kMaxConnectionContextSize);
-  transport::Socket passed;
+  UniqueFd passed;
   const auto received =
       transport::receive_frame(socket_.fd(), buffer, Timeout::Clock::now() + kHandshakeLimit, &passed);
   if (!received) {
@@ -330,6 +340,7 @@ bool PortConnection::handshake() {
       return false;
     }
     ++shared_->connections;
+    slot_held_ = true;
   }
   ClientPort handle(shared_from_this());
   Status verdict = STATUS_SUCCESS;
@@ -342,10 +353,7 @@ bool PortConnection::handshake() {
     }
   }
   if (!verdict.ok()) {
-    {
-      std::lock_guard lock(shared_->mutex);
-      --shared_->connections;
-    }
+    release_slot();
     answer(verdict.code());
     return false;
   }
@@ -468,8 +476,8 @@ void PortConnection::notify_worker() noexcept {
 
 // ---------------------------------------------------------------------------------------------
 
-ServerPortCore::ServerPortCore(std::shared_ptr<PortShared> shared, transport::Socket listener,
-                               transport::Socket name_lock, std::string socket_path)
+ServerPortCore::ServerPortCore(std::shared_ptr<PortShared> shared, UniqueFd listener, UniqueFd name_lock,
+                               std::string socket_path)
     : shared_(std::move(shared)),
       listener_(std::move(listener)),
       name_lock_(std::move(name_lock)),
@@ -594,8 +602,8 @@ void ServerPortCore::stop_listening() noexcept {
   if (acceptor_.joinable()) acceptor_.join();
   // Unlink before giving up the name, so that a new owner's socket is never ours to remove.
   ::unlink(socket_path_.c_str());
-  listener_ = transport::Socket();
-  name_lock_ = transport::Socket();
+  listener_ = UniqueFd();
+  name_lock_ = UniqueFd();
 }
 
 void ServerPortCore::shutdown() noexcept {
@@ -648,7 +656,7 @@ Status ClientPort::post(ConstBytes message, Timeout timeout) {
 
 void ClientPort::close() noexcept {
   // The connection object stays until this handle is destroyed: another thread may be sending.
-  if (connection_) connection_->close(STATUS_PORT_DISCONNECTED);
+  if (connection_) connection_->close_by_filter();
 }
 
 bool ClientPort::is_open() const noexcept {

@@ -42,13 +42,16 @@ struct PortShared {
 
 class PortConnection : public std::enable_shared_from_this<PortConnection> {
  public:
-  PortConnection(std::shared_ptr<PortShared> shared, transport::Socket socket, PeerCredentials peer);
+  PortConnection(std::shared_ptr<PortShared> shared, UniqueFd socket, PeerCredentials peer);
   ~PortConnection();
 
   // FltSendMessage: `reply` null = no reply wanted.
   Result<ReplyInfo> send(ConstBytes message, MutableBytes* reply, Timeout timeout);
   // Ends the connection: waiters and queued senders fail with `reason`.
   void close(NTSTATUS reason) noexcept;
+  // FltCloseClientPort: closes, and frees the connection's MaxConnections slot at once (else it is
+  // freed when DisconnectNotify has returned).
+  void close_by_filter() noexcept;
   bool is_open() const noexcept;
   const PeerCredentials& peer() const noexcept { return peer_; }
 
@@ -73,6 +76,7 @@ class PortConnection : public std::enable_shared_from_this<PortConnection> {
   void notify_worker() noexcept;
   void close_locked(NTSTATUS reason) noexcept;
   void violation(const char* what) noexcept;
+  void release_slot() noexcept;
   void violation_locked(const char* what) noexcept;
   // A sender waiting for its reply reads the reply channel itself; false at the deadline.
   bool read_reply_channel(std::unique_lock<std::mutex>& lock, Deadline deadline);
@@ -84,12 +88,12 @@ class PortConnection : public std::enable_shared_from_this<PortConnection> {
   void remember_withdrawn(uint64_t id);
 
   const std::shared_ptr<PortShared> shared_;
-  const transport::Socket socket_;
+  const UniqueFd socket_;
   // The service's replies and credits, on a channel of their own (passed at hello), are read by
   // whichever sender waits (leader/follower): a reply wakes its waiter directly, and a sender
   // that waits for a credit takes it and sends its message itself. Without that channel both come
   // on `socket_` through this connection's thread.
-  transport::Socket reply_socket_;
+  UniqueFd reply_socket_;
   std::vector<std::byte> reply_buffer_;
   bool reply_reader_active_ = false;
   std::condition_variable reply_reader_left_;
@@ -115,6 +119,7 @@ class PortConnection : public std::enable_shared_from_this<PortConnection> {
   size_t idle_workers_ = 0;
 
   bool accepted_ = false;
+  bool slot_held_ = false;  // counted in shared_->connections; guarded by shared_->mutex
   void* cookie_ = nullptr;
   ClientPort kept_handle_;  // the handle ConnectNotify did not take, closed at the end
 };
@@ -133,7 +138,7 @@ class ServerPortCore {
  private:
   static std::mutex& port_registry_mutex();
   static std::vector<std::weak_ptr<ServerPortCore>>& port_registry();
-  ServerPortCore(std::shared_ptr<PortShared> shared, transport::Socket listener, transport::Socket name_lock,
+  ServerPortCore(std::shared_ptr<PortShared> shared, UniqueFd listener, UniqueFd name_lock,
                  std::string socket_path);
   void accept_loop() noexcept;
   void reap_finished_locked();
@@ -144,8 +149,8 @@ class ServerPortCore {
   };
 
   const std::shared_ptr<PortShared> shared_;
-  transport::Socket listener_;
-  transport::Socket name_lock_;
+  UniqueFd listener_;
+  UniqueFd name_lock_;
   const std::string socket_path_;
   std::thread acceptor_;
 

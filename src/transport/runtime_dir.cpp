@@ -44,9 +44,9 @@ std::string socket_path(const std::string& directory, const std::string& normali
   return directory + "/" + normalized_name + ".port";
 }
 
-Result<Socket> claim_port_name(const std::string& directory, const std::string& normalized_name) {
+Result<UniqueFd> claim_port_name(const std::string& directory, const std::string& normalized_name) {
   const std::string path = directory + "/" + normalized_name + ".lock";
-  Socket lock(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+  UniqueFd lock(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
   if (!lock.valid())
     return Status(errno == EACCES || errno == ELOOP ? STATUS_ACCESS_DENIED : STATUS_UNSUCCESSFUL);
   for (;;) {

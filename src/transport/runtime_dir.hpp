@@ -25,8 +25,8 @@ Status ensure_runtime_directory(const std::string& directory);
 
 std::string socket_path(const std::string& directory, const std::string& normalized_name);
 
-// Takes the name for this process (an flock on "<name>.lock", released when the Socket closes, even
-// if the process dies): STATUS_OBJECT_NAME_COLLISION when a live owner holds it.
-Result<Socket> claim_port_name(const std::string& directory, const std::string& normalized_name);
+// Takes the name for this process (an flock on "<name>.lock", released when the returned descriptor closes,
+// even if the process dies): STATUS_OBJECT_NAME_COLLISION when a live owner holds it.
+Result<UniqueFd> claim_port_name(const std::string& directory, const std::string& normalized_name);
 
 }  // namespace fltport::transport

@@ -71,22 +71,6 @@ Result<sockaddr_un> address_of(const std::string& path) {
 
 }  // namespace
 
-Socket& Socket::operator=(Socket&& other) noexcept {
-  if (this != &other) {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = std::exchange(other.fd_, -1);
-  }
-  return *this;
-}
-
-Socket::~Socket() {
-  if (fd_ >= 0) ::close(fd_);
-}
-
-void Socket::shutdown() const noexcept {
-  if (fd_ >= 0) ::shutdown(fd_, SHUT_RDWR);
-}
-
 Status send_frame(int fd, const wire::FrameHeader& header, ConstBytes payload, Deadline deadline,
                   int passed_fd) noexcept {
   iovec parts[2] = {
@@ -124,7 +108,7 @@ namespace {
 
 // Keeps the first descriptor of SCM_RIGHTS messages in `passed` and closes the rest, so that a
 // peer cannot make us hold descriptors we did not ask for.
-void take_passed_descriptors(msghdr& message, Socket* passed) noexcept {
+void take_passed_descriptors(msghdr& message, UniqueFd* passed) noexcept {
   for (cmsghdr* c = CMSG_FIRSTHDR(&message); c != nullptr; c = CMSG_NXTHDR(&message, c)) {
     if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
     const size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
@@ -132,7 +116,7 @@ void take_passed_descriptors(msghdr& message, Socket* passed) noexcept {
       int descriptor = -1;
       std::memcpy(&descriptor, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
       if (passed != nullptr && !passed->valid()) {
-        *passed = Socket(descriptor);
+        *passed = UniqueFd(descriptor);
       } else {
         ::close(descriptor);
       }
@@ -142,7 +126,7 @@ void take_passed_descriptors(msghdr& message, Socket* passed) noexcept {
 
 }  // namespace
 
-Result<size_t> receive_frame(int fd, MutableBytes buffer, Deadline deadline, Socket* passed) noexcept {
+Result<size_t> receive_frame(int fd, MutableBytes buffer, Deadline deadline, UniqueFd* passed) noexcept {
   iovec part{buffer.data(), buffer.size()};
   alignas(cmsghdr) char control[CMSG_SPACE(4 * sizeof(int))];
   const int flags = MSG_CMSG_CLOEXEC | (deadline == Deadline::max() ? 0 : MSG_DONTWAIT);
@@ -172,10 +156,10 @@ Result<size_t> receive_frame(int fd, MutableBytes buffer, Deadline deadline, Soc
   }
 }
 
-Result<Socket> listen_at(const std::string& path) {
+Result<UniqueFd> listen_at(const std::string& path) {
   auto address = address_of(path);
   if (!address) return address.status();
-  Socket socket(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
+  UniqueFd socket(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
   if (!socket.valid()) return status_from_errno(errno);
   if (::bind(socket.fd(), reinterpret_cast<const sockaddr*>(&*address), sizeof *address) != 0) {
     return status_from_errno(errno);
@@ -189,10 +173,10 @@ Result<Socket> listen_at(const std::string& path) {
   return socket;
 }
 
-Result<Socket> connect_to(const std::string& path) {
+Result<UniqueFd> connect_to(const std::string& path) {
   auto address = address_of(path);
   if (!address) return address.status();
-  Socket socket(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
+  UniqueFd socket(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
   if (!socket.valid()) return status_from_errno(errno);
   for (;;) {
     if (::connect(socket.fd(), reinterpret_cast<const sockaddr*>(&*address), sizeof *address) == 0) {
@@ -205,10 +189,10 @@ Result<Socket> connect_to(const std::string& path) {
   }
 }
 
-Result<Socket> accept_from(int listen_fd) {
+Result<UniqueFd> accept_from(int listen_fd) {
   for (;;) {
     const int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
-    if (fd >= 0) return Socket(fd);
+    if (fd >= 0) return UniqueFd(fd);
     if (errno == EINTR || errno == ECONNABORTED) continue;
     if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
       return Status(STATUS_INSUFFICIENT_RESOURCES);
@@ -217,10 +201,10 @@ Result<Socket> accept_from(int listen_fd) {
   }
 }
 
-Result<std::pair<Socket, Socket>> socket_pair() {
+Result<std::pair<UniqueFd, UniqueFd>> socket_pair() {
   int ends[2];
   if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, ends) != 0) return status_from_errno(errno);
-  return std::pair<Socket, Socket>(Socket(ends[0]), Socket(ends[1]));
+  return std::pair<UniqueFd, UniqueFd>(UniqueFd(ends[0]), UniqueFd(ends[1]));
 }
 
 bool is_seqpacket_socket(int fd) noexcept {

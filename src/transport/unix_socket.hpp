@@ -4,6 +4,7 @@
 
 #include <fltport/port.hpp>
 
+#include "base/unique_fd.hpp"
 #include "wire/frame.hpp"
 
 #include <string>
@@ -11,27 +12,6 @@
 namespace fltport::transport {
 
 using Deadline = Timeout::Clock::time_point;
-
-// An owned file descriptor.
-class Socket {
- public:
-  Socket() noexcept = default;
-  explicit Socket(int fd) noexcept : fd_(fd) {}
-  Socket(Socket&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
-  Socket& operator=(Socket&& other) noexcept;
-  Socket(const Socket&) = delete;
-  Socket& operator=(const Socket&) = delete;
-  ~Socket();
-
-  int fd() const noexcept { return fd_; }
-  bool valid() const noexcept { return fd_ >= 0; }
-  // Wakes every thread blocked on this socket and tells the peer; the descriptor stays open so
-  // that no other thread can be handed a recycled number.
-  void shutdown() const noexcept;
-
- private:
-  int fd_ = -1;
-};
 
 // Sends one frame as one datagram, waiting for room until `deadline`. STATUS_TIMEOUT means
 // nothing was sent; STATUS_PORT_DISCONNECTED that the peer is gone or the socket was shut down.
@@ -44,18 +24,18 @@ Status send_frame(int fd, const wire::FrameHeader& header, ConstBytes payload, D
 // Descriptors a peer sends along are dropped by the kernel, unless `passed` asks for one: then it
 // receives the first (owned), and any others are closed.
 Result<size_t> receive_frame(int fd, MutableBytes buffer, Deadline deadline,
-                             Socket* passed = nullptr) noexcept;
+                             UniqueFd* passed = nullptr) noexcept;
 
 // A connected pair for a second channel of a connection; one end is passed to the peer.
-Result<std::pair<Socket, Socket>> socket_pair();
+Result<std::pair<UniqueFd, UniqueFd>> socket_pair();
 // True for an AF_UNIX SOCK_SEQPACKET socket: what a peer passes us must be one.
 bool is_seqpacket_socket(int fd) noexcept;
 
-Result<Socket> listen_at(const std::string& path);
+Result<UniqueFd> listen_at(const std::string& path);
 // STATUS_OBJECT_NAME_NOT_FOUND when nobody listens there.
-Result<Socket> connect_to(const std::string& path);
+Result<UniqueFd> connect_to(const std::string& path);
 // STATUS_PORT_DISCONNECTED once the listener was shut down.
-Result<Socket> accept_from(int listen_fd);
+Result<UniqueFd> accept_from(int listen_fd);
 Result<PeerCredentials> peer_credentials(int fd);
 
 }  // namespace fltport::transport
