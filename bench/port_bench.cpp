@@ -12,6 +12,7 @@
 #include <condition_variable>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -150,10 +151,10 @@ int main(int argc, char** argv) {
     rows.push_back(zmq_reqrep(warmup, std::min<size_t>(iterations, 50000), kRequestSize, kReplySize));
   } catch (const std::exception& error) {
     std::fprintf(stderr, "benchmark failed: %s\n", error.what());
-    rmdir(directory);
+    std::filesystem::remove_all(directory);
     return 1;
   }
-  rmdir(directory);
+  std::filesystem::remove_all(directory);  // the port left its lock file there
 
   std::printf("\n%zu round trips of a %zu-byte request and a %zu-byte reply between two processes\n",
               iterations, kRequestSize, kReplySize);
