@@ -11,7 +11,7 @@
 #include <utility>
 #include <vector>
 
-#include "compat/names.hpp"
+#include "compat/wide_text.hpp"
 #include "port/server_port.hpp"
 
 #include "compat/flt_objects.hpp"
@@ -200,8 +200,8 @@ extern "C" NTSTATUS FLTAPI FltCreateCommunicationPort(PFLT_FILTER filter, PFLT_P
     return STATUS_INVALID_PARAMETER;
 
   ServerPortOptions options;
-  options.name =
-      compat::narrow_name(attributes->ObjectName->Buffer, attributes->ObjectName->Length / sizeof(WCHAR));
+  options.name = compat::port_name_from_wide(attributes->ObjectName->Buffer,
+                                             attributes->ObjectName->Length / sizeof(WCHAR));
   options.security = descriptor != nullptr ? descriptor->security : PortSecurity::root_only();
   options.max_connections = max_connections;
   options.on_connect = [filter, server_cookie, connect_notify](ClientPort& client,

@@ -6,7 +6,7 @@
 #include <string>
 
 #include "compat/handle_table.hpp"
-#include "compat/names.hpp"
+#include "compat/wide_text.hpp"
 #include "port/connection.hpp"
 
 namespace fltport::compat {
@@ -51,7 +51,7 @@ extern "C" HRESULT WINAPI FilterConnectCommunicationPort(LPCWSTR lpPortName, DWO
   options.context = ConstBytes(static_cast<const std::byte*>(lpContext), wSizeOfContext);
   options.sync_handle = (dwOptions & FLT_PORT_FLAG_SYNC_HANDLE) != 0;
   auto connection =
-      detail::ServiceConnection::connect(narrow_name(lpPortName, std::wcslen(lpPortName)), options);
+      detail::ServiceConnection::connect(port_name_from_wide(lpPortName, std::wcslen(lpPortName)), options);
   if (!connection) return hresult(connection.status());
   *hPort = HandleTable::instance().insert(std::make_shared<PortHandle>(std::move(*connection)));
   return S_OK;

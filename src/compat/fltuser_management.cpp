@@ -1,5 +1,5 @@
 // The fltuser management calls (FilterLoad, FilterAttach, FilterFindFirst, ...) over fltmgrd's
-// control port. The protocol lives with fltmgrd (tools/fltmgrd/control_protocol.hpp) so that the
+// control port. The protocol (src/control/control_protocol.hpp) is shared so that the
 // daemon, fltmc and these calls share one definition.
 #include <fltport/fltuser.h>
 
@@ -14,8 +14,9 @@
 #include <string>
 #include <vector>
 
-#include "../../tools/fltmgrd/control_client.hpp"
 #include "compat/handle_table.hpp"
+#include "compat/wide_text.hpp"
+#include "control/control_client.hpp"
 
 namespace fltport::compat {
 namespace {
@@ -27,33 +28,13 @@ constexpr HRESULT kInsufficientBuffer = HRESULT_FROM_WIN32(ERROR_INSUFFICIENT_BU
 constexpr HRESULT kNotRunning = HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND);
 constexpr size_t kMaxWideName = control::kMaxArgumentSize;  // characters
 
-// WCHAR (UTF-32 on Linux) -> UTF-8. False for a string too long, or a code point that is not one.
+// WCHAR (UTF-32 on Linux) -> UTF-8. False for an empty or too long string, or a code point that
+// is not one.
 bool to_utf8(LPCWSTR text, std::string& out) {
   out.clear();
   if (text == nullptr) return false;
-  for (size_t i = 0; text[i] != 0; ++i) {
-    if (i >= kMaxWideName) return false;
-    const auto c = static_cast<uint32_t>(text[i]);
-    if (c < 0x80) {
-      out.push_back(static_cast<char>(c));
-    } else if (c < 0x800) {
-      out.push_back(static_cast<char>(0xC0 | (c >> 6)));
-      out.push_back(static_cast<char>(0x80 | (c & 0x3F)));
-    } else if (c < 0x10000) {
-      if (c >= 0xD800 && c <= 0xDFFF) return false;
-      out.push_back(static_cast<char>(0xE0 | (c >> 12)));
-      out.push_back(static_cast<char>(0x80 | ((c >> 6) & 0x3F)));
-      out.push_back(static_cast<char>(0x80 | (c & 0x3F)));
-    } else if (c < 0x110000) {
-      out.push_back(static_cast<char>(0xF0 | (c >> 18)));
-      out.push_back(static_cast<char>(0x80 | ((c >> 12) & 0x3F)));
-      out.push_back(static_cast<char>(0x80 | ((c >> 6) & 0x3F)));
-      out.push_back(static_cast<char>(0x80 | (c & 0x3F)));
-    } else {
-      return false;
-    }
-  }
-  return !out.empty();
+  const size_t length = wcsnlen(text, kMaxWideName + 1);
+  return length != 0 && length <= kMaxWideName && utf8_from_wide(text, length, out);
 }
 
 // UTF-8 -> WCHAR; a byte that does not start a well-formed sequence stands for itself (U+00XX).
@@ -61,7 +42,11 @@ std::wstring to_wide(const std::string& text) {
   std::wstring out;
   for (size_t i = 0; i < text.size();) {
     const auto c = static_cast<unsigned char>(text[i]);
-    size_t length = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 0;
+    size_t length = c < 0x80             ? 1
+                    : (c & 0xE0) == 0xC0 ? 2
+                    : (c & 0xF0) == 0xE0 ? 3
+                    : (c & 0xF8) == 0xF0 ? 4
+                                         : 0;
     bool valid = length != 0 && i + length <= text.size();
     uint32_t code = length == 1 ? c : length == 2 ? (c & 0x1F) : length == 3 ? (c & 0x0F) : (c & 0x07);
     for (size_t k = 1; valid && k < length; ++k) {
@@ -70,8 +55,10 @@ std::wstring to_wide(const std::string& text) {
       code = (code << 6) | (next & 0x3F);
     }
     if (valid && length > 1 &&
-        (code < (length == 2 ? 0x80u : length == 3 ? 0x800u : 0x10000u) || code > 0x10FFFF ||
-         (code >= 0xD800 && code <= 0xDFFF)))
+        (code < (length == 2   ? 0x80u
+                 : length == 3 ? 0x800u
+                               : 0x10000u) ||
+         code > 0x10FFFF || (code >= 0xD800 && code <= 0xDFFF)))
       valid = false;
     if (!valid) {
       out.push_back(static_cast<wchar_t>(c));
@@ -126,9 +113,13 @@ class FindHandle final : public HandleObject {
   size_t position_ = 0;
 };
 
-size_t align4(size_t n) { return (n + 3) & ~size_t{3}; }
+size_t align4(size_t n) {
+  return (n + 3) & ~size_t{3};
+}
 
-bool fits_ushort(size_t n) { return n <= 0xFFFF; }
+bool fits_ushort(size_t n) {
+  return n <= 0xFFFF;
+}
 
 Entry filter_entry(const std::string& name, ULONG instances, ULONG frame) {
   const std::wstring wide = to_wide(name);
@@ -155,7 +146,8 @@ Entry volume_entry(const std::string& path) {
   const auto length = static_cast<USHORT>(name_bytes);
   std::memcpy(entry.data() + offsetof(FILTER_VOLUME_BASIC_INFORMATION, FilterVolumeNameLength), &length,
               sizeof length);
-  std::memcpy(entry.data() + offsetof(FILTER_VOLUME_BASIC_INFORMATION, FilterVolumeName), wide.data(), name_bytes);
+  std::memcpy(entry.data() + offsetof(FILTER_VOLUME_BASIC_INFORMATION, FilterVolumeName), wide.data(),
+              name_bytes);
   return entry;
 }
 
@@ -200,8 +192,8 @@ ULONG to_ulong(const std::string& digits) {
 }
 
 // The common part of the FindFirst calls.
-HRESULT find_first(FindHandle::Kind kind, std::vector<Entry> entries, LPVOID buffer, DWORD size, LPDWORD returned,
-                   LPHANDLE find) {
+HRESULT find_first(FindHandle::Kind kind, std::vector<Entry> entries, LPVOID buffer, DWORD size,
+                   LPDWORD returned, LPHANDLE find) {
   auto handle = std::make_shared<FindHandle>(kind, std::move(entries));
   const HRESULT hr = handle->next(buffer, size, returned);
   if (hr != S_OK) return hr;  // nothing to walk on: no handle
@@ -265,8 +257,9 @@ extern "C" HRESULT WINAPI FilterAttach(LPCWSTR lpFilterName, LPCWSTR lpVolumeNam
   auto result = run("attach", {name, path});
   if (!result.status.ok()) return failure(result);
   if (lpCreatedInstanceName != nullptr) {
-    const std::string instance =
-        result.table.rows.empty() ? control::instance_name(name, path) : cell(result.table, result.table.rows[0], "instance");
+    const std::string instance = result.table.rows.empty()
+                                     ? control::instance_name(name, path)
+                                     : cell(result.table, result.table.rows[0], "instance");
     const std::wstring wide = to_wide(instance);
     if ((wide.size() + 1) * sizeof(WCHAR) > dwCreatedInstanceNameLength) return kInsufficientBuffer;
     std::memcpy(lpCreatedInstanceName, wide.c_str(), (wide.size() + 1) * sizeof(WCHAR));
@@ -274,7 +267,8 @@ extern "C" HRESULT WINAPI FilterAttach(LPCWSTR lpFilterName, LPCWSTR lpVolumeNam
   return S_OK;
 }
 
-extern "C" HRESULT WINAPI FilterDetach(LPCWSTR lpFilterName, LPCWSTR lpVolumeName, LPCWSTR /*lpInstanceName*/) {
+extern "C" HRESULT WINAPI FilterDetach(LPCWSTR lpFilterName, LPCWSTR lpVolumeName,
+                                       LPCWSTR /*lpInstanceName*/) {
   std::string name, path;
   if (HRESULT hr = name_argument(lpFilterName, name); hr != S_OK) return hr;
   if (HRESULT hr = path_argument(lpVolumeName, path); hr != S_OK) return hr;
@@ -283,7 +277,8 @@ extern "C" HRESULT WINAPI FilterDetach(LPCWSTR lpFilterName, LPCWSTR lpVolumeNam
 }
 
 extern "C" HRESULT WINAPI FilterFindFirst(FILTER_INFORMATION_CLASS dwInformationClass, LPVOID lpBuffer,
-                                          DWORD dwBufferSize, LPDWORD lpBytesReturned, LPHANDLE lpFilterFind) {
+                                          DWORD dwBufferSize, LPDWORD lpBytesReturned,
+                                          LPHANDLE lpFilterFind) {
   if (lpBytesReturned == nullptr || lpFilterFind == nullptr) return E_INVALIDARG;
   *lpBytesReturned = 0;
   *lpFilterFind = INVALID_HANDLE_VALUE;
@@ -292,7 +287,8 @@ extern "C" HRESULT WINAPI FilterFindFirst(FILTER_INFORMATION_CLASS dwInformation
   if (!result.status.ok()) return failure(result);
   std::vector<Entry> entries;
   for (const auto& row : result.table.rows)
-    entries.push_back(filter_entry(cell(result.table, row, "name"), to_ulong(cell(result.table, row, "instances")),
+    entries.push_back(filter_entry(cell(result.table, row, "name"),
+                                   to_ulong(cell(result.table, row, "instances")),
                                    to_ulong(cell(result.table, row, "frame"))));
   return find_first(FindHandle::Kind::filters, std::move(entries), lpBuffer, dwBufferSize, lpBytesReturned,
                     lpFilterFind);
@@ -308,9 +304,10 @@ extern "C" HRESULT WINAPI FilterFindClose(HANDLE hFilterFind) {
   return find_close(FindHandle::Kind::filters, hFilterFind);
 }
 
-extern "C" HRESULT WINAPI FilterInstanceFindFirst(LPCWSTR lpFilterName, INSTANCE_INFORMATION_CLASS dwInformationClass,
-                                                  LPVOID lpBuffer, DWORD dwBufferSize, LPDWORD lpBytesReturned,
-                                                  LPHANDLE lpFilterInstanceFind) {
+extern "C" HRESULT WINAPI FilterInstanceFindFirst(LPCWSTR lpFilterName,
+                                                  INSTANCE_INFORMATION_CLASS dwInformationClass,
+                                                  LPVOID lpBuffer, DWORD dwBufferSize,
+                                                  LPDWORD lpBytesReturned, LPHANDLE lpFilterInstanceFind) {
   if (lpBytesReturned == nullptr || lpFilterInstanceFind == nullptr) return E_INVALIDARG;
   *lpBytesReturned = 0;
   *lpFilterInstanceFind = INVALID_HANDLE_VALUE;
@@ -333,8 +330,9 @@ extern "C" HRESULT WINAPI FilterInstanceFindFirst(LPCWSTR lpFilterName, INSTANCE
 }
 
 extern "C" HRESULT WINAPI FilterInstanceFindNext(HANDLE hFilterInstanceFind,
-                                                 INSTANCE_INFORMATION_CLASS dwInformationClass, LPVOID lpBuffer,
-                                                 DWORD dwBufferSize, LPDWORD lpBytesReturned) {
+                                                 INSTANCE_INFORMATION_CLASS dwInformationClass,
+                                                 LPVOID lpBuffer, DWORD dwBufferSize,
+                                                 LPDWORD lpBytesReturned) {
   if (dwInformationClass != InstanceFullInformation) return E_INVALIDARG;
   return find_next(FindHandle::Kind::instances, hFilterInstanceFind, lpBuffer, dwBufferSize, lpBytesReturned);
 }
@@ -343,8 +341,9 @@ extern "C" HRESULT WINAPI FilterInstanceFindClose(HANDLE hFilterInstanceFind) {
   return find_close(FindHandle::Kind::instances, hFilterInstanceFind);
 }
 
-extern "C" HRESULT WINAPI FilterVolumeFindFirst(FILTER_VOLUME_INFORMATION_CLASS dwInformationClass, LPVOID lpBuffer,
-                                                DWORD dwBufferSize, LPDWORD lpBytesReturned, PHANDLE lpVolumeFind) {
+extern "C" HRESULT WINAPI FilterVolumeFindFirst(FILTER_VOLUME_INFORMATION_CLASS dwInformationClass,
+                                                LPVOID lpBuffer, DWORD dwBufferSize, LPDWORD lpBytesReturned,
+                                                PHANDLE lpVolumeFind) {
   if (lpBytesReturned == nullptr || lpVolumeFind == nullptr) return E_INVALIDARG;
   *lpBytesReturned = 0;
   *lpVolumeFind = INVALID_HANDLE_VALUE;
@@ -361,7 +360,8 @@ extern "C" HRESULT WINAPI FilterVolumeFindFirst(FILTER_VOLUME_INFORMATION_CLASS 
                     lpVolumeFind);
 }
 
-extern "C" HRESULT WINAPI FilterVolumeFindNext(HANDLE hVolumeFind, FILTER_VOLUME_INFORMATION_CLASS dwInformationClass,
+extern "C" HRESULT WINAPI FilterVolumeFindNext(HANDLE hVolumeFind,
+                                               FILTER_VOLUME_INFORMATION_CLASS dwInformationClass,
                                                LPVOID lpBuffer, DWORD dwBufferSize, LPDWORD lpBytesReturned) {
   if (dwInformationClass != FilterVolumeBasicInformation) return E_INVALIDARG;
   return find_next(FindHandle::Kind::volumes, hVolumeFind, lpBuffer, dwBufferSize, lpBytesReturned);

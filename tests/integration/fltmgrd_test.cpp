@@ -18,7 +18,7 @@
 #include <fltport/port.hpp>
 #include <gtest/gtest.h>
 
-#include "../../tools/fltmgrd/control_protocol.hpp"
+#include "control/control_protocol.hpp"
 #include "support/captured_process.hpp"
 #include "support/runtime_dir.hpp"
 

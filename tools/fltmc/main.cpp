@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "control_client.hpp"
+#include "control/control_client.hpp"
 
 namespace {
 

@@ -6,7 +6,7 @@
 #include <cerrno>
 #include <cstring>
 
-#include "control_protocol.hpp"
+#include "control/control_protocol.hpp"
 
 namespace fltmgrd {
 

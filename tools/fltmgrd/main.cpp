@@ -30,7 +30,7 @@
 
 #include "compat/filter_host.hpp"
 #include "config.hpp"
-#include "control_protocol.hpp"
+#include "control/control_protocol.hpp"
 
 #ifndef FLTPORT_PLUGIN_DIR
 #define FLTPORT_PLUGIN_DIR "/usr/local/lib/fltport/filters"

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "control_protocol.hpp"
+#include "control/control_protocol.hpp"
 
 namespace fltport::control {
 
