@@ -83,6 +83,18 @@ class ServiceConnection;
 }  // namespace detail
 
 // What the service's reply was, as FltSendMessage reports it.
+// How a connection carries its frames. `shared_memory`: two bounded rings in a memfd that both
+// processes map, with spin-then-sleep waits (futex), the socket kept for liveness and for frames
+// larger than a ring slot; chosen when both sides ask for it, else the socket. `socket`: every
+// frame through the AF_UNIX socket. The environment variable FLTPORT_TRANSPORT=socket forces the
+// socket for every port and connection of a process (tests, comparisons).
+enum class PortTransport : uint8_t { shared_memory, socket };
+
+// How long a thread that waits on a shared-memory ring spins before it sleeps. Spinning costs CPU
+// while it lasts; a wake-up from sleep costs ~10 us on a VM. 0 = sleep at once. The environment
+// variable FLTPORT_SPIN_NS overrides it. No spinning when the peer is known to be asleep.
+inline constexpr std::chrono::nanoseconds kDefaultSpinBudget{50'000};
+
 struct ReplyInfo {
   size_t length = 0;                       // bytes copied into the reply buffer
   size_t full_length = 0;                  // bytes the service replied with
@@ -112,6 +124,8 @@ class FLTPORT_API ClientPort {
 
   bool is_open() const noexcept;
   const PeerCredentials& peer() const noexcept;
+  // What this connection settled on at connect.
+  PortTransport transport() const noexcept;
   const std::shared_ptr<detail::PortConnection>& connection() const noexcept { return connection_; }
 
  private:
@@ -143,6 +157,8 @@ struct ServerPortOptions {
   MessageHandler on_message;        // may be empty: FilterSendMessage then fails
   // Messages waiting for a service thread, per connection, before senders wait for room.
   size_t queue_limit = 1024;
+  PortTransport transport = PortTransport::shared_memory;
+  std::chrono::nanoseconds spin_budget = kDefaultSpinBudget;
 };
 
 // A named rendezvous services connect to (FltCreateCommunicationPort). Move-only. close() stops
@@ -194,6 +210,8 @@ struct MessageInfo {
 struct ConnectOptions {
   ConstBytes context;
   bool sync_handle = false;  // FLT_PORT_FLAG_SYNC_HANDLE
+  PortTransport transport = PortTransport::shared_memory;
+  std::chrono::nanoseconds spin_budget = kDefaultSpinBudget;
 };
 
 // The service's connection to a port (FilterConnectCommunicationPort). Move-only; every member
@@ -226,6 +244,8 @@ class FLTPORT_API Connection {
   // it set, also with a warning or failure status, never more than output.size().
   Status send(ConstBytes input, MutableBytes output, size_t& returned_length);
   void close() noexcept;
+  // What this connection settled on at connect.
+  PortTransport transport() const noexcept;
 
  private:
   explicit Connection(std::shared_ptr<detail::ServiceConnection> core) noexcept;

@@ -1,6 +1,9 @@
 #include "port/connection.hpp"
 
+#include <poll.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 
 #include "base/log.hpp"
@@ -25,15 +28,20 @@ Result<std::shared_ptr<ServiceConnection>> ServiceConnection::connect(const std:
   auto replies = transport::socket_pair();
   if (!replies) return replies.status();
   auto& [reply_socket, filter_end] = *replies;
-  const auto hello = wire::make_header(FrameType::hello, wire::kProtocolVersion, options.context.size(), 0,
-                                       options.sync_handle ? 1u : 0u);
+  const bool ask_shared_memory =
+      options.transport == PortTransport::shared_memory && transport::shared_memory_allowed();
+  const uint32_t hello_options = (options.sync_handle ? wire::kOptionSyncHandle : 0u) |
+                                 (ask_shared_memory ? wire::kOptionSharedMemory : 0u);
+  const auto hello =
+      wire::make_header(FrameType::hello, wire::kProtocolVersion, options.context.size(), 0, hello_options);
   if (!transport::send_frame(socket->fd(), hello, options.context, stall_deadline(), filter_end.fd()).ok()) {
     return Status(STATUS_PORT_DISCONNECTED);
   }
   filter_end = UniqueFd();  // the filter holds it now
   // ConnectNotify runs before the answer comes; the filter bounds its own handshake.
   std::byte answer[wire::kHeaderSize];
-  const auto received = transport::receive_frame(socket->fd(), answer, stall_deadline());
+  UniqueFd region_fd;
+  const auto received = transport::receive_frame(socket->fd(), answer, stall_deadline(), &region_fd);
   if (!received) {
     // The filter dropped the connection unanswered: it is shutting down or overloaded.
     return Status(received.status() == Status(STATUS_TIMEOUT) ? STATUS_TIMEOUT
@@ -46,13 +54,67 @@ Result<std::shared_ptr<ServiceConnection>> ServiceConnection::connect(const std:
     return Status(STATUS_PORT_DISCONNECTED);
   }
   if (decoded.frame.header.status != STATUS_SUCCESS) return Status(decoded.frame.header.status);
-  return std::make_shared<ServiceConnection>(std::move(*socket), std::move(reply_socket));
+  transport::SharedRegion region;
+  if (decoded.frame.header.aux == wire::kWelcomeSharedMemory) {
+    auto mapped = ask_shared_memory && region_fd.valid() ? transport::SharedRegion::map(std::move(region_fd))
+                                                         : Result<transport::SharedRegion>(STATUS_INVALID_PARAMETER);
+    if (!mapped) {
+      FLTPORT_LOG(warning, "port", "%s: the filter's shared memory is not usable", port_name.c_str());
+      return Status(STATUS_PORT_DISCONNECTED);
+    }
+    region = std::move(*mapped);
+  }
+  return std::make_shared<ServiceConnection>(std::move(*socket), std::move(reply_socket), std::move(region),
+                                             options.spin_budget);
 }
 
-ServiceConnection::ServiceConnection(UniqueFd socket, UniqueFd reply_socket)
+ServiceConnection::ServiceConnection(UniqueFd socket, UniqueFd reply_socket, transport::SharedRegion region,
+                                     std::chrono::nanoseconds spin_budget)
     : socket_(std::move(socket)),
       reply_socket_(std::move(reply_socket)),
-      receive_buffer_(wire::kMaxFrameSize) {}
+      region_(std::move(region)),
+      receive_buffer_(wire::kMaxFrameSize) {
+  if (!region_.valid()) return;
+  using transport::RingDirection;
+  const auto spin = transport::effective_spin_budget(spin_budget);
+  // Messages come from any filter thread: nothing tells when the next one is due, so no
+  // peer-asleep shortcut for the reader. A full ring to a filter that sleeps will not drain soon.
+  from_filter_ = std::make_unique<transport::RingReader>(&region_.control(RingDirection::to_service),
+                                                         region_.slots(RingDirection::to_service), socket_.fd(),
+                                                         transport::WaitPolicy{spin, nullptr});
+  to_filter_ = std::make_unique<transport::RingWriter>(
+      &region_.control(RingDirection::to_filter), region_.slots(RingDirection::to_filter), reply_socket_.fd(),
+      transport::WaitPolicy{spin, &region_.control(RingDirection::to_filter).consumer_sleeping});
+  to_filter_->on_full([this] {
+    // Senders read our ring only while they wait for a reply: ask the filter's connection
+    // thread to read it. Best effort; the wait for room is bounded either way.
+    transport::send_frame(socket_.fd(), wire::make_header(FrameType::drain, 0, 0), {}, Timeout::Clock::now());
+  });
+  watcher_ = std::thread([this] { watch_socket(); });
+}
+
+ServiceConnection::~ServiceConnection() {
+  {
+    std::lock_guard lock(mutex_);
+    fail(STATUS_CANCELLED);
+  }
+  if (watcher_.joinable()) watcher_.join();
+}
+
+void ServiceConnection::watch_socket() noexcept {
+  pollfd watched{socket_.fd(), POLLRDHUP, 0};
+  while (::poll(&watched, 1, -1) < 0 && errno == EINTR) {
+  }
+  // The filter ended the connection (or we did): readers take what the ring still holds, then
+  // see the end.
+  from_filter_->stop();
+  to_filter_->stop();
+}
+
+Status ServiceConnection::send_to_filter(const wire::FrameHeader& header, ConstBytes payload) noexcept {
+  if (to_filter_) return to_filter_->send(header, payload, stall_deadline());
+  return transport::send_frame(reply_socket_.fd(), header, payload, stall_deadline());
+}
 
 void ServiceConnection::close() noexcept {
   std::lock_guard lock(mutex_);
@@ -65,6 +127,8 @@ void ServiceConnection::fail(NTSTATUS status) noexcept {
   broken_status_ = status;
   socket_.shutdown();
   reply_socket_.shutdown();
+  if (from_filter_) from_filter_->stop();
+  if (to_filter_) to_filter_->stop();
   changed_.notify_all();
 }
 
@@ -89,7 +153,8 @@ Status ServiceConnection::pump(Lock& lock, Ready ready, Deadline deadline) {
 bool ServiceConnection::receive_one(Lock& lock, Deadline deadline) {
   reading_ = true;
   lock.unlock();
-  const auto received = transport::receive_frame(socket_.fd(), receive_buffer_, deadline);
+  const auto received = from_filter_ ? from_filter_->receive(receive_buffer_, deadline)
+                                     : transport::receive_frame(socket_.fd(), receive_buffer_, deadline);
   lock.lock();
   reading_ = false;
   bool progressed = true;
@@ -105,6 +170,8 @@ bool ServiceConnection::receive_one(Lock& lock, Deadline deadline) {
     progressed = false;
   } else if (received.status() == Status(STATUS_BUFFER_OVERFLOW)) {
     violation("frame larger than the protocol allows");
+  } else if (received.status() == Status(STATUS_DATA_ERROR)) {
+    violation(from_filter_->error());
   } else {
     fail(STATUS_PORT_DISCONNECTED);
   }
@@ -190,8 +257,7 @@ Result<MessageInfo> ServiceConnection::get_message(MutableBytes buffer, Timeout 
   if (need_credit()) {
     ++credits_outstanding_;
     lock.unlock();
-    const Status sent = transport::send_frame(
-        reply_socket_.fd(), wire::make_header(FrameType::get, 0, 0, 0, 1), {}, stall_deadline());
+    const Status sent = send_to_filter(wire::make_header(FrameType::get, 0, 0, 0, 1), {});
     lock.lock();
     if (!sent.ok()) fail(STATUS_PORT_DISCONNECTED);
   }
@@ -218,7 +284,7 @@ Status ServiceConnection::reply(uint64_t id, ConstBytes data, NTSTATUS reply_sta
   const auto header = wire::make_header(FrameType::reply, id, payload.size(), reply_status,
                                         static_cast<uint32_t>(data.size()));
   lock.unlock();
-  const Status sent = transport::send_frame(reply_socket_.fd(), header, payload, stall_deadline());
+  const Status sent = send_to_filter(header, payload);
   if (sent.ok()) return STATUS_SUCCESS;
   lock.lock();
   fail(STATUS_PORT_DISCONNECTED);
@@ -239,7 +305,7 @@ Result<MessageInfo> ServiceConnection::reply_and_get(uint64_t id, ConstBytes dat
   const auto header = wire::make_header(FrameType::reply, id, payload.size(), reply_status,
                                         static_cast<uint32_t>(data.size()), ask ? wire::kFlagGetNext : 0);
   lock.unlock();
-  const Status sent = transport::send_frame(reply_socket_.fd(), header, payload, stall_deadline());
+  const Status sent = send_to_filter(header, payload);
   lock.lock();
   if (!sent.ok()) fail(STATUS_PORT_DISCONNECTED);
   return take_message(lock, next, timeout.deadline());
@@ -312,6 +378,10 @@ Status Connection::send(ConstBytes input, MutableBytes output, size_t& returned_
   returned_length = 0;
   if (!core_) return STATUS_INVALID_HANDLE;
   return core_->send(input, output, returned_length);
+}
+
+PortTransport Connection::transport() const noexcept {
+  return core_ ? core_->transport() : PortTransport::socket;
 }
 
 void Connection::close() noexcept {

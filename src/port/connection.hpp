@@ -9,10 +9,12 @@
 #include <condition_variable>
 #include <deque>
 #include <mutex>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
 #include "port/wait.hpp"
+#include "transport/shm_ring.hpp"
 #include "transport/unix_socket.hpp"
 #include "wire/frame.hpp"
 
@@ -22,7 +24,15 @@ class ServiceConnection {
  public:
   static Result<std::shared_ptr<ServiceConnection>> connect(const std::string& port_name,
                                                             const ConnectOptions& options);
-  ServiceConnection(UniqueFd socket, UniqueFd reply_socket);
+  // `region` valid: the filter agreed to the shared-memory rings.
+  ServiceConnection(UniqueFd socket, UniqueFd reply_socket, transport::SharedRegion region,
+                    std::chrono::nanoseconds spin_budget);
+  ~ServiceConnection();
+  ServiceConnection(const ServiceConnection&) = delete;
+  ServiceConnection& operator=(const ServiceConnection&) = delete;
+  PortTransport transport() const noexcept {
+    return region_.valid() ? PortTransport::shared_memory : PortTransport::socket;
+  }
 
   Result<MessageInfo> get_message(MutableBytes buffer, Timeout timeout);
   Status reply(uint64_t id, ConstBytes data, NTSTATUS reply_status);
@@ -61,11 +71,20 @@ class ServiceConnection {
   // Asks the filter for one more message when the waiting getters are not all covered.
   bool need_credit() const noexcept;
   Result<MessageInfo> take_message(Lock& lock, MutableBytes buffer, Deadline deadline);
+  // Replies and credits: the ring to the filter, or the reply socket.
+  Status send_to_filter(const wire::FrameHeader& header, ConstBytes payload) noexcept;
+  // With the rings, nobody reads the socket while all wait on the ring: this thread notices at
+  // once that the filter closed or died, and wakes them.
+  void watch_socket() noexcept;
 
   const UniqueFd socket_;
   // Replies and credits travel on a channel of their own, read by the filter thread that waits
   // for them: no hand-over through a reading thread on the filter's side.
   const UniqueFd reply_socket_;
+  const transport::SharedRegion region_;
+  std::unique_ptr<transport::RingReader> from_filter_;  // every frame from the filter
+  std::unique_ptr<transport::RingWriter> to_filter_;    // replies and credits
+  std::thread watcher_;
   std::mutex mutex_;
   std::condition_variable changed_;
   bool reading_ = false;

@@ -106,10 +106,7 @@ Result<ReplyInfo> PortConnection::send(ConstBytes message, MutableBytes* reply, 
       const bool open = !closed_;
       lock.unlock();
       // Best effort and never blocking: tells the service nobody waits for this reply any more.
-      if (open) {
-        transport::send_frame(socket_.fd(), wire::make_header(FrameType::withdrawn, m.id, 0), {},
-                              Timeout::Clock::now());
-      }
+      if (open) send_to_service(wire::make_header(FrameType::withdrawn, m.id, 0), {}, Timeout::Clock::now());
       return Status(STATUS_TIMEOUT);
     }
   }
@@ -118,7 +115,8 @@ Result<ReplyInfo> PortConnection::send(ConstBytes message, MutableBytes* reply, 
 bool PortConnection::read_reply_channel(std::unique_lock<std::mutex>& lock, Deadline deadline) {
   reply_reader_active_ = true;
   lock.unlock();
-  const auto received = transport::receive_frame(reply_socket_.fd(), reply_buffer_, deadline);
+  const auto received = from_service_ ? from_service_->receive(reply_buffer_, deadline)
+                                      : transport::receive_frame(reply_socket_.fd(), reply_buffer_, deadline);
   lock.lock();
   reply_reader_active_ = false;
   reply_reader_left_.notify_all();
@@ -126,6 +124,8 @@ bool PortConnection::read_reply_channel(std::unique_lock<std::mutex>& lock, Dead
     if (received.status() == Status(STATUS_TIMEOUT)) return false;
     if (received.status() == Status(STATUS_BUFFER_OVERFLOW)) {
       violation_locked("frame larger than the protocol allows");
+    } else if (received.status() == Status(STATUS_DATA_ERROR)) {
+      violation_locked(from_service_->error());
     } else {
       close_locked(STATUS_PORT_DISCONNECTED);
     }
@@ -152,6 +152,7 @@ void PortConnection::drain_reply_channel() noexcept {
   std::unique_lock lock(mutex_);
   if (!reply_socket_.valid() || closed_) return;
   reply_socket_.shutdown();  // reads return what is queued, then the end
+  if (from_service_) from_service_->stop();  // likewise, and wakes a sender asleep on the ring
   while (!closed_) {
     if (reply_reader_active_) {
       reply_reader_left_.wait(lock);
@@ -184,7 +185,7 @@ void PortConnection::deliver(OutgoingMessage& m, std::unique_lock<std::mutex>& l
                         m.wants_reply ? wire::kFlagWantsReply : 0);
   const Deadline give_up = stall_deadline(m.deadline);
   lock.unlock();
-  const Status sent = transport::send_frame(socket_.fd(), header, m.data, give_up);
+  const Status sent = send_to_service(header, m.data, give_up);
   lock.lock();
   if (sent.ok()) {
     if (m.state == State::sending) m.state = State::taken;  // a fast reply may already be here
@@ -248,6 +249,39 @@ void PortConnection::close_locked(NTSTATUS reason) noexcept {
   requests_room_.notify_all();
   socket_.shutdown();  // wakes this connection's thread and tells the service at once
   reply_socket_.shutdown();
+  if (from_service_) from_service_->stop();
+  if (to_service_) to_service_->stop();
+}
+
+Status PortConnection::send_to_service(const wire::FrameHeader& header, ConstBytes payload,
+                                       Deadline deadline) noexcept {
+  if (to_service_) return to_service_->send(header, payload, deadline);
+  return transport::send_frame(socket_.fd(), header, payload, deadline);
+}
+
+bool PortConnection::set_up_shared_memory() {
+  auto region = transport::SharedRegion::create();
+  if (!region) {
+    FLTPORT_LOG(warning, "port", "%s: no shared memory for pid %d; using the socket", shared_->name.c_str(),
+                static_cast<int>(peer_.pid));
+    return false;
+  }
+  using transport::RingDirection;
+  const auto spin = transport::effective_spin_budget(shared_->spin_budget);
+  // The service is known asleep when its reader of our ring sleeps: then it is not working on
+  // anything of ours, and a reply takes at least a wake-up.
+  const auto* service_asleep = &region->control(RingDirection::to_service).consumer_sleeping;
+  std::lock_guard lock(mutex_);
+  if (closed_) return false;
+  region_ = std::move(*region);
+  to_service_ = std::make_unique<transport::RingWriter>(&region_.control(RingDirection::to_service),
+                                                        region_.slots(RingDirection::to_service), socket_.fd(),
+                                                        transport::WaitPolicy{spin, service_asleep});
+  from_service_ = std::make_unique<transport::RingReader>(&region_.control(RingDirection::to_filter),
+                                                          region_.slots(RingDirection::to_filter),
+                                                          reply_socket_.fd(), transport::WaitPolicy{spin, service_asleep});
+  shared_memory_.store(true, std::memory_order_release);
+  return true;
 }
 
 void PortConnection::violation(const char* what) noexcept {
@@ -333,6 +367,10 @@ bool PortConnection::handshake() {
     answer(STATUS_OBJECT_NAME_NOT_FOUND);
     return false;
   }
+  // Before ConnectNotify, which may already start senders on this connection.
+  const bool shared_memory = (decoded.frame.header.aux & wire::kOptionSharedMemory) != 0 &&
+                             shared_->shared_memory && transport::shared_memory_allowed() &&
+                             reply_socket_.valid() && set_up_shared_memory();
   {
     std::lock_guard lock(shared_->mutex);
     if (shared_->connections >= shared_->max_connections) {
@@ -359,8 +397,9 @@ bool PortConnection::handshake() {
   }
   accepted_ = true;
   kept_handle_ = std::move(handle);
-  if (!answer(STATUS_SUCCESS)) return false;
-  return true;
+  const auto welcome = wire::make_header(FrameType::welcome, 0, 0, STATUS_SUCCESS,
+                                         shared_memory ? wire::kWelcomeSharedMemory : 0);
+  return transport::send_frame(socket_.fd(), welcome, {}, stall_deadline(), shared_memory ? region_.fd() : -1).ok();
 }
 
 void PortConnection::receive_loop() {
@@ -390,6 +429,13 @@ void PortConnection::receive_loop() {
         break;
       case FrameType::request:
         on_request(frame, lock);
+        break;
+      case FrameType::drain:
+        // The service waits for room in its ring, which only waiting senders read: read it here
+        // unless one is reading already.
+        while (!closed_ && from_service_ && !reply_reader_active_ &&
+               read_reply_channel(lock, Timeout::Clock::now())) {
+        }
         break;
       default:
         return violation_locked("unexpected frame after the handshake");
@@ -467,8 +513,7 @@ void PortConnection::notify_worker() noexcept {
     returned = std::min(returned, output.size());
     const auto header = wire::make_header(FrameType::response, request.id, returned, status.code(),
                                           static_cast<uint32_t>(returned));
-    const Status sent =
-        transport::send_frame(socket_.fd(), header, std::span(output).first(returned), stall_deadline());
+    const Status sent = send_to_service(header, std::span(output).first(returned), stall_deadline());
     lock.lock();
     if (!sent.ok()) close_locked(STATUS_PORT_DISCONNECTED);
   }
@@ -502,6 +547,8 @@ Result<std::shared_ptr<ServerPortCore>> ServerPortCore::create(ServerPortOptions
   shared->security = std::move(options.security);
   shared->max_connections = options.max_connections;
   shared->queue_limit = options.queue_limit;
+  shared->shared_memory = options.transport == PortTransport::shared_memory;
+  shared->spin_budget = options.spin_budget;
   shared->on_connect = std::move(options.on_connect);
   shared->on_disconnect = std::move(options.on_disconnect);
   shared->on_message = std::move(options.on_message);
@@ -661,6 +708,10 @@ void ClientPort::close() noexcept {
 
 bool ClientPort::is_open() const noexcept {
   return connection_ && connection_->is_open();
+}
+
+PortTransport ClientPort::transport() const noexcept {
+  return connection_ ? connection_->transport() : PortTransport::socket;
 }
 
 const PeerCredentials& ClientPort::peer() const noexcept {

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "port/wait.hpp"
+#include "transport/shm_ring.hpp"
 #include "transport/unix_socket.hpp"
 #include "wire/frame.hpp"
 
@@ -30,6 +31,8 @@ struct PortShared {
   PortSecurity security;
   int max_connections = 1;
   size_t queue_limit = 1024;
+  bool shared_memory = true;  // offered to services that ask for it
+  std::chrono::nanoseconds spin_budget{0};
   ConnectHandler on_connect;
   DisconnectHandler on_disconnect;
   MessageHandler on_message;
@@ -54,6 +57,9 @@ class PortConnection : public std::enable_shared_from_this<PortConnection> {
   void close_by_filter() noexcept;
   bool is_open() const noexcept;
   const PeerCredentials& peer() const noexcept { return peer_; }
+  PortTransport transport() const noexcept {
+    return shared_memory_.load(std::memory_order_acquire) ? PortTransport::shared_memory : PortTransport::socket;
+  }
 
   // The connection's thread: handshake, then frames until the end, then DisconnectNotify.
   void run() noexcept;
@@ -86,6 +92,10 @@ class PortConnection : public std::enable_shared_from_this<PortConnection> {
   // Wakes one other waiting sender to take over reading the reply channel.
   void hand_over_reply_channel(const OutgoingMessage* leaving) noexcept;
   void remember_withdrawn(uint64_t id);
+  // The frames to the service (messages, withdrawn notices, responses): its ring, or the socket.
+  Status send_to_service(const wire::FrameHeader& header, ConstBytes payload, Deadline deadline) noexcept;
+  // Sets up the rings before the welcome that hands them over; false if that failed.
+  bool set_up_shared_memory();
 
   const std::shared_ptr<PortShared> shared_;
   const UniqueFd socket_;
@@ -95,6 +105,13 @@ class PortConnection : public std::enable_shared_from_this<PortConnection> {
   // on `socket_` through this connection's thread.
   UniqueFd reply_socket_;
   std::vector<std::byte> reply_buffer_;
+  // The shared-memory path: the service's replies and credits come on `from_service_` (with
+  // `reply_socket_` carrying only frames too large for a slot), every frame to it on `to_service_`
+  // (with `socket_` carrying the large ones). Set in the handshake, before any message can flow.
+  transport::SharedRegion region_;
+  std::unique_ptr<transport::RingWriter> to_service_;
+  std::unique_ptr<transport::RingReader> from_service_;
+  std::atomic<bool> shared_memory_{false};
   bool reply_reader_active_ = false;
   std::condition_variable reply_reader_left_;
   const PeerCredentials peer_;

@@ -9,6 +9,7 @@ bool travels(FrameType type, Direction direction) noexcept {
     case FrameType::get:
     case FrameType::reply:
     case FrameType::request:
+    case FrameType::drain:
       return direction == Direction::to_filter;
     case FrameType::welcome:
     case FrameType::message:
@@ -30,10 +31,13 @@ const char* check_fields(const FrameHeader& h) noexcept {
     case FrameType::hello:
       if (h.id != kProtocolVersion) return "unsupported protocol version";
       if (h.payload_length > kMaxConnectionContextSize) return "connection context too long";
-      if ((h.aux & ~1u) != 0) return "unknown connect options";
+      if ((h.aux & ~(kOptionSyncHandle | kOptionSharedMemory)) != 0) return "unknown connect options";
       return nullptr;
     case FrameType::welcome:
+      if (h.aux > kWelcomeSharedMemory) return "unknown welcome options";
+      return h.payload_length == 0 ? nullptr : "unexpected payload";
     case FrameType::withdrawn:
+    case FrameType::drain:
       return h.payload_length == 0 ? nullptr : "unexpected payload";
     case FrameType::get:
       if (h.payload_length != 0) return "unexpected payload";
@@ -72,7 +76,7 @@ DecodeResult decode(ConstBytes datagram, Direction direction) noexcept {
   } else if (h.reserved != 0) {
     result.error = "reserved field set";
   } else if (h.type < static_cast<uint8_t>(FrameType::hello) ||
-             h.type > static_cast<uint8_t>(FrameType::response)) {
+             h.type > static_cast<uint8_t>(FrameType::drain)) {
     result.error = "unknown frame type";
   } else if (!travels(static_cast<FrameType>(h.type), direction)) {
     result.error = "frame type not valid in this direction";
@@ -101,6 +105,8 @@ std::string_view type_name(uint8_t type) noexcept {
       return "request";
     case FrameType::response:
       return "response";
+    case FrameType::drain:
+      return "drain";
   }
   return "unknown";
 }

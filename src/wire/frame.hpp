@@ -22,12 +22,21 @@ enum class FrameType : uint8_t {
   reply = 6,      // service -> filter: id, status, aux = full reply length, payload = reply data
   request = 7,    // service -> filter: id = request id, aux = output capacity, payload = input
   response = 8,   // filter -> service: id = request id, status, aux = returned length, payload
+  drain = 9,      // service -> filter (control socket): its shared-memory ring is full, read it
 };
 
 enum FrameFlags : uint8_t {
   kFlagWantsReply = 0x1,  // message: the filter waits for a reply
   kFlagGetNext = 0x2,     // reply: also a `get` of one message (reply and get next)
 };
+
+// hello's aux: what the service asks for.
+enum ConnectOptionBits : uint32_t {
+  kOptionSyncHandle = 0x1,    // FLT_PORT_FLAG_SYNC_HANDLE
+  kOptionSharedMemory = 0x2,  // the service can use the shared-memory rings
+};
+// welcome's aux: 1 = the rings are in use; their memfd travels with the welcome.
+inline constexpr uint32_t kWelcomeSharedMemory = 1;
 
 enum class Direction { to_filter, to_service };
 

@@ -1,0 +1,271 @@
+#include "transport/shm_ring.hpp"
+
+#include <fcntl.h>
+#include <linux/futex.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <climits>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+
+namespace fltport::transport {
+
+namespace {
+
+static_assert((kRingSlots & (kRingSlots - 1)) == 0, "ring indices wrap by masking");
+static_assert(2 * sizeof(RingControl) <= SharedRegion::kControlSize, "both controls fit the first page");
+static_assert(kRingSlotPayload % 8 == 0 && kRingSlotSize <= 4096);
+
+constexpr int kSeals = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL;
+// A record announcing a datagram: the writer sent it before publishing, so it is already queued.
+constexpr auto kOverflowWait = std::chrono::seconds(1);
+
+// Not FUTEX_PRIVATE: the word is shared with another process.
+void futex_wait(std::atomic<uint32_t>& word, uint32_t expected, Deadline deadline) noexcept {
+  const auto now = Timeout::Clock::now();
+  if (now >= deadline) return;
+  timespec relative{};
+  timespec* timeout = nullptr;
+  if (deadline != Deadline::max()) {
+    const auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - now).count();
+    relative.tv_sec = static_cast<time_t>(left / 1'000'000'000);
+    relative.tv_nsec = static_cast<long>(left % 1'000'000'000);
+    timeout = &relative;
+  }
+  ::syscall(SYS_futex, reinterpret_cast<uint32_t*>(&word), FUTEX_WAIT, expected, timeout, nullptr, 0);
+}
+
+void futex_wake(std::atomic<uint32_t>& word) noexcept {
+  ::syscall(SYS_futex, reinterpret_cast<uint32_t*>(&word), FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0);
+}
+
+void ring_bell(std::atomic<uint32_t>& bell) noexcept {
+  bell.fetch_add(1, std::memory_order_seq_cst);
+  futex_wake(bell);
+}
+
+inline void cpu_relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
+// Spins until `ready()` or the spin budget ends; true when ready.
+template <class Ready>
+bool spin_until(Ready ready, const WaitPolicy& policy, Deadline deadline) noexcept {
+  if (policy.spin.count() <= 0) return ready();
+  const auto start = Timeout::Clock::now();
+  const Deadline end = std::min(deadline, start + policy.spin);
+  for (unsigned i = 1;; ++i) {
+    if (ready()) return true;
+    cpu_relax();
+    if ((i & 63) == 0) {
+      if (Timeout::Clock::now() >= end) return ready();
+      if (policy.peer_sleeping != nullptr && policy.peer_sleeping->load(std::memory_order_relaxed) != 0) {
+        return ready();
+      }
+    }
+  }
+}
+
+}  // namespace
+
+// ---- SharedRegion ----
+
+Result<SharedRegion> SharedRegion::create() {
+  UniqueFd fd(::memfd_create("fltport-port", MFD_CLOEXEC | MFD_ALLOW_SEALING));
+  if (!fd.valid()) return Status(STATUS_INSUFFICIENT_RESOURCES);
+  if (::ftruncate(fd.fd(), static_cast<off_t>(kSize)) != 0 || ::fcntl(fd.fd(), F_ADD_SEALS, kSeals) != 0) {
+    return Status(STATUS_INSUFFICIENT_RESOURCES);
+  }
+  void* base = ::mmap(nullptr, kSize, PROT_READ | PROT_WRITE, MAP_SHARED, fd.fd(), 0);
+  if (base == MAP_FAILED) return Status(STATUS_INSUFFICIENT_RESOURCES);
+  // A fresh memfd reads as zeros: every index and flag starts at 0 on both sides.
+  return SharedRegion(std::move(fd), static_cast<std::byte*>(base));
+}
+
+Result<SharedRegion> SharedRegion::map(UniqueFd fd) {
+  // Only a sealed memfd of exactly our size: seals are refused on anything but shmem, and a
+  // region its creator could still shrink would make our accesses fault.
+  struct stat info {};
+  const int seals = ::fcntl(fd.fd(), F_GET_SEALS);
+  if (seals < 0 || (seals & (F_SEAL_SHRINK | F_SEAL_GROW)) != (F_SEAL_SHRINK | F_SEAL_GROW) ||
+      ::fstat(fd.fd(), &info) != 0 || !S_ISREG(info.st_mode) || static_cast<size_t>(info.st_size) != kSize) {
+    return Status(STATUS_INVALID_PARAMETER);
+  }
+  void* base = ::mmap(nullptr, kSize, PROT_READ | PROT_WRITE, MAP_SHARED, fd.fd(), 0);
+  if (base == MAP_FAILED) return Status(STATUS_INSUFFICIENT_RESOURCES);
+  return SharedRegion(std::move(fd), static_cast<std::byte*>(base));
+}
+
+SharedRegion::SharedRegion(SharedRegion&& other) noexcept
+    : fd_(std::move(other.fd_)), base_(std::exchange(other.base_, nullptr)) {}
+
+SharedRegion& SharedRegion::operator=(SharedRegion&& other) noexcept {
+  if (this != &other) {
+    if (base_ != nullptr) ::munmap(base_, kSize);
+    fd_ = std::move(other.fd_);
+    base_ = std::exchange(other.base_, nullptr);
+  }
+  return *this;
+}
+
+SharedRegion::~SharedRegion() {
+  if (base_ != nullptr) ::munmap(base_, kSize);
+}
+
+RingControl& SharedRegion::control(RingDirection direction) const noexcept {
+  return reinterpret_cast<RingControl*>(base_)[static_cast<size_t>(direction)];
+}
+
+std::byte* SharedRegion::slots(RingDirection direction) const noexcept {
+  return base_ + kControlSize + static_cast<size_t>(direction) * kRingBytes;
+}
+
+// ---- RingWriter ----
+
+bool RingWriter::full() const noexcept {
+  return head_ - control_->tail.load(std::memory_order_acquire) >= kRingSlots;
+}
+
+Status RingWriter::wait_for_room(Deadline deadline) noexcept {
+  RingControl& c = *control_;
+  auto room = [&] { return head_ - c.tail.load(std::memory_order_acquire) < kRingSlots; };
+  bool told = false;
+  for (;;) {
+    const uint32_t used = head_ - c.tail.load(std::memory_order_acquire);
+    if (used > kRingSlots) return STATUS_DATA_ERROR;  // the consumer claims more than we wrote
+    if (used < kRingSlots) return STATUS_SUCCESS;
+    if (stopped_.load(std::memory_order_acquire)) return STATUS_PORT_DISCONNECTED;
+    if (Timeout::Clock::now() >= deadline) return STATUS_TIMEOUT;
+    if (!told && on_full_) {
+      told = true;
+      on_full_();
+    }
+    if (spin_until(room, policy_, deadline)) continue;
+    const uint32_t bell = c.room_bell.load(std::memory_order_seq_cst);
+    c.producer_sleeping.store(1, std::memory_order_seq_cst);
+    if (!room() && !stopped_.load(std::memory_order_seq_cst)) futex_wait(c.room_bell, bell, deadline);
+    c.producer_sleeping.store(0, std::memory_order_relaxed);
+  }
+}
+
+Status RingWriter::send(const wire::FrameHeader& header, ConstBytes payload, Deadline deadline) noexcept {
+  std::lock_guard lock(mutex_);
+  if (stopped_.load(std::memory_order_acquire)) return STATUS_PORT_DISCONNECTED;
+  if (Status room = wait_for_room(deadline); !room.ok()) return room;
+  wire::FrameHeader record = header;
+  if (payload.size() > kRingSlotPayload) {
+    // Too big for a slot: the datagram first, so that it is queued when the record is seen.
+    if (Status sent = send_frame(overflow_fd_, header, payload, deadline); !sent.ok()) return sent;
+    record.flags = static_cast<uint8_t>(record.flags | kFlagOnSocket);
+    record.payload_length = 0;
+    payload = {};
+  }
+  std::byte* slot = slots_ + (head_ & (kRingSlots - 1)) * kRingSlotSize;
+  std::memcpy(slot, &record, wire::kHeaderSize);
+  if (!payload.empty()) std::memcpy(slot + wire::kHeaderSize, payload.data(), payload.size());
+  ++head_;
+  RingControl& c = *control_;
+  c.head.store(head_, std::memory_order_seq_cst);
+  // seq_cst store then load: either the consumer sees the new head before it sleeps, or we see
+  // its flag and wake it.
+  if (c.consumer_sleeping.load(std::memory_order_seq_cst) != 0) ring_bell(c.data_bell);
+  return STATUS_SUCCESS;
+}
+
+void RingWriter::stop() noexcept {
+  stopped_.store(true, std::memory_order_seq_cst);
+  if (control_ != nullptr) ring_bell(control_->room_bell);
+}
+
+// ---- RingReader ----
+
+Status RingReader::corrupt(const char* what) noexcept {
+  error_ = what;
+  return STATUS_DATA_ERROR;
+}
+
+Result<size_t> RingReader::take(MutableBytes buffer) noexcept {
+  RingControl& c = *control_;
+  const uint32_t head = c.head.load(std::memory_order_acquire);  // once
+  const uint32_t available = head - tail_;
+  if (available == 0) return Status(STATUS_NO_MORE_ENTRIES);
+  if (available > kRingSlots) return corrupt("ring index beyond its capacity");
+  const std::byte* slot = slots_ + (tail_ & (kRingSlots - 1)) * kRingSlotSize;
+  wire::FrameHeader header;
+  std::memcpy(&header, slot, wire::kHeaderSize);  // once; the copy is what we check and use
+  size_t length = 0;
+  if ((header.flags & kFlagOnSocket) != 0) {
+    if (header.payload_length != 0) return corrupt("ring record announces a datagram and carries data");
+    if (buffer.size() < wire::kMaxFrameSize) return corrupt("buffer smaller than a frame");
+    auto received = receive_frame(overflow_fd_, buffer, Timeout::Clock::now() + kOverflowWait);
+    if (!received) {
+      if (received.status() == Status(STATUS_PORT_DISCONNECTED)) return received.status();
+      return corrupt("ring record announces a datagram that is not there");
+    }
+    length = *received;
+  } else {
+    if (header.payload_length > kRingSlotPayload) return corrupt("ring record longer than its slot");
+    length = wire::kHeaderSize + header.payload_length;
+    if (buffer.size() < length) return corrupt("buffer smaller than a ring record");
+    std::memcpy(buffer.data(), &header, wire::kHeaderSize);
+    if (header.payload_length != 0)
+      std::memcpy(buffer.data() + wire::kHeaderSize, slot + wire::kHeaderSize, header.payload_length);
+  }
+  ++tail_;
+  c.tail.store(tail_, std::memory_order_seq_cst);
+  if (c.producer_sleeping.load(std::memory_order_seq_cst) != 0) ring_bell(c.room_bell);
+  return length;
+}
+
+Result<size_t> RingReader::receive(MutableBytes buffer, Deadline deadline) noexcept {
+  if (error_ != nullptr) return Status(STATUS_DATA_ERROR);
+  RingControl& c = *control_;
+  auto ready = [&] {
+    return c.head.load(std::memory_order_acquire) != tail_ || stopped_.load(std::memory_order_relaxed);
+  };
+  for (;;) {
+    auto taken = take(buffer);
+    if (taken || taken.status() != Status(STATUS_NO_MORE_ENTRIES)) return taken;
+    if (stopped_.load(std::memory_order_acquire)) return Status(STATUS_PORT_DISCONNECTED);
+    if (Timeout::Clock::now() >= deadline) return Status(STATUS_TIMEOUT);
+    if (spin_until(ready, policy_, deadline)) continue;
+    const uint32_t bell = c.data_bell.load(std::memory_order_seq_cst);
+    c.consumer_sleeping.store(1, std::memory_order_seq_cst);
+    if (!ready()) futex_wait(c.data_bell, bell, deadline);
+    c.consumer_sleeping.store(0, std::memory_order_relaxed);
+  }
+}
+
+void RingReader::stop() noexcept {
+  stopped_.store(true, std::memory_order_seq_cst);
+  if (control_ != nullptr) ring_bell(control_->data_bell);
+}
+
+// ---- settings ----
+
+std::chrono::nanoseconds effective_spin_budget(std::chrono::nanoseconds configured) noexcept {
+  if (const char* text = std::getenv("FLTPORT_SPIN_NS"); text != nullptr && *text != '\0') {
+    char* end = nullptr;
+    const long long value = std::strtoll(text, &end, 10);
+    if (end != nullptr && *end == '\0' && value >= 0 && value <= 1'000'000'000) {
+      return std::chrono::nanoseconds(value);
+    }
+  }
+  return configured < std::chrono::nanoseconds::zero() ? std::chrono::nanoseconds::zero() : configured;
+}
+
+bool shared_memory_allowed() noexcept {
+  const char* forced = std::getenv("FLTPORT_TRANSPORT");
+  return forced == nullptr || std::strcmp(forced, "socket") != 0;
+}
+
+}  // namespace fltport::transport

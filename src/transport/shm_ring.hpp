@@ -1,0 +1,149 @@
+// The shared-memory transport of one connection: a sealed memfd that both processes map, holding
+// one bounded ring of frame records per direction. A waiting side spins for a short budget, then
+// sleeps on a futex; a writer makes the futex call only when the reader has said it sleeps, so a
+// busy pair exchanges frames with no system call at all.
+//
+// The peer can write anything anywhere in the mapping at any time. So nothing read from it is used
+// twice: indices and lengths are loaded once, checked, and a record is copied out before it is
+// decoded; our own indices live in our memory and are only published to the peer. A bad index or
+// length is reported as STATUS_DATA_ERROR with a reason, and the connection closes; the worst a
+// peer can do to the reader otherwise is wake it for nothing.
+//
+// A frame too large for a slot travels as a datagram on the direction's socket, announced by a
+// record flagged kFlagOnSocket: the ring alone orders the frames, the reader never has to wait on
+// two things at once.
+#pragma once
+
+#include <fltport/port.hpp>
+
+#include <atomic>
+#include <functional>
+#include <mutex>
+
+#include "base/unique_fd.hpp"
+#include "transport/unix_socket.hpp"
+#include "wire/frame.hpp"
+
+namespace fltport::transport {
+
+inline constexpr size_t kRingSlots = 64;        // per direction; a power of two
+inline constexpr size_t kRingSlotSize = 2048;   // header + payload of one record
+inline constexpr size_t kRingSlotPayload = kRingSlotSize - wire::kHeaderSize;
+inline constexpr uint8_t kFlagOnSocket = 0x80;  // record flag: the frame is the next datagram
+
+// One direction's indices, each side's on its own cache line. All counters wrap.
+struct RingControl {
+  // Written by the producer.
+  alignas(64) std::atomic<uint32_t> head{0};      // records published
+  std::atomic<uint32_t> producer_sleeping{0};    // waits for room
+  std::atomic<uint32_t> room_bell{0};            // futex word the producer sleeps on
+  // Written by the consumer.
+  alignas(64) std::atomic<uint32_t> tail{0};      // records consumed
+  std::atomic<uint32_t> consumer_sleeping{0};    // waits for data
+  std::atomic<uint32_t> data_bell{0};            // futex word the consumer sleeps on
+};
+static_assert(std::atomic<uint32_t>::is_always_lock_free, "futex words must be plain words");
+
+enum class RingDirection : uint8_t { to_service = 0, to_filter = 1 };
+
+// The mapping: the filter creates and seals it, the service maps what it is handed after checking
+// its size and seals (a peer able to shrink it could make us fault on access).
+class SharedRegion {
+ public:
+  static constexpr size_t kControlSize = 4096;
+  static constexpr size_t kRingBytes = kRingSlots * kRingSlotSize;
+  static constexpr size_t kSize = kControlSize + 2 * kRingBytes;
+
+  static Result<SharedRegion> create();
+  static Result<SharedRegion> map(UniqueFd fd);
+  SharedRegion() = default;
+  SharedRegion(SharedRegion&& other) noexcept;
+  SharedRegion& operator=(SharedRegion&& other) noexcept;
+  SharedRegion(const SharedRegion&) = delete;
+  SharedRegion& operator=(const SharedRegion&) = delete;
+  ~SharedRegion();
+
+  bool valid() const noexcept { return base_ != nullptr; }
+  int fd() const noexcept { return fd_.fd(); }
+  RingControl& control(RingDirection direction) const noexcept;
+  std::byte* slots(RingDirection direction) const noexcept;
+
+ private:
+  SharedRegion(UniqueFd fd, std::byte* base) noexcept : fd_(std::move(fd)), base_(base) {}
+  UniqueFd fd_;
+  std::byte* base_ = nullptr;
+};
+
+// How a side waits: spin for `spin` (not when the peer is known asleep), then sleep.
+struct WaitPolicy {
+  std::chrono::nanoseconds spin{0};
+  // The peer's "I sleep" flag on the other ring: a peer that sleeps answers no sooner than a
+  // wake-up, so spinning for it only burns the CPU it needs.
+  const std::atomic<uint32_t>* peer_sleeping = nullptr;
+};
+
+// The writing end of one ring. Thread-safe: writers are serialized here.
+class RingWriter {
+ public:
+  RingWriter() = default;
+  RingWriter(RingControl* control, std::byte* slots, int overflow_fd, WaitPolicy policy) noexcept
+      : control_(control), slots_(slots), overflow_fd_(overflow_fd), policy_(policy) {}
+
+  // Publishes one frame, waiting for room until `deadline`. STATUS_TIMEOUT: nothing was sent.
+  // STATUS_PORT_DISCONNECTED: stop() was called or the overflow socket is gone. STATUS_DATA_ERROR:
+  // the peer's index is impossible.
+  Status send(const wire::FrameHeader& header, ConstBytes payload, Deadline deadline) noexcept;
+  // Fails a send() waiting for room, and every later one; may be called from any thread.
+  void stop() noexcept;
+  // Called (under the writer's lock) when a send() finds the ring full, before it waits: a
+  // reader that only reads while it waits for something of its own needs telling.
+  void on_full(std::function<void()> handler) { on_full_ = std::move(handler); }
+  // True when the ring has no room at all (a writer would wait).
+  bool full() const noexcept;
+
+ private:
+  Status wait_for_room(Deadline deadline) noexcept;
+  RingControl* control_ = nullptr;
+  std::byte* slots_ = nullptr;
+  int overflow_fd_ = -1;
+  WaitPolicy policy_;
+  std::function<void()> on_full_;
+  std::mutex mutex_;
+  uint32_t head_ = 0;  // ours; the copy in shared memory is only for the peer
+  std::atomic<bool> stopped_{false};
+};
+
+// The reading end of one ring. One reader at a time (the caller's leader/follower ensures it).
+class RingReader {
+ public:
+  RingReader() = default;
+  RingReader(RingControl* control, const std::byte* slots, int overflow_fd, WaitPolicy policy) noexcept
+      : control_(control), slots_(slots), overflow_fd_(overflow_fd), policy_(policy) {}
+
+  // Copies the next frame (header and payload) into `buffer`, which must hold kMaxFrameSize bytes,
+  // waiting until `deadline` (spin, then sleep). STATUS_TIMEOUT: nothing arrived.
+  // STATUS_PORT_DISCONNECTED: stop() was called and the ring is empty. STATUS_DATA_ERROR: the peer
+  // broke the ring; error() says how.
+  Result<size_t> receive(MutableBytes buffer, Deadline deadline) noexcept;
+  // Makes a waiting receive() return, and every later one once the ring is empty. Any thread.
+  void stop() noexcept;
+  const char* error() const noexcept { return error_; }
+
+ private:
+  Result<size_t> take(MutableBytes buffer) noexcept;
+  Status corrupt(const char* what) noexcept;
+  RingControl* control_ = nullptr;
+  const std::byte* slots_ = nullptr;
+  int overflow_fd_ = -1;
+  WaitPolicy policy_;
+  uint32_t tail_ = 0;  // ours
+  const char* error_ = nullptr;
+  std::atomic<bool> stopped_{false};
+};
+
+// The spin budget in effect: FLTPORT_SPIN_NS if set, else `configured`.
+std::chrono::nanoseconds effective_spin_budget(std::chrono::nanoseconds configured) noexcept;
+// False when FLTPORT_TRANSPORT=socket forces the socket path in this process.
+bool shared_memory_allowed() noexcept;
+
+}  // namespace fltport::transport
