@@ -13,10 +13,6 @@ namespace fltport::detail {
 
 using wire::FrameType;
 
-namespace {
-constexpr size_t kSpareBufferLimit = 64;
-}  // namespace
-
 Result<std::shared_ptr<ServiceConnection>> ServiceConnection::connect(const std::string& port_name,
                                                                       const ConnectOptions& options) {
   if (options.context.size() > kMaxConnectionContextSize) return Status(STATUS_INVALID_PARAMETER);
@@ -186,26 +182,24 @@ void ServiceConnection::dispatch(const wire::Frame& frame) {
     case FrameType::message: {
       if (credits_outstanding_ == 0) return violation("message nobody asked for");
       --credits_outstanding_;
-      Inbound in;
+      Inbound& in = inbox_.back_slot();  // its buffer is reused
       in.id = h.id;
       in.wants_reply = (h.flags & wire::kFlagWantsReply) != 0;
+      in.withdrawn = false;
       in.reply_capacity = h.aux;
-      if (!spare_buffers_.empty()) {
-        in.data = std::move(spare_buffers_.back());
-        spare_buffers_.pop_back();
-      }
       in.data.assign(frame.payload.begin(), frame.payload.end());
-      inbox_.push_back(std::move(in));
+      inbox_.commit_push();
       return;
     }
     case FrameType::withdrawn:
-      awaiting_reply_.erase(h.id);
-      for (Inbound& in : inbox_) {
-        if (in.id == h.id) in.withdrawn = true;
-      }
+      forget_awaited(h.id);
+      inbox_.for_each([id = h.id](Inbound& in) {
+        if (in.id == id) in.withdrawn = true;
+      });
       return;
     case FrameType::response: {
-      const auto found = requests_.find(h.id);
+      const auto found = std::find_if(requests_.begin(), requests_.end(),
+                                      [id = h.id](const auto& entry) { return entry.first == id; });
       if (found == requests_.end()) return violation("response to no request");
       PendingRequest& request = *found->second;
       if (frame.payload.size() > request.output.size()) return violation("response longer than asked for");
@@ -219,6 +213,10 @@ void ServiceConnection::dispatch(const wire::Frame& frame) {
     default:
       return violation("unexpected frame type");
   }
+}
+
+void ServiceConnection::forget_awaited(uint64_t id) noexcept {
+  std::erase_if(awaiting_reply_, [id](const auto& entry) { return entry.first == id; });
 }
 
 void ServiceConnection::drain_arrived(Lock& lock) {
@@ -236,8 +234,7 @@ Result<MessageInfo> ServiceConnection::take_message(Lock& lock, MutableBytes buf
       lock, [this] { return !inbox_.empty(); }, deadline);
   --getters_waiting_;
   if (!waited.ok()) return waited;
-  Inbound in = std::move(inbox_.front());
-  inbox_.pop_front();
+  const Inbound& in = inbox_.front();
   MessageInfo info;
   info.id = in.id;
   info.wants_reply = in.wants_reply;
@@ -245,8 +242,8 @@ Result<MessageInfo> ServiceConnection::take_message(Lock& lock, MutableBytes buf
   info.full_length = in.data.size();
   info.length = std::min(in.data.size(), buffer.size());
   if (info.length != 0) std::memcpy(buffer.data(), in.data.data(), info.length);
-  if (in.wants_reply && !in.withdrawn) awaiting_reply_[in.id] = in.reply_capacity;
-  if (spare_buffers_.size() < kSpareBufferLimit) spare_buffers_.push_back(std::move(in.data));
+  if (in.wants_reply && !in.withdrawn) awaiting_reply_.emplace_back(in.id, in.reply_capacity);
+  inbox_.pop_front();
   return info;
 }
 
@@ -266,10 +263,12 @@ Result<MessageInfo> ServiceConnection::get_message(MutableBytes buffer, Timeout 
 
 Status ServiceConnection::check_reply(uint64_t id, size_t length, uint32_t& capacity) {
   if (length > UINT32_MAX) return STATUS_INVALID_PARAMETER;
-  const auto found = awaiting_reply_.find(id);
+  const auto found = std::find_if(awaiting_reply_.begin(), awaiting_reply_.end(),
+                                  [id](const auto& entry) { return entry.first == id; });
   if (found == awaiting_reply_.end()) return STATUS_FLT_NO_WAITER_FOR_REPLY;
   capacity = found->second;
-  awaiting_reply_.erase(found);
+  *found = awaiting_reply_.back();
+  awaiting_reply_.pop_back();
   return STATUS_SUCCESS;
 }
 
@@ -320,7 +319,7 @@ Status ServiceConnection::send(ConstBytes input, MutableBytes output, size_t& re
   PendingRequest request;
   request.output = output.first(capacity);
   const uint64_t id = next_request_id_++;
-  requests_[id] = &request;
+  requests_.emplace_back(id, &request);
   const auto header =
       wire::make_header(FrameType::request, id, input.size(), 0, static_cast<uint32_t>(capacity));
   lock.unlock();
@@ -329,7 +328,7 @@ Status ServiceConnection::send(ConstBytes input, MutableBytes output, size_t& re
   if (!sent.ok()) fail(STATUS_PORT_DISCONNECTED);
   const Status waited = pump(
       lock, [&request] { return request.done; }, Deadline::max());
-  requests_.erase(id);
+  std::erase_if(requests_, [id](const auto& entry) { return entry.first == id; });
   if (!waited.ok()) return waited;
   returned_length = request.returned;
   return request.status;

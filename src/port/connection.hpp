@@ -13,6 +13,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "base/ring_queue.hpp"
 #include "port/wait.hpp"
 #include "transport/shm_ring.hpp"
 #include "transport/unix_socket.hpp"
@@ -68,6 +69,7 @@ class ServiceConnection {
   void fail(NTSTATUS status) noexcept;
   void violation(const char* what) noexcept;
   Status check_reply(uint64_t id, size_t length, uint32_t& full_length);
+  void forget_awaited(uint64_t id) noexcept;
   // Asks the filter for one more message when the waiting getters are not all covered.
   bool need_credit() const noexcept;
   Result<MessageInfo> take_message(Lock& lock, MutableBytes buffer, Deadline deadline);
@@ -92,12 +94,13 @@ class ServiceConnection {
   NTSTATUS broken_status_ = STATUS_SUCCESS;
   std::vector<std::byte> receive_buffer_;  // owned by the current reader
 
-  std::deque<Inbound> inbox_;  // received, not yet taken, oldest first
-  std::vector<std::vector<std::byte>> spare_buffers_;
+  // No allocation per message once warm: the inbox keeps its slots' buffers, and the few ids in
+  // flight are found by a scan.
+  RingQueue<Inbound> inbox_;  // received, not yet taken, oldest first
   uint32_t credits_outstanding_ = 0;
   uint32_t getters_waiting_ = 0;
-  std::unordered_map<uint64_t, uint32_t> awaiting_reply_;  // taken here, filter waits: id -> capacity
-  std::unordered_map<uint64_t, PendingRequest*> requests_;
+  std::vector<std::pair<uint64_t, uint32_t>> awaiting_reply_;  // taken here, filter waits: id, capacity
+  std::vector<std::pair<uint64_t, PendingRequest*>> requests_;
   uint64_t next_request_id_ = 1;
 };
 

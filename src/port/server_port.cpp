@@ -20,24 +20,6 @@ constexpr size_t kWithdrawnMemory = 4096;   // timed-out ids remembered to excus
 constexpr size_t kMaxHandshakes = 64;       // connections not yet accepted, per port
 }  // namespace
 
-// One FltSendMessage call, on its caller's stack for the whole call.
-struct PortConnection::OutgoingMessage {
-  enum class State { queued, sending, taken, replied, failed };
-
-  uint64_t id = 0;
-  ConstBytes data;
-  MutableBytes reply;
-  bool wants_reply = false;
-  Deadline deadline;
-  State state = State::queued;
-  NTSTATUS failure = STATUS_SUCCESS;
-  ReplyInfo result;
-  // deliver() is using this object without the lock: its owner may not return, even if the reply
-  // was already handed over by another thread.
-  bool being_sent = false;
-  std::condition_variable changed;
-};
-
 PortConnection::PortConnection(std::shared_ptr<PortShared> shared, UniqueFd socket, PeerCredentials peer)
     : shared_(std::move(shared)), socket_(std::move(socket)), peer_(std::move(peer)) {}
 
@@ -94,13 +76,13 @@ Result<ReplyInfo> PortConnection::send(ConstBytes message, MutableBytes* reply, 
     if (progressed || Timeout::Clock::now() < m.deadline) continue;
     if (m.state == State::queued) {
       // Not taken in time: withdrawn before any service saw it.
-      queue_.erase(std::find(queue_.begin(), queue_.end(), &m));
+      queue_.erase(&m);
       queue_room_.notify_one();
       hand_over_reply_channel(&m);
       return Status(STATUS_TIMEOUT);
     }
     if (m.state == State::taken) {
-      waiters_.erase(m.id);
+      waiters_.erase(&m);
       remember_withdrawn(m.id);
       hand_over_reply_channel(&m);
       const bool open = !closed_;
@@ -164,11 +146,12 @@ void PortConnection::drain_reply_channel() noexcept {
 
 void PortConnection::hand_over_reply_channel(const OutgoingMessage* leaving) noexcept {
   if (!reply_socket_.valid() || reply_reader_active_) return;
-  for (auto& [id, m] : waiters_) {
-    if (m != leaving && m->state == OutgoingMessage::State::taken) return m->changed.notify_one();
-  }
-  for (OutgoingMessage* m : queue_) {
-    if (m != leaving) return m->changed.notify_one();
+  auto other_taken = [leaving](OutgoingMessage* m) {
+    return m != leaving && m->state == OutgoingMessage::State::taken;
+  };
+  if (OutgoingMessage* m = waiters_.find_if(other_taken)) return m->changed.notify_one();
+  if (OutgoingMessage* m = queue_.find_if([leaving](OutgoingMessage* q) { return q != leaving; })) {
+    m->changed.notify_one();
   }
 }
 
@@ -178,7 +161,7 @@ void PortConnection::deliver(OutgoingMessage& m, std::unique_lock<std::mutex>& l
   using State = OutgoingMessage::State;
   m.state = State::sending;
   m.being_sent = true;  // bounded: the send gives up at the message's deadline or the stall limit
-  if (m.wants_reply) waiters_[m.id] = &m;
+  if (m.wants_reply) waiters_.push_back(&m);
   const auto capacity = static_cast<uint32_t>(m.reply.size());
   const auto header =
       wire::make_header(FrameType::message, m.id, m.data.size(), 0, m.wants_reply ? capacity : 0,
@@ -190,7 +173,7 @@ void PortConnection::deliver(OutgoingMessage& m, std::unique_lock<std::mutex>& l
   if (sent.ok()) {
     if (m.state == State::sending) m.state = State::taken;  // a fast reply may already be here
   } else {
-    if (m.wants_reply) waiters_.erase(m.id);
+    if (m.wants_reply) waiters_.erase(&m);
     if (m.state == State::sending) {
       m.state = State::failed;
       if (sent == Status(STATUS_TIMEOUT) && Timeout::Clock::now() >= m.deadline) {
@@ -232,18 +215,13 @@ void PortConnection::close_locked(NTSTATUS reason) noexcept {
   if (closed_) return;
   closed_ = true;
   close_reason_ = reason;
-  for (OutgoingMessage* m : queue_) {
-    m->state = OutgoingMessage::State::failed;
-    m->failure = reason;
-    m->changed.notify_one();
+  for (MessageList* list : {&queue_, &waiters_}) {
+    while (OutgoingMessage* m = list->pop_front()) {
+      m->state = OutgoingMessage::State::failed;
+      m->failure = reason;
+      m->changed.notify_one();
+    }
   }
-  queue_.clear();
-  for (auto& [id, m] : waiters_) {
-    m->state = OutgoingMessage::State::failed;
-    m->failure = reason;
-    m->changed.notify_one();
-  }
-  waiters_.clear();
   queue_room_.notify_all();
   requests_ready_.notify_all();
   requests_room_.notify_all();
@@ -448,8 +426,7 @@ void PortConnection::on_credits(uint32_t count, std::unique_lock<std::mutex>& lo
     return violation_locked("asked for more messages than it can hold");
   credits_ += count;
   while (!closed_ && credits_ > 0 && !queue_.empty()) {
-    OutgoingMessage* m = queue_.front();
-    queue_.pop_front();
+    OutgoingMessage* m = queue_.pop_front();
     queue_room_.notify_one();
     --credits_;
     deliver(*m, lock);
@@ -458,12 +435,12 @@ void PortConnection::on_credits(uint32_t count, std::unique_lock<std::mutex>& lo
 
 void PortConnection::on_reply(const wire::Frame& frame) {
   const uint64_t id = frame.header.id;
-  const auto found = waiters_.find(id);
-  if (found == waiters_.end()) {
+  OutgoingMessage* found = waiters_.find_if([id](OutgoingMessage* m) { return m->id == id; });
+  if (found == nullptr) {
     if (withdrawn_.count(id) != 0) return;  // crossed our timeout on the way: expected, dropped
     return violation_locked("reply for a message it was not waiting to answer");
   }
-  OutgoingMessage& m = *found->second;
+  OutgoingMessage& m = *found;
   waiters_.erase(found);
   const size_t length = std::min(frame.payload.size(), m.reply.size());
   if (length != 0) std::memcpy(m.reply.data(), frame.payload.data(), length);
@@ -477,8 +454,11 @@ void PortConnection::on_reply(const wire::Frame& frame) {
 void PortConnection::on_request(const wire::Frame& frame, std::unique_lock<std::mutex>& lock) {
   while (!closed_ && requests_.size() >= kMaxPendingRequests) requests_room_.wait(lock);
   if (closed_) return;
-  requests_.push_back(Request{frame.header.id, frame.header.aux,
-                              std::vector<std::byte>(frame.payload.begin(), frame.payload.end())});
+  Request& request = requests_.back_slot();  // its input buffer is reused
+  request.id = frame.header.id;
+  request.output_capacity = frame.header.aux;
+  request.input.assign(frame.payload.begin(), frame.payload.end());
+  requests_.commit_push();
   if (idle_workers_ == 0 && workers_.size() < kMaxNotifyWorkers) {
     workers_.emplace_back([this] { notify_worker(); });
   } else {
@@ -488,13 +468,14 @@ void PortConnection::on_request(const wire::Frame& frame, std::unique_lock<std::
 
 void PortConnection::notify_worker() noexcept {
   std::vector<std::byte> output;
+  Request request;
   std::unique_lock lock(mutex_);
   for (;;) {
     ++idle_workers_;
     while (!closed_ && requests_.empty()) requests_ready_.wait(lock);
     --idle_workers_;
     if (closed_) return;
-    Request request = std::move(requests_.front());
+    std::swap(request, requests_.front());  // the slot keeps our old buffer for the next request
     requests_.pop_front();
     requests_room_.notify_one();
     lock.unlock();

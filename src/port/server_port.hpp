@@ -17,6 +17,8 @@
 #include <unordered_set>
 #include <vector>
 
+#include "base/intrusive_list.hpp"
+#include "base/ring_queue.hpp"
 #include "port/wait.hpp"
 #include "transport/shm_ring.hpp"
 #include "transport/unix_socket.hpp"
@@ -66,7 +68,24 @@ class PortConnection : public std::enable_shared_from_this<PortConnection> {
   bool finished() const noexcept { return finished_.load(std::memory_order_acquire); }
 
  private:
-  struct OutgoingMessage;
+  // One FltSendMessage call, on its caller's stack for the whole call.
+  struct OutgoingMessage {
+    enum class State { queued, sending, taken, replied, failed };
+    uint64_t id = 0;
+    ConstBytes data;
+    MutableBytes reply;
+    bool wants_reply = false;
+    Deadline deadline;
+    State state = State::queued;
+    NTSTATUS failure = STATUS_SUCCESS;
+    ReplyInfo result;
+    // deliver() is using this object without the lock: its owner may not return, even if the reply
+    // was already handed over by another thread.
+    bool being_sent = false;
+    std::condition_variable changed;
+    ListHook<OutgoingMessage> hook;  // in queue_ or waiters_
+  };
+  using MessageList = IntrusiveList<OutgoingMessage, &OutgoingMessage::hook>;
   struct Request {
     uint64_t id;
     uint32_t output_capacity;
@@ -122,14 +141,16 @@ class PortConnection : public std::enable_shared_from_this<PortConnection> {
   bool closed_ = false;
   NTSTATUS close_reason_ = STATUS_PORT_DISCONNECTED;
   uint32_t credits_ = 0;
-  std::deque<OutgoingMessage*> queue_;                      // waiting for a credit, oldest first
-  std::unordered_map<uint64_t, OutgoingMessage*> waiters_;  // delivered, waiting for a reply
+  // Each sender's message lives on its stack and is in one list at a time: no allocation per
+  // message. Waiters are few (one per sending thread), so finding one by id scans.
+  MessageList queue_;    // waiting for a credit, oldest first
+  MessageList waiters_;  // delivered, waiting for a reply
   std::deque<uint64_t> withdrawn_order_;                    // waiters that gave up: a late reply
   std::unordered_set<uint64_t> withdrawn_;                  // to them is no offence
 
   // FilterSendMessage requests run on workers so that MessageNotify may itself call
   // FltSendMessage on this connection while this thread keeps reading replies.
-  std::deque<Request> requests_;
+  RingQueue<Request> requests_;
   std::condition_variable requests_ready_;
   std::condition_variable requests_room_;
   std::vector<std::thread> workers_;
