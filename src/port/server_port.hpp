@@ -87,8 +87,8 @@ class PortConnection : public std::enable_shared_from_this<PortConnection> {
   };
   using MessageList = IntrusiveList<OutgoingMessage, &OutgoingMessage::hook>;
   struct Request {
-    uint64_t id;
-    uint32_t output_capacity;
+    uint64_t id = 0;
+    uint32_t output_capacity = 0;
     std::vector<std::byte> input;
   };
 
