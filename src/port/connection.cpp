@@ -125,7 +125,7 @@ void ServiceConnection::fail(NTSTATUS status) noexcept {
   reply_socket_.shutdown();
   if (from_filter_) from_filter_->stop();
   if (to_filter_) to_filter_->stop();
-  changed_.notify_all();
+  sleepers_.for_each([](Waiter* waiter) { waiter->cv.notify_one(); });
 }
 
 void ServiceConnection::violation(const char* what) noexcept {
@@ -134,19 +134,50 @@ void ServiceConnection::violation(const char* what) noexcept {
 }
 
 template <class Ready>
-Status ServiceConnection::pump(Lock& lock, Ready ready, Deadline deadline) {
+Status ServiceConnection::pump(Lock& lock, Ready ready, bool getter, Deadline deadline) {
+  Waiter self;
+  self.getter = getter;
+  Status result = STATUS_SUCCESS;
   for (;;) {
-    if (ready()) return STATUS_SUCCESS;
-    if (broken_) return broken_status_;
-    const bool progressed = reading_ ? wait_until(changed_, lock, deadline) : receive_one(lock, deadline);
+    if (ready()) break;
+    if (broken_) {
+      result = broken_status_;
+      break;
+    }
+    bool progressed = false;
+    if (reading_) {
+      sleepers_.push_back(&self);
+      progressed = wait_until(self.cv, lock, deadline);
+      sleepers_.erase(&self);
+    } else {
+      progressed = receive_one(lock, deadline, getter);
+    }
     if (!progressed) {
-      if (ready()) return STATUS_SUCCESS;
-      return broken_ ? broken_status_ : STATUS_TIMEOUT;
+      if (!ready()) result = broken_ ? broken_status_ : STATUS_TIMEOUT;
+      break;
     }
   }
+  // Leaving: if nobody reads, one sleeper takes over (one wake-up, not all of them).
+  if (!reading_ && !broken_) {
+    if (Waiter* next = sleepers_.front()) next->cv.notify_one();
+  }
+  return result;
 }
 
-bool ServiceConnection::receive_one(Lock& lock, Deadline deadline) {
+void ServiceConnection::wake_for_arrivals(bool reader_is_getter, bool responded) noexcept {
+  // The reader takes one message itself if it waits for one; each other message wakes one
+  // waiting getter, and a response wakes the callers of send() (few; each checks its own).
+  size_t surplus = inbox_.size();
+  if (reader_is_getter && surplus != 0) --surplus;
+  sleepers_.for_each([&](Waiter* waiter) {
+    if (waiter->getter ? surplus != 0 : responded) {
+      if (waiter->getter) --surplus;
+      waiter->cv.notify_one();
+    }
+  });
+}
+
+bool ServiceConnection::receive_one(Lock& lock, Deadline deadline, bool reader_is_getter) {
   reading_ = true;
   lock.unlock();
   const auto received = from_filter_ ? from_filter_->receive(receive_buffer_, deadline)
@@ -159,6 +190,7 @@ bool ServiceConnection::receive_one(Lock& lock, Deadline deadline) {
         wire::decode(std::span(receive_buffer_).first(*received), wire::Direction::to_service);
     if (decoded.ok()) {
       dispatch(decoded.frame);
+      wake_for_arrivals(reader_is_getter, decoded.frame.type() == FrameType::response);
     } else {
       violation(decoded.error);
     }
@@ -171,8 +203,6 @@ bool ServiceConnection::receive_one(Lock& lock, Deadline deadline) {
   } else {
     fail(STATUS_PORT_DISCONNECTED);
   }
-  // Another waiter may now have what it waits for, or may have to take over reading.
-  changed_.notify_all();
   return progressed;
 }
 
@@ -221,7 +251,7 @@ void ServiceConnection::forget_awaited(uint64_t id) noexcept {
 
 void ServiceConnection::drain_arrived(Lock& lock) {
   if (reading_) return;  // the active reader takes them as they come
-  while (!broken_ && receive_one(lock, Timeout::Clock::now())) {
+  while (!broken_ && receive_one(lock, Timeout::Clock::now(), false)) {
   }
 }
 
@@ -231,7 +261,7 @@ bool ServiceConnection::need_credit() const noexcept {
 
 Result<MessageInfo> ServiceConnection::take_message(Lock& lock, MutableBytes buffer, Deadline deadline) {
   const Status waited = pump(
-      lock, [this] { return !inbox_.empty(); }, deadline);
+      lock, [this] { return !inbox_.empty(); }, true, deadline);
   --getters_waiting_;
   if (!waited.ok()) return waited;
   const Inbound& in = inbox_.front();
@@ -327,7 +357,7 @@ Status ServiceConnection::send(ConstBytes input, MutableBytes output, size_t& re
   lock.lock();
   if (!sent.ok()) fail(STATUS_PORT_DISCONNECTED);
   const Status waited = pump(
-      lock, [&request] { return request.done; }, Deadline::max());
+      lock, [&request] { return request.done; }, false, Deadline::max());
   std::erase_if(requests_, [id](const auto& entry) { return entry.first == id; });
   if (!waited.ok()) return waited;
   returned_length = request.returned;

@@ -13,6 +13,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "base/intrusive_list.hpp"
 #include "base/ring_queue.hpp"
 #include "port/wait.hpp"
 #include "transport/shm_ring.hpp"
@@ -59,12 +60,20 @@ class ServiceConnection {
   };
   using Lock = std::unique_lock<std::mutex>;
 
+  // A thread waiting in pump() while another reads: woken for what it waits for (a message for
+  // a getter, a response for a caller of send()) or to take over reading.
+  struct Waiter {
+    std::condition_variable cv;
+    bool getter = false;
+    ListHook<Waiter> hook;
+  };
   // Waits, reading frames when nobody else does, until `ready()` or the connection breaks.
   template <class Ready>
-  Status pump(Lock& lock, Ready ready, Deadline deadline);
+  Status pump(Lock& lock, Ready ready, bool getter, Deadline deadline);
+  void wake_for_arrivals(bool reader_is_getter, bool responded) noexcept;
   // Takes frames that already arrived (a withdrawal crossing our reply) without waiting.
   void drain_arrived(Lock& lock);
-  bool receive_one(Lock& lock, Deadline deadline);
+  bool receive_one(Lock& lock, Deadline deadline, bool reader_is_getter);
   void dispatch(const wire::Frame& frame);
   void fail(NTSTATUS status) noexcept;
   void violation(const char* what) noexcept;
@@ -88,7 +97,7 @@ class ServiceConnection {
   std::unique_ptr<transport::RingWriter> to_filter_;    // replies and credits
   std::thread watcher_;
   std::mutex mutex_;
-  std::condition_variable changed_;
+  IntrusiveList<Waiter, &Waiter::hook> sleepers_;
   bool reading_ = false;
   bool broken_ = false;
   NTSTATUS broken_status_ = STATUS_SUCCESS;
