@@ -73,7 +73,9 @@ class ServiceConnection {
   void wake_for_arrivals(bool reader_is_getter, bool responded) noexcept;
   // Takes frames that already arrived (a withdrawal crossing our reply) without waiting.
   void drain_arrived(Lock& lock);
+  // Reads a frame (waiting until `deadline`) and, with the rings, every other frame already there.
   bool receive_one(Lock& lock, Deadline deadline, bool reader_is_getter);
+  bool receive_frame(Lock& lock, Deadline deadline, bool& responded);
   void dispatch(const wire::Frame& frame);
   void fail(NTSTATUS status) noexcept;
   void violation(const char* what) noexcept;

@@ -105,6 +105,7 @@ class PortConnection : public std::enable_shared_from_this<PortConnection> {
   void violation_locked(const char* what) noexcept;
   // A sender waiting for its reply reads the reply channel itself; false at the deadline.
   bool read_reply_channel(std::unique_lock<std::mutex>& lock, Deadline deadline);
+  bool read_reply_frame(std::unique_lock<std::mutex>& lock, Deadline deadline);
   // At the end of the control stream: takes the replies the service sent before it left, so that
   // the two channels' order does not lose a reply.
   void drain_reply_channel() noexcept;
