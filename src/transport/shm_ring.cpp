@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <linux/futex.h>
+#include <sched.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -57,25 +58,46 @@ inline void cpu_relax() noexcept {
 #endif
 }
 
-// Spins until `ready()` or the spin budget ends; true when ready.
+}  // namespace
+
+// Spins until `ready()` or the budget ends; true when ready. The budget adapts (after_sleep).
 template <class Ready>
-bool spin_until(Ready ready, const WaitPolicy& policy, Deadline deadline) noexcept {
-  if (policy.spin.count() <= 0) return ready();
+bool AdaptiveSpin::spin_until(Ready ready, Deadline deadline) noexcept {
+  const auto budget = std::chrono::nanoseconds(current_ns_.load(std::memory_order_relaxed));
+  if (budget.count() <= 0) return ready();
   const auto start = Timeout::Clock::now();
-  const Deadline end = std::min(deadline, start + policy.spin);
+  const Deadline end = std::min(deadline, start + budget);
+  // After a short pure spin, each round also yields: when the peer waits for our CPU (more
+  // runnable threads than CPUs), it runs at once instead of after our whole budget.
+  const Deadline pure_spin_end = std::min(end, start + kPureSpin);
   for (unsigned i = 1;; ++i) {
-    if (ready()) return true;
+    if (ready()) {
+      current_ns_.store(std::min(policy_.spin.count(), budget.count() * 2), std::memory_order_relaxed);
+      return true;
+    }
     cpu_relax();
     if ((i & 63) == 0) {
-      if (Timeout::Clock::now() >= end) return ready();
-      if (policy.peer_sleeping != nullptr && policy.peer_sleeping->load(std::memory_order_relaxed) != 0) {
-        return ready();
+      if (policy_.peer_sleeping != nullptr && policy_.peer_sleeping->load(std::memory_order_relaxed) != 0) {
+        return ready();  // not the budget's fault: keep it
       }
+      const auto now = Timeout::Clock::now();
+      if (now >= end) break;
+      if (now >= pure_spin_end) ::sched_yield();
     }
   }
+  return ready();
 }
 
-}  // namespace
+void AdaptiveSpin::after_sleep(std::chrono::nanoseconds waited) noexcept {
+  const int64_t budget = current_ns_.load(std::memory_order_relaxed);
+  if (waited <= policy_.spin) {
+    // Spinning that long would have saved the sleep: spin longer next time.
+    current_ns_.store(std::min(policy_.spin.count(), std::max(budget, 2 * waited.count())), std::memory_order_relaxed);
+  } else {
+    // The peer takes longer than any spin we allow (it is slow, or shares our CPU and needs it).
+    current_ns_.store(std::max(policy_.spin.count() / kSpinShrinkFloor, budget / 2), std::memory_order_relaxed);
+  }
+}
 
 // ---- SharedRegion ----
 
@@ -139,6 +161,7 @@ Status RingWriter::wait_for_room(Deadline deadline) noexcept {
   RingControl& c = *control_;
   auto room = [&] { return head_ - c.tail.load(std::memory_order_acquire) < kRingSlots; };
   bool told = false;
+  const auto started = Timeout::Clock::now();
   for (;;) {
     const uint32_t used = head_ - c.tail.load(std::memory_order_acquire);
     if (used > kRingSlots) return STATUS_DATA_ERROR;  // the consumer claims more than we wrote
@@ -149,16 +172,23 @@ Status RingWriter::wait_for_room(Deadline deadline) noexcept {
       told = true;
       on_full_();
     }
-    if (spin_until(room, policy_, deadline)) continue;
+    if (spin_.spin_until(room, deadline)) continue;
     const uint32_t bell = c.room_bell.load(std::memory_order_seq_cst);
     c.producer_sleeping.store(1, std::memory_order_seq_cst);
     if (!room() && !stopped_.load(std::memory_order_seq_cst)) futex_wait(c.room_bell, bell, deadline);
     c.producer_sleeping.store(0, std::memory_order_relaxed);
+    if (room()) spin_.after_sleep(Timeout::Clock::now() - started);
   }
 }
 
 Status RingWriter::send(const wire::FrameHeader& header, ConstBytes payload, Deadline deadline) noexcept {
-  std::lock_guard lock(mutex_);
+  // Another writer may be waiting for room: our own deadline bounds the wait for our turn too.
+  std::unique_lock lock(mutex_, std::defer_lock);
+  if (deadline == Deadline::max()) {
+    lock.lock();
+  } else if (!lock.try_lock_until(deadline)) {
+    return stopped_.load(std::memory_order_acquire) ? STATUS_PORT_DISCONNECTED : STATUS_TIMEOUT;
+  }
   if (stopped_.load(std::memory_order_acquire)) return STATUS_PORT_DISCONNECTED;
   if (Status room = wait_for_room(deadline); !room.ok()) return room;
   wire::FrameHeader record = header;
@@ -232,15 +262,21 @@ Result<size_t> RingReader::receive(MutableBytes buffer, Deadline deadline) noexc
   auto ready = [&] {
     return c.head.load(std::memory_order_acquire) != tail_ || stopped_.load(std::memory_order_relaxed);
   };
+  const auto started = Timeout::Clock::now();
+  bool slept = false;
   for (;;) {
     auto taken = take(buffer);
+    if (slept && taken) spin_.after_sleep(Timeout::Clock::now() - started);
     if (taken || taken.status() != Status(STATUS_NO_MORE_ENTRIES)) return taken;
     if (stopped_.load(std::memory_order_acquire)) return Status(STATUS_PORT_DISCONNECTED);
     if (Timeout::Clock::now() >= deadline) return Status(STATUS_TIMEOUT);
-    if (spin_until(ready, policy_, deadline)) continue;
+    if (spin_.spin_until(ready, deadline)) continue;
     const uint32_t bell = c.data_bell.load(std::memory_order_seq_cst);
     c.consumer_sleeping.store(1, std::memory_order_seq_cst);
-    if (!ready()) futex_wait(c.data_bell, bell, deadline);
+    if (!ready()) {
+      futex_wait(c.data_bell, bell, deadline);
+      slept = true;
+    }
     c.consumer_sleeping.store(0, std::memory_order_relaxed);
   }
 }

@@ -82,12 +82,32 @@ struct WaitPolicy {
   const std::atomic<uint32_t>* peer_sleeping = nullptr;
 };
 
+// The spin half of a spin-then-sleep wait, with a budget that adapts to how the peer answers.
+// One waiter at a time (the ring's reader, or the writer under its lock).
+class AdaptiveSpin {
+ public:
+  static constexpr int64_t kSpinShrinkFloor = 32;  // never below budget / 32 while spinning is on
+  static constexpr std::chrono::nanoseconds kPureSpin{5'000};  // then spin and yield
+  explicit AdaptiveSpin(WaitPolicy policy = {}) noexcept : policy_(policy), current_ns_(policy.spin.count()) {}
+  template <class Ready>
+  bool spin_until(Ready ready, Deadline deadline) noexcept;
+  // After a wait that ended in sleep: `waited` = the whole wait, spin and sleep.
+  void after_sleep(std::chrono::nanoseconds waited) noexcept;
+  std::chrono::nanoseconds current() const noexcept {
+    return std::chrono::nanoseconds(current_ns_.load(std::memory_order_relaxed));
+  }
+
+ private:
+  WaitPolicy policy_;
+  std::atomic<int64_t> current_ns_;
+};
+
 // The writing end of one ring. Thread-safe: writers are serialized here.
 class RingWriter {
  public:
   RingWriter() = default;
   RingWriter(RingControl* control, std::byte* slots, int overflow_fd, WaitPolicy policy) noexcept
-      : control_(control), slots_(slots), overflow_fd_(overflow_fd), policy_(policy) {}
+      : control_(control), slots_(slots), overflow_fd_(overflow_fd), spin_(policy) {}
 
   // Publishes one frame, waiting for room until `deadline`. STATUS_TIMEOUT: nothing was sent.
   // STATUS_PORT_DISCONNECTED: stop() was called or the overflow socket is gone. STATUS_DATA_ERROR:
@@ -106,9 +126,9 @@ class RingWriter {
   RingControl* control_ = nullptr;
   std::byte* slots_ = nullptr;
   int overflow_fd_ = -1;
-  WaitPolicy policy_;
+  AdaptiveSpin spin_;
   std::function<void()> on_full_;
-  std::mutex mutex_;
+  std::timed_mutex mutex_;
   uint32_t head_ = 0;  // ours; the copy in shared memory is only for the peer
   std::atomic<bool> stopped_{false};
 };
@@ -118,7 +138,8 @@ class RingReader {
  public:
   RingReader() = default;
   RingReader(RingControl* control, const std::byte* slots, int overflow_fd, WaitPolicy policy) noexcept
-      : control_(control), slots_(slots), overflow_fd_(overflow_fd), policy_(policy) {}
+      : control_(control), slots_(slots), overflow_fd_(overflow_fd), spin_(policy) {}
+  std::chrono::nanoseconds spin_budget() const noexcept { return spin_.current(); }
 
   // Copies the next frame (header and payload) into `buffer`, which must hold kMaxFrameSize bytes,
   // waiting until `deadline` (spin, then sleep). STATUS_TIMEOUT: nothing arrived.
@@ -135,7 +156,7 @@ class RingReader {
   RingControl* control_ = nullptr;
   const std::byte* slots_ = nullptr;
   int overflow_fd_ = -1;
-  WaitPolicy policy_;
+  AdaptiveSpin spin_;
   uint32_t tail_ = 0;  // ours
   const char* error_ = nullptr;
   std::atomic<bool> stopped_{false};
