@@ -52,7 +52,8 @@ void stamp_request(std::vector<std::byte>& request, uint32_t round_trip_number) 
   copy_bytes(request.data(), &round_trip_number, std::min(kStampBytes, request.size()));
 }
 
-void check_echo(const std::vector<std::byte>& request, const std::vector<std::byte>& reply, const char* name) {
+void check_echo(const std::vector<std::byte>& request, const std::vector<std::byte>& reply,
+                const char* name) {
   const size_t compared = std::min({kStampBytes, request.size(), reply.size()});
   if (compared != 0 && std::memcmp(request.data(), reply.data(), compared) != 0) {
     throw std::runtime_error(std::string(name) + ": reply does not echo the request it answers");
@@ -76,7 +77,9 @@ struct SharedHeader {
   alignas(kCacheLine) std::atomic<uint32_t> stop{0};
 };
 
-constexpr size_t round_up_to_line(size_t size) { return (size + kCacheLine - 1) / kCacheLine * kCacheLine; }
+constexpr size_t round_up_to_line(size_t size) {
+  return (size + kCacheLine - 1) / kCacheLine * kCacheLine;
+}
 
 // MAP_SHARED|MAP_ANONYMOUS made before fork, so parent and child see the same pages.
 class SharedRegion {
@@ -86,7 +89,8 @@ class SharedRegion {
         reply_offset_(request_offset_ + round_up_to_line(request_size)),
         size_(reply_offset_ + round_up_to_line(reply_size)) {
     base_ = mmap(nullptr, size_, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (base_ == MAP_FAILED) throw_errno("mmap(MAP_SHARED|MAP_ANONYMOUS, " + std::to_string(size_) + " bytes)");
+    if (base_ == MAP_FAILED)
+      throw_errno("mmap(MAP_SHARED|MAP_ANONYMOUS, " + std::to_string(size_) + " bytes)");
     header_ = new (base_) SharedHeader{};
   }
   ~SharedRegion() { munmap(base_, size_); }
@@ -109,7 +113,9 @@ inline void cpu_relax() {
 #endif
 }
 
-uint32_t* futex_word(std::atomic<uint32_t>& word) { return reinterpret_cast<uint32_t*>(&word); }
+uint32_t* futex_word(std::atomic<uint32_t>& word) {
+  return reinterpret_cast<uint32_t*>(&word);
+}
 
 // Not FUTEX_PRIVATE_FLAG: the word is in memory shared between two processes. Returns true on timeout.
 bool futex_wait(std::atomic<uint32_t>& word, uint32_t expected) {
@@ -134,7 +140,8 @@ struct WaitPolicy {
 
 // Returns the new value of direction.sequence once it differs from `old`.
 template <typename CheckPeer>
-uint32_t wait_for_change(Direction& direction, uint32_t old, const WaitPolicy& policy, CheckPeer& check_peer) {
+uint32_t wait_for_change(Direction& direction, uint32_t old, const WaitPolicy& policy,
+                         CheckPeer& check_peer) {
   if (!policy.use_futex) {
     for (uint32_t spin = 1;; ++spin) {
       const uint32_t value = direction.sequence.load(std::memory_order_acquire);
@@ -189,7 +196,8 @@ int run_shared_memory_echo(SharedRegion& region, size_t request_size, size_t rep
 }
 
 LatencyStats shared_memory_pingpong(const char* name, size_t warmup, size_t iterations, size_t request_size,
-                                    size_t reply_size, const WaitPolicy& policy) {
+                                    size_t reply_size, const WaitPolicy& policy,
+                                    std::chrono::nanoseconds time_limit) {
   SharedRegion region(request_size, reply_size);
   ChildProcess child([&] { return run_shared_memory_echo(region, request_size, reply_size, policy); });
 
@@ -208,7 +216,8 @@ LatencyStats shared_memory_pingpong(const char* name, size_t warmup, size_t iter
     copy_bytes(reply.data(), region.reply_slot(), reply_size);
     check_echo(request, reply, name);
   };
-  LatencyStats stats = measure(name, warmup, iterations, round_trip, [&] { return child.cpu_seconds(); });
+  LatencyStats stats = measure(
+      name, warmup, iterations, round_trip, [&] { return child.cpu_seconds(); }, time_limit);
 
   header.stop.store(1, std::memory_order_relaxed);
   publish(header.request, round_trip_number + 1, policy);
@@ -360,18 +369,20 @@ int run_zmq_echo(const std::string& endpoint, size_t reply_size) {
 
 }  // namespace
 
-LatencyStats busy_poll_pingpong(size_t warmup, size_t iterations, size_t request_size, size_t reply_size) {
+LatencyStats busy_poll_pingpong(size_t warmup, size_t iterations, size_t request_size, size_t reply_size,
+                                std::chrono::nanoseconds time_limit) {
   return shared_memory_pingpong(kBusyPollName, warmup, iterations, request_size, reply_size,
-                                WaitPolicy{.use_futex = false, .spins_before_sleep = 0});
+                                WaitPolicy{.use_futex = false, .spins_before_sleep = 0}, time_limit);
 }
 
 LatencyStats spin_futex_pingpong(size_t warmup, size_t iterations, size_t request_size, size_t reply_size,
-                                 unsigned spins) {
+                                 unsigned spins, std::chrono::nanoseconds time_limit) {
   return shared_memory_pingpong(kSpinFutexName, warmup, iterations, request_size, reply_size,
-                                WaitPolicy{.use_futex = true, .spins_before_sleep = spins});
+                                WaitPolicy{.use_futex = true, .spins_before_sleep = spins}, time_limit);
 }
 
-LatencyStats seqpacket_pingpong(size_t warmup, size_t iterations, size_t request_size, size_t reply_size) {
+LatencyStats seqpacket_pingpong(size_t warmup, size_t iterations, size_t request_size, size_t reply_size,
+                                std::chrono::nanoseconds time_limit) {
   // A zero-length SOCK_SEQPACKET message reads as end-of-file, which is the stop signal here.
   if (request_size == 0) throw std::invalid_argument("seqpacket_pingpong: request_size must be at least 1");
   int fds[2];
@@ -392,13 +403,15 @@ LatencyStats seqpacket_pingpong(size_t warmup, size_t iterations, size_t request
     send_packet(parent_end.get(), request, kSeqpacketName);
     const size_t length = receive_packet(parent_end.get(), reply, kSeqpacketName);
     if (length != reply_size) {
-      if (length == 0) throw std::runtime_error(std::string(kSeqpacketName) + ": echo child closed its socket");
+      if (length == 0)
+        throw std::runtime_error(std::string(kSeqpacketName) + ": echo child closed its socket");
       throw std::runtime_error(std::string(kSeqpacketName) + ": unexpected reply length " +
                                std::to_string(length));
     }
     check_echo(request, reply, kSeqpacketName);
   };
-  LatencyStats stats = measure(kSeqpacketName, warmup, iterations, round_trip, [&] { return child.cpu_seconds(); });
+  LatencyStats stats = measure(
+      kSeqpacketName, warmup, iterations, round_trip, [&] { return child.cpu_seconds(); }, time_limit);
 
   parent_end.reset();  // EOF tells the child to exit
   if (const int status = child.wait_or_kill(kChildExitGrace); status != 0) {
@@ -408,7 +421,8 @@ LatencyStats seqpacket_pingpong(size_t warmup, size_t iterations, size_t request
   return stats;
 }
 
-LatencyStats zmq_reqrep(size_t warmup, size_t iterations, size_t request_size, size_t reply_size) {
+LatencyStats zmq_reqrep(size_t warmup, size_t iterations, size_t request_size, size_t reply_size,
+                        std::chrono::nanoseconds time_limit) {
   // Declaration order is teardown order in reverse: sockets, context, child (killed if still there),
   // and last the directory holding the socket file.
   TemporaryDirectory directory;
@@ -442,7 +456,8 @@ LatencyStats zmq_reqrep(size_t warmup, size_t iterations, size_t request_size, s
     }
     check_echo(request, reply, kZmqReqRepName);
   };
-  LatencyStats stats = measure(kZmqReqRepName, warmup, iterations, round_trip, [&] { return child.cpu_seconds(); });
+  LatencyStats stats = measure(
+      kZmqReqRepName, warmup, iterations, round_trip, [&] { return child.cpu_seconds(); }, time_limit);
 
   // Keep our socket open until the child has exited: linger 0 would drop an unsent stop message.
   if (zmq_send(socket.get(), kZmqStopFrame, sizeof kZmqStopFrame - 1, ZMQ_SNDMORE) < 0 ||

@@ -1,10 +1,12 @@
-// fltport-bench-fanotify: what a filter costs an open(). Every case times open()+close() in a child
-// process (the host's own accesses are exempt from filtering), on files in a fresh temporary
+// fltport-bench-fanotify: what a filter costs an open(). Every case times each open()+close() in a
+// child process (the host's own accesses are exempt from filtering), on files in a fresh temporary
 // directory, in one run:
 //   no listener | a bare fanotify responder that allows everything | the filter manager with an
 //   allow-all filter, uncached and cached | fltmgrd + scanner + service, uncached and cached.
+// Needs root (fanotify permission events). scripts/bench.sh runs it and merges its --json rows into
+// the port suite's results.
 //
-//   fltport-bench-fanotify [--files N] [--fltmgrd PATH --plugin-dir DIR --service PATH]
+//   fltport-bench-fanotify [--files N] [--json PATH] [--fltmgrd PATH --plugin-dir DIR --service PATH]
 #include <fltport/filter.hpp>
 
 #include <fcntl.h>
@@ -12,60 +14,167 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/fanotify.h>
-#include <sys/wait.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <memory>
+#include <new>
+#include <optional>
+#include <stdexcept>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
+
+#include "harness.hpp"
 
 namespace {
 
 using Clock = std::chrono::steady_clock;
+using fltport::bench::ChildProcess;
+using fltport::bench::LatencyStats;
 
-// Opens each file once in a child process; returns µs per open+close.
-double open_all_in_child(const std::vector<std::string>& files) {
-  int fds[2];
-  if (::pipe(fds) != 0) return -1;
-  const pid_t child = ::fork();
-  if (child == 0) {
-    ::alarm(120);
-    const auto start = Clock::now();
-    for (const auto& file : files) {
-      const int fd = ::open(file.c_str(), O_RDONLY);
-      if (fd >= 0) ::close(fd);
-    }
-    const double us = std::chrono::duration<double, std::micro>(Clock::now() - start).count() /
-                      static_cast<double>(files.size());
-    [[maybe_unused]] ssize_t w = ::write(fds[1], &us, sizeof us);
-    ::_exit(0);
-  }
-  ::close(fds[1]);
-  double us = -1;
-  if (::read(fds[0], &us, sizeof us) != sizeof us) us = -1;
-  ::close(fds[0]);
-  ::waitpid(child, nullptr, 0);
-  return us;
+const char* const kNoListener = "no listener";
+const char* const kBareResponder = "bare fanotify responder (allow all)";
+
+[[noreturn]] void throw_errno(const std::string& what) {
+  throw std::system_error(errno, std::generic_category(), what);
 }
 
-struct Row {
-  std::string name;
-  double us_per_open;
+double self_cpu_seconds() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  auto seconds = [](const timeval& tv) { return static_cast<double>(tv.tv_sec) + tv.tv_usec * 1e-6; };
+  return seconds(usage.ru_utime) + seconds(usage.ru_stime);
+}
+
+int64_t process_cpu_ns() {
+  timespec now{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &now);
+  return static_cast<int64_t>(now.tv_sec) * 1'000'000'000 + now.tv_nsec;
+}
+
+// Another process's cumulative CPU seconds (utime + stime of /proc/PID/stat, all its threads, the
+// ended ones included), in clock ticks: 10 ms resolution, small beside a pass of thousands of opens.
+double other_process_cpu_seconds(pid_t pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(stat, line)) return 0;
+  const auto after_name = line.rfind(')');  // the command name may contain spaces and parentheses
+  if (after_name == std::string::npos) return 0;
+  std::vector<std::string> fields;
+  std::string field;
+  for (size_t i = after_name + 2; i <= line.size(); ++i) {
+    if (i == line.size() || line[i] == ' ') {
+      fields.push_back(field);
+      field.clear();
+    } else {
+      field += line[i];
+    }
+  }
+  // Fields from the state (3rd of stat(5)) on: utime is the 14th, stime the 15th.
+  if (fields.size() < 13) return 0;
+  const double ticks = std::stod(fields[11]) + std::stod(fields[12]);
+  return ticks / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+// The child's timings, in a MAP_SHARED mapping made before fork: a header, then one sample per file.
+class SharedTimings {
+ public:
+  struct Header {
+    int64_t child_cpu_ns = 0;
+    int64_t wall_ns = 0;
+    uint64_t failed_opens = 0;
+  };
+
+  explicit SharedTimings(size_t count) : size_(sizeof(Header) + count * sizeof(uint64_t)) {
+    base_ = mmap(nullptr, size_, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (base_ == MAP_FAILED) throw_errno("mmap(timings)");
+    new (base_) Header{};
+  }
+  ~SharedTimings() { munmap(base_, size_); }
+  SharedTimings(const SharedTimings&) = delete;
+  SharedTimings& operator=(const SharedTimings&) = delete;
+  Header& header() { return *static_cast<Header*>(base_); }
+  uint64_t* samples() { return reinterpret_cast<uint64_t*>(static_cast<char*>(base_) + sizeof(Header)); }
+
+ private:
+  size_t size_;
+  void* base_;
 };
 
+// Opens each file once in a child process, timing each open()+close() (no warm-up: a first pass
+// must be the filters' first look at every file). CPU per open counts the child, this process (the
+// responders, the filter manager) and the processes `others_cpu` sums (fltmgrd, the service).
+LatencyStats open_all_in_child(const std::string& name, const std::vector<std::string>& files,
+                               const std::function<double()>& others_cpu = {}) {
+  SharedTimings timings(files.size());
+  const double others_start = others_cpu ? others_cpu() : 0;
+  const double self_start = self_cpu_seconds();
+  ChildProcess child([&] {
+    ::alarm(120);  // a permission event nobody answers must not hang the run
+    SharedTimings::Header& header = timings.header();
+    uint64_t* samples = timings.samples();
+    const int64_t cpu_start = process_cpu_ns();
+    const auto start = Clock::now();
+    auto previous = start;
+    for (size_t i = 0; i < files.size(); ++i) {
+      const int fd = ::open(files[i].c_str(), O_RDONLY);
+      if (fd >= 0)
+        ::close(fd);
+      else
+        ++header.failed_opens;
+      const auto now = Clock::now();
+      samples[i] =
+          static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(now - previous).count());
+      previous = now;
+    }
+    header.wall_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(previous - start).count();
+    header.child_cpu_ns = process_cpu_ns() - cpu_start;
+    return 0;
+  });
+  const int status = child.wait();
+  const double self_cpu = self_cpu_seconds() - self_start;
+  const double others = others_cpu ? others_cpu() - others_start : 0;
+  if (status != 0)
+    throw std::runtime_error(name + ": the opening child exited with status " + std::to_string(status));
+  const SharedTimings::Header& header = timings.header();
+  if (header.failed_opens != 0) {
+    std::fprintf(stderr, "%s: %llu of %zu opens failed\n", name.c_str(),
+                 static_cast<unsigned long long>(header.failed_opens), files.size());
+  }
+  std::vector<uint64_t> samples(timings.samples(), timings.samples() + files.size());
+  LatencyStats stats =
+      fltport::bench::summarize(name, std::move(samples), static_cast<double>(header.wall_ns) * 1e-9,
+                                static_cast<double>(header.child_cpu_ns) * 1e-9 + self_cpu + others);
+  stats.group = "fanotify";
+  stats.transport = name;
+  stats.unit = "open()+close()";
+  stats.filter_threads = 0;
+  stats.service_threads = 0;
+  return stats;
+}
+
 // A fanotify group answering FAN_OPEN_PERM with allow, nothing else: the kernel's own cost.
-double bare_responder(const std::string& directory, const std::vector<std::string>& files) {
+LatencyStats bare_responder(const std::string& directory, const std::vector<std::string>& files) {
   const int group = ::fanotify_init(FAN_CLASS_CONTENT | FAN_CLOEXEC | FAN_NONBLOCK, O_RDONLY | O_LARGEFILE);
-  if (group < 0) return -1;
-  if (::fanotify_mark(group, FAN_MARK_ADD, FAN_OPEN_PERM | FAN_EVENT_ON_CHILD, AT_FDCWD, directory.c_str()) != 0) {
+  if (group < 0) throw_errno("fanotify_init");
+  if (::fanotify_mark(group, FAN_MARK_ADD, FAN_OPEN_PERM | FAN_EVENT_ON_CHILD, AT_FDCWD, directory.c_str()) !=
+      0) {
+    const int error = errno;
     ::close(group);
-    return -1;
+    errno = error;
+    throw_errno("fanotify_mark");
   }
   std::atomic<bool> stop{false};
   std::thread responder([&] {
@@ -85,108 +194,146 @@ double bare_responder(const std::string& directory, const std::vector<std::strin
       }
     }
   });
-  const double us = open_all_in_child(files);
+  std::optional<LatencyStats> stats;
+  std::exception_ptr error;
+  try {
+    stats = open_all_in_child(kBareResponder, files);
+  } catch (...) {
+    error = std::current_exception();
+  }
   stop = true;
   responder.join();
   ::close(group);  // also releases anything unanswered
-  return us;
+  if (error) std::rethrow_exception(error);
+  return *stats;
 }
 
-double filter_manager(const std::string& directory, const std::vector<std::string>& files, bool cache) {
+LatencyStats filter_manager(const std::string& directory, const std::vector<std::string>& files, bool cache) {
   auto manager = fltport::FilterManager::create();
-  if (!manager) return -1;
+  if (!manager) throw std::runtime_error("FilterManager::create: " + manager.status().to_string());
   fltport::FilterRegistration allow_all;
   allow_all.name = "allow-all";
   allow_all.operations = static_cast<uint32_t>(fltport::Operation::open);
   allow_all.pre_operation = [cache](const fltport::FileEvent&, fltport::PendingOperation&) {
     return fltport::PreResult::now(fltport::Verdict::allow(cache));
   };
-  if (!(*manager)->register_filter(std::move(allow_all)).ok() || !(*manager)->attach("allow-all", directory).ok()) {
-    return -1;
+  if (!(*manager)->register_filter(std::move(allow_all)).ok() ||
+      !(*manager)->attach("allow-all", directory).ok()) {
+    throw std::runtime_error("cannot register and attach the allow-all filter");
   }
-  if (cache) open_all_in_child(files);  // first pass fills the cache
-  return open_all_in_child(files);
+  const std::string name =
+      std::string("filter manager, allow-all filter, ") + (cache ? "cached" : "uncached");
+  if (cache) open_all_in_child(name, files);  // first pass fills the cache
+  return open_all_in_child(name, files);
 }
 
-// Starts `argv` with stdout on a pipe; waits (bounded) for a line containing `ready`. 0 on failure.
-pid_t start_process(const std::vector<std::string>& argv, const char* ready) {
+// A daemon started for the scanner case, with stdout on a pipe this process reads until it is ready.
+struct Daemon {
+  std::unique_ptr<ChildProcess> process;
+  int output = -1;
+  Daemon() = default;
+  Daemon(const Daemon&) = delete;
+  Daemon& operator=(const Daemon&) = delete;
+  // SIGTERM, then SIGKILL after 5 s; reaped either way.
+  ~Daemon() {
+    if (process) {
+      ::kill(process->pid(), SIGTERM);
+      process->wait_or_kill(std::chrono::milliseconds(5000));
+    }
+    if (output >= 0) ::close(output);
+  }
+};
+
+// Starts `argv`; if `ready` is given, waits (bounded) for a line of its stdout containing it.
+std::unique_ptr<Daemon> start_process(const std::vector<std::string>& argv, const char* ready) {
   int out[2];
-  if (::pipe(out) != 0) return 0;
-  const pid_t pid = ::fork();
-  if (pid == 0) {
+  if (::pipe2(out, O_CLOEXEC) != 0) throw_errno("pipe2");
+  std::vector<char*> args;  // made before fork: the child only calls async-signal-safe functions
+  for (const auto& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));
+  args.push_back(nullptr);
+  auto daemon = std::make_unique<Daemon>();
+  daemon->output = out[0];
+  daemon->process = std::make_unique<ChildProcess>([&] {
     const int null = ::open("/dev/null", O_WRONLY);
     // Nobody reads a daemon's output after it is ready: a full pipe would stall it.
     ::dup2(ready != nullptr ? out[1] : null, STDOUT_FILENO);
     ::dup2(null, STDERR_FILENO);
-    std::vector<char*> args;
-    for (const auto& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));
-    args.push_back(nullptr);
     ::execv(args[0], args.data());
-    ::_exit(127);
-  }
+    return 127;
+  });
   ::close(out[1]);
   std::string seen;
   const auto give_up = Clock::now() + std::chrono::seconds(10);
   while (ready != nullptr && seen.find(ready) == std::string::npos && Clock::now() < give_up) {
-    pollfd pfd{out[0], POLLIN, 0};
+    pollfd pfd{daemon->output, POLLIN, 0};
     if (::poll(&pfd, 1, 100) <= 0) continue;
     char buffer[256];
-    const ssize_t n = ::read(out[0], buffer, sizeof buffer);
+    const ssize_t n = ::read(daemon->output, buffer, sizeof buffer);
     if (n <= 0) break;
     seen.append(buffer, static_cast<size_t>(n));
   }
-  // Keep draining in the background is not needed: the daemons write little; close our end later.
   if (ready != nullptr && seen.find(ready) == std::string::npos) {
-    ::kill(pid, SIGKILL);
-    ::waitpid(pid, nullptr, 0);
-    ::close(out[0]);
-    return 0;
+    throw std::runtime_error(argv[0] + " did not report '" + ready + "'");
   }
-  return pid;
-}
-
-void stop_process(pid_t pid) {
-  if (pid <= 0) return;
-  ::kill(pid, SIGTERM);
-  for (int i = 0; i < 50; ++i) {
-    if (::waitpid(pid, nullptr, WNOHANG) == pid) return;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  ::kill(pid, SIGKILL);
-  ::waitpid(pid, nullptr, 0);
+  return daemon;
 }
 
 // fltmgrd with the scanner filter and the scanner service: first pass uncached (every file is
 // sent to the service), second pass cached.
-std::pair<double, double> scanner(const std::string& directory, const std::vector<std::string>& files,
+std::vector<LatencyStats> scanner(const std::string& directory, const std::vector<std::string>& files,
                                   const std::string& fltmgrd, const std::string& plugin_dir,
                                   const std::string& service) {
-  const pid_t host = start_process({fltmgrd, "--foreground", "--plugin-dir", plugin_dir, "--load", "scanner",
-                                    "--attach", "scanner=" + directory},
-                                   "fltmgrd: ready");
-  if (host == 0) return {-1, -1};
-  const pid_t scanning = start_process({service}, nullptr);
+  auto host = start_process({fltmgrd, "--foreground", "--plugin-dir", plugin_dir, "--load", "scanner",
+                             "--attach", "scanner=" + directory},
+                            "fltmgrd: ready");
+  auto scanning = start_process({service}, nullptr);
   std::this_thread::sleep_for(std::chrono::milliseconds(500));  // it connects within a few ms
-  const double uncached = open_all_in_child(files);
-  const double cached = open_all_in_child(files);
-  stop_process(scanning);
-  stop_process(host);
-  return {uncached, cached};
+  const pid_t host_pid = host->process->pid(), service_pid = scanning->process->pid();
+  auto daemons_cpu = [&] {
+    return other_process_cpu_seconds(host_pid) + other_process_cpu_seconds(service_pid);
+  };
+  std::vector<LatencyStats> rows;
+  rows.push_back(open_all_in_child("fltmgrd + scanner + service, uncached", files, daemons_cpu));
+  rows.push_back(open_all_in_child("fltmgrd + scanner + service, cached", files, daemons_cpu));
+  scanning.reset();  // the service first, as an administrator would stop them
+  host.reset();
+  return rows;
 }
+
+struct Row {
+  std::string name;
+  std::optional<LatencyStats> stats;
+};
 
 }  // namespace
 
 int main(int argc, char** argv) {
   size_t count = 20000;
+  std::string json_path;
   std::string fltmgrd = FLTPORT_BENCH_FLTMGRD;
   std::string plugin_dir = FLTPORT_BENCH_PLUGIN_DIR;
   std::string service = FLTPORT_BENCH_SCANNER_SERVICE;
-  for (int i = 1; i + 1 < argc; ++i) {
-    if (std::strcmp(argv[i], "--files") == 0) count = std::stoul(argv[++i]);
-    else if (std::strcmp(argv[i], "--fltmgrd") == 0) fltmgrd = argv[++i];
-    else if (std::strcmp(argv[i], "--plugin-dir") == 0) plugin_dir = argv[++i];
-    else if (std::strcmp(argv[i], "--service") == 0) service = argv[++i];
+  for (int i = 1; i < argc; ++i) {
+    const bool has_value = i + 1 < argc;
+    if (std::strcmp(argv[i], "--files") == 0 && has_value) {
+      count = std::stoul(argv[++i]);
+    } else if (std::strcmp(argv[i], "--json") == 0 && has_value) {
+      json_path = argv[++i];
+    } else if (std::strcmp(argv[i], "--fltmgrd") == 0 && has_value) {
+      fltmgrd = argv[++i];
+    } else if (std::strcmp(argv[i], "--plugin-dir") == 0 && has_value) {
+      plugin_dir = argv[++i];
+    } else if (std::strcmp(argv[i], "--service") == 0 && has_value) {
+      service = argv[++i];
+    } else {
+      std::fprintf(stderr,
+                   "usage: %s [--files N] [--json PATH] [--fltmgrd PATH --plugin-dir DIR --service PATH]\n",
+                   argv[0]);
+      return 2;
+    }
   }
+  if (count == 0) count = 1;
+  const fltport::bench::MachineInfo machine = fltport::bench::machine_info();
   char pattern[] = "/tmp/fltport-bench-fan-XXXXXX";
   if (::mkdtemp(pattern) == nullptr) return 1;
   const std::string directory = pattern;
@@ -201,27 +348,78 @@ int main(int argc, char** argv) {
   }
 
   std::vector<Row> rows;
-  rows.push_back({"no listener", open_all_in_child(files)});
-  rows.push_back({"bare fanotify responder (allow all)", bare_responder(directory, files)});
-  rows.push_back({"filter manager, allow-all filter, uncached", filter_manager(directory, files, false)});
-  rows.push_back({"filter manager, allow-all filter, cached", filter_manager(directory, files, true)});
+  auto run = [&](const std::vector<std::string>& names,
+                 const std::function<std::vector<LatencyStats>()>& body) {
+    std::fprintf(stderr, "  %s ...\n", names.front().c_str());
+    try {
+      for (auto& stats : body()) rows.push_back({stats.name, std::move(stats)});
+    } catch (const std::exception& error) {
+      std::fprintf(stderr, "  %s failed: %s\n", names.front().c_str(), error.what());
+      for (const auto& name : names) rows.push_back({name, std::nullopt});
+    }
+  };
+  run({kNoListener}, [&] { return std::vector{open_all_in_child(kNoListener, files)}; });
+  run({kBareResponder}, [&] { return std::vector{bare_responder(directory, files)}; });
+  run({"filter manager, allow-all filter, uncached"},
+      [&] { return std::vector{filter_manager(directory, files, false)}; });
+  run({"filter manager, allow-all filter, cached"},
+      [&] { return std::vector{filter_manager(directory, files, true)}; });
   if (!fltmgrd.empty() && !service.empty()) {
-    const auto [uncached, cached] = scanner(directory, files, fltmgrd, plugin_dir, service);
-    rows.push_back({"fltmgrd + scanner + service, uncached", uncached});
-    rows.push_back({"fltmgrd + scanner + service, cached", cached});
+    run({"fltmgrd + scanner + service, uncached", "fltmgrd + scanner + service, cached"},
+        [&] { return scanner(directory, files, fltmgrd, plugin_dir, service); });
   }
   std::filesystem::remove_all(directory);
   std::filesystem::remove_all(runtime);
 
-  std::printf("\nopen()+close() of %zu files, each once per pass, in a child process\n", count);
-  std::printf("%-48s %10s %12s %14s\n", "case", "us/open", "vs no filter", "vs bare resp.");
+  std::vector<LatencyStats> measured;
   for (const Row& row : rows) {
-    if (row.us_per_open < 0) {
-      std::printf("%-48s %10s\n", row.name.c_str(), "failed");
+    if (row.stats) measured.push_back(*row.stats);
+  }
+  fltport::bench::assign_floor_ratios(measured, kNoListener);
+  auto mean_of = [&rows](const char* name) {
+    for (const Row& row : rows) {
+      if (row.name == name && row.stats) return row.stats->mean_us;
+    }
+    return 0.0;
+  };
+  const double no_listener = mean_of(kNoListener), bare = mean_of(kBareResponder);
+
+  std::printf("\nopen()+close() of %zu files, each once per pass, in a child process (no warm-up)\n", count);
+  std::printf("%-44s %8s %8s %8s %9s %9s %11s %8s %8s\n", "case", "us/open", "p50 us", "p99 us", "p99.9 us",
+              "opens/s", "CPU us/open", "vs none", "vs bare");
+  std::printf("%s\n", std::string(120, '-').c_str());
+  for (const Row& row : rows) {
+    if (!row.stats) {
+      std::printf("%-44s %8s\n", row.name.c_str(), "failed");
       continue;
     }
-    std::printf("%-48s %10.2f %11.2fx %13.2fx\n", row.name.c_str(), row.us_per_open, row.us_per_open / rows[0].us_per_open,
-                row.us_per_open / rows[1].us_per_open);
+    const LatencyStats& s = *row.stats;
+    char versus_none[16] = "-", versus_bare[16] = "-";
+    if (no_listener > 0) std::snprintf(versus_none, sizeof versus_none, "%.2fx", s.mean_us / no_listener);
+    if (bare > 0) std::snprintf(versus_bare, sizeof versus_bare, "%.2fx", s.mean_us / bare);
+    std::printf("%-44s %8.2f %8.2f %8.2f %9.2f %9.0f %11.2f %8s %8s\n", row.name.c_str(), s.mean_us, s.p50_us,
+                s.p99_us, s.p999_us, s.round_trips_per_sec, s.cpu_us_per_round_trip, versus_none,
+                versus_bare);
+  }
+  std::printf(
+      "us/open = mean; ratios are of means; CPU us/open = the opening child + this process (responder, "
+      "filter\n"
+      "manager) + fltmgrd and the service (from /proc, 10 ms ticks), per open.\n");
+  std::fflush(stdout);
+
+  if (!json_path.empty()) {
+    fltport::bench::JsonExtras extras;
+    extras.machine = &machine;
+    extras.settings = {{"files", std::to_string(count)}};
+    try {
+      fltport::bench::write_json(measured, json_path, extras);
+    } catch (const std::exception& error) {
+      std::fprintf(stderr, "%s\n", error.what());
+      return 1;
+    }
+  }
+  for (const Row& row : rows) {
+    if (!row.stats) return 1;
   }
   return 0;
 }

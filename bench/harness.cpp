@@ -5,6 +5,7 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/utsname.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -15,8 +16,11 @@
 #include <cmath>
 #include <cstdio>
 #include <exception>
-#include <numeric>
+#include <fstream>
+#include <latch>
+#include <map>
 #include <new>
+#include <numeric>
 #include <stdexcept>
 #include <system_error>
 #include <thread>
@@ -46,10 +50,18 @@ std::string json_escape(const std::string& text) {
   std::string out;
   for (const char c : text) {
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\t': out += "\\t"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
       default:
         if (static_cast<unsigned char>(c) < 0x20) {
           char escaped[8];
@@ -61,6 +73,17 @@ std::string json_escape(const std::string& text) {
     }
   }
   return out;
+}
+
+void write_file(const std::string& path, const std::string& content, const char* what) {
+  std::FILE* file = std::fopen(path.c_str(), "w");
+  if (file == nullptr) throw_errno(std::string("cannot open ") + what + " '" + path + "'");
+  const bool written = std::fwrite(content.data(), 1, content.size(), file) == content.size();
+  const int saved_errno = errno;
+  if (std::fclose(file) != 0 || !written) {
+    if (!written) errno = saved_errno;
+    throw_errno(std::string("cannot write ") + what + " '" + path + "'");
+  }
 }
 
 std::string json_number(double value) {
@@ -90,11 +113,20 @@ LatencyStats summarize(std::string name, std::vector<uint64_t> ns_samples, doubl
   stats.max_us = static_cast<double>(ns_samples.back()) / 1000.0;
   stats.round_trips_per_sec = wall_seconds > 0 ? count / wall_seconds : 0;
   stats.cpu_us_per_round_trip = cpu_seconds * 1e6 / count;
+
+  // 20 points per decade of the tail ("nines"), up to the last percentile that still has a sample
+  // beyond it: 2^64 samples would make 385 points, so the loop is bounded.
+  const double max_nines = std::log10(count);
+  for (int step = 0; step / 20.0 < max_nines; ++step) {
+    const double quantile = 1.0 - std::pow(10.0, -step / 20.0);
+    stats.distribution.push_back({quantile * 100.0, percentile_us(ns_samples, quantile)});
+  }
+  stats.distribution.push_back({100.0, stats.max_us});
   return stats;
 }
 
 LatencyStats measure(std::string name, size_t warmup, size_t iterations, std::function<void()> round_trip,
-                     std::function<double()> peer_cpu_seconds) {
+                     std::function<double()> peer_cpu_seconds, std::chrono::nanoseconds time_limit) {
   for (size_t i = 0; i < warmup; ++i) round_trip();
 
   using Clock = std::chrono::steady_clock;
@@ -105,19 +137,169 @@ LatencyStats measure(std::string name, size_t warmup, size_t iterations, std::fu
   const double peer_cpu_start = peer_cpu_seconds ? peer_cpu_seconds() : 0;
   const double self_cpu_start = rusage_self_cpu_seconds();
   const auto wall_start = Clock::now();
-  for (size_t i = 0; i < iterations; ++i) {
+  const auto deadline =
+      time_limit > std::chrono::nanoseconds::zero() ? wall_start + time_limit : Clock::time_point::max();
+  size_t done = 0;
+  while (done < iterations) {
     const auto start = Clock::now();
     round_trip();
     const auto end = Clock::now();
-    samples[i] = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(end - start).count());
+    samples[done++] =
+        static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(end - start).count());
+    if (end >= deadline) break;
   }
   const auto wall_end = Clock::now();
+  samples.resize(done);  // shrinking never reallocates
   const double self_cpu_end = rusage_self_cpu_seconds();
   const double peer_cpu_end = peer_cpu_seconds ? peer_cpu_seconds() : 0;
 
   const double wall_seconds = std::chrono::duration<double>(wall_end - wall_start).count();
   const double cpu_seconds = (self_cpu_end - self_cpu_start) + (peer_cpu_end - peer_cpu_start);
   return summarize(std::move(name), std::move(samples), wall_seconds, cpu_seconds);
+}
+
+LatencyStats measure_threads(std::string name, size_t threads, size_t warmup, size_t iterations,
+                             const std::function<void(size_t thread_index)>& round_trip,
+                             const std::function<double()>& peer_cpu_seconds,
+                             std::chrono::nanoseconds time_limit) {
+  using Clock = std::chrono::steady_clock;
+  if (threads == 0) throw std::invalid_argument("measure_threads: no threads");
+  // Everything a timed loop touches is sized here, before any thread starts.
+  std::vector<std::vector<uint64_t>> samples(threads, std::vector<uint64_t>(iterations));
+  std::vector<size_t> done(threads, 0);
+  std::vector<Clock::time_point> finished(threads);
+  std::vector<std::exception_ptr> errors(threads);
+  std::latch warmed_up(static_cast<std::ptrdiff_t>(threads));
+  std::latch go(1);
+  // Both written before `go` is counted down and read after it is passed (the latch orders them).
+  Clock::time_point deadline = Clock::time_point::max();
+  bool abandoned = false;
+
+  auto body = [&](size_t t) {
+    try {
+      for (size_t i = 0; i < warmup; ++i) round_trip(t);
+    } catch (...) {
+      errors[t] = std::current_exception();
+    }
+    warmed_up.count_down();
+    go.wait();
+    if (errors[t] || abandoned) return;
+    try {
+      auto& mine = samples[t];
+      size_t count = 0;
+      while (count < iterations) {
+        const auto start = Clock::now();
+        round_trip(t);
+        const auto end = Clock::now();
+        mine[count++] =
+            static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(end - start).count());
+        if (end >= deadline) break;
+      }
+      done[t] = count;
+    } catch (...) {
+      errors[t] = std::current_exception();
+    }
+    finished[t] = Clock::now();
+  };
+
+  std::vector<std::thread> workers;
+  workers.reserve(threads);
+  double peer_cpu_start = 0, self_cpu_start = 0;
+  Clock::time_point wall_start;
+  try {
+    for (size_t t = 0; t < threads; ++t) workers.emplace_back(body, t);
+    warmed_up.wait();
+    peer_cpu_start = peer_cpu_seconds ? peer_cpu_seconds() : 0;
+    self_cpu_start = rusage_self_cpu_seconds();
+    wall_start = Clock::now();
+    if (time_limit > std::chrono::nanoseconds::zero()) deadline = wall_start + time_limit;
+  } catch (...) {
+    // A thread that could not be started or a peer that did not answer: release and join the others.
+    abandoned = true;
+    go.count_down();
+    for (auto& worker : workers) worker.join();
+    throw;
+  }
+  go.count_down();
+  for (auto& worker : workers) worker.join();
+  const double self_cpu_end = rusage_self_cpu_seconds();
+  for (const auto& error : errors) {
+    if (error) std::rethrow_exception(error);
+  }
+  const double peer_cpu_end = peer_cpu_seconds ? peer_cpu_seconds() : 0;
+
+  const auto wall_end = *std::max_element(finished.begin(), finished.end());
+  std::vector<uint64_t> merged;
+  merged.reserve(std::accumulate(done.begin(), done.end(), size_t{0}));
+  for (size_t t = 0; t < threads; ++t) {
+    merged.insert(merged.end(), samples[t].begin(),
+                  samples[t].begin() + static_cast<std::ptrdiff_t>(done[t]));
+  }
+  const double wall_seconds = std::chrono::duration<double>(wall_end - wall_start).count();
+  const double cpu_seconds = (self_cpu_end - self_cpu_start) + (peer_cpu_end - peer_cpu_start);
+  return summarize(std::move(name), std::move(merged), wall_seconds, cpu_seconds);
+}
+
+void assign_floor_ratios(std::vector<LatencyStats>& rows, const std::string& floor_transport) {
+  std::vector<const LatencyStats*> floors;
+  for (const auto& row : rows) {
+    if (row.transport == floor_transport) floors.push_back(&row);
+  }
+  if (floors.empty()) return;
+  for (auto& row : rows) {
+    const LatencyStats* floor = floors.front();
+    for (const LatencyStats* candidate : floors) {
+      if (candidate->request_bytes == row.request_bytes) {
+        floor = candidate;
+        break;
+      }
+    }
+    row.floor_name = floor->name;
+    row.floor_ratio =
+        floor->p50_us > 0 ? row.p50_us / floor->p50_us : std::numeric_limits<double>::quiet_NaN();
+  }
+}
+
+namespace {
+
+std::string format_bytes(size_t bytes) {
+  if (bytes >= 1024 && bytes % 1024 == 0) return std::to_string(bytes / 1024) + " KiB";
+  return std::to_string(bytes) + " B";
+}
+
+std::string format_threads(size_t threads) {
+  return threads == 0 ? "-" : std::to_string(threads);
+}
+
+}  // namespace
+
+void print_suite_table(const std::vector<LatencyStats>& rows) {
+  size_t width = 9;  // "transport"
+  std::vector<std::string> groups;
+  for (const auto& row : rows) {
+    width = std::max(width, row.transport.size());
+    if (std::find(groups.begin(), groups.end(), row.group) == groups.end()) groups.push_back(row.group);
+  }
+  const int w = static_cast<int>(width);
+  for (const auto& group : groups) {
+    std::printf("\n%s\n", group.c_str());
+    std::printf("%-*s %5s %5s %8s %9s %9s %9s %10s %11s %9s\n", w, "transport", "filt", "serv", "payload",
+                "p50 us", "p99 us", "p99.9 us", "msgs/s", "CPU us/msg", "p50/floor");
+    std::printf("%s\n", std::string(width + 84, '-').c_str());
+    for (const auto& row : rows) {
+      if (row.group != group) continue;
+      char ratio[32] = "-";
+      if (std::isfinite(row.floor_ratio)) {
+        // Below x0.1 only when the floor itself was disturbed; keep such ratios readable.
+        std::snprintf(ratio, sizeof ratio, row.floor_ratio < 0.1 ? "x%.3f" : "x%.1f", row.floor_ratio);
+      }
+      std::printf("%-*s %5s %5s %8s %9.2f %9.2f %9.2f %10.0f %11.2f %9s\n", w, row.transport.c_str(),
+                  format_threads(row.filter_threads).c_str(), format_threads(row.service_threads).c_str(),
+                  format_bytes(row.request_bytes).c_str(), row.p50_us, row.p99_us, row.p999_us,
+                  row.round_trips_per_sec, row.cpu_us_per_round_trip, ratio);
+    }
+  }
+  std::fflush(stdout);
 }
 
 void print_table(const std::vector<LatencyStats>& rows, const std::string& floor_name) {
@@ -143,12 +325,62 @@ void print_table(const std::vector<LatencyStats>& rows, const std::string& floor
   std::fflush(stdout);
 }
 
-void write_json(const std::vector<LatencyStats>& rows, const std::string& path) {
-  std::string json = "{\n  \"rows\": [";
-  for (size_t i = 0; i < rows.size(); ++i) {
-    const auto& row = rows[i];
-    json += i == 0 ? "\n" : ",\n";
-    json += "    {\"name\": \"" + json_escape(row.name) + "\"";
+MachineInfo machine_info() {
+  MachineInfo info;
+  utsname names{};
+  if (uname(&names) == 0) info.kernel = names.release;
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  for (std::string line; std::getline(cpuinfo, line);) {
+    if (line.rfind("model name", 0) != 0) continue;
+    const auto value = line.find_first_not_of(" \t", line.find(':') + 1);
+    if (line.find(':') == std::string::npos || value == std::string::npos) continue;
+    info.cpu_model = line.substr(value);
+    break;
+  }
+  const long online = sysconf(_SC_NPROCESSORS_ONLN);
+  info.nproc = online > 0 ? static_cast<unsigned>(online) : 0;
+  const time_t now = time(nullptr);
+  tm utc{};
+  char date[32] = "";
+  if (gmtime_r(&now, &utc) != nullptr) std::strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", &utc);
+  info.date = date;
+#if defined(__clang__)
+  info.compiler = std::string("clang ") + __clang_version__;
+#elif defined(__GNUC__)
+  info.compiler = std::string("g++ ") + __VERSION__;
+#endif
+  return info;
+}
+
+void write_json(const std::vector<LatencyStats>& rows, const std::string& path, const JsonExtras& extras) {
+  auto text = [](const std::string& value) { return "\"" + json_escape(value) + "\""; };
+  std::string json = "{\n";
+  if (extras.machine != nullptr) {
+    const MachineInfo& m = *extras.machine;
+    json += "  \"machine\": {\"kernel\": " + text(m.kernel) + ", \"cpu_model\": " + text(m.cpu_model) +
+            ", \"nproc\": " + std::to_string(m.nproc) + ", \"date\": " + text(m.date) +
+            ", \"compiler\": " + text(m.compiler) + "},\n";
+  }
+  if (!extras.settings.empty()) {
+    json += "  \"settings\": {";
+    for (size_t i = 0; i < extras.settings.size(); ++i) {
+      json += (i == 0 ? "" : ", ") + text(extras.settings[i].first) + ": " + extras.settings[i].second;
+    }
+    json += "},\n";
+  }
+  json += "  \"rows\": [";
+  bool first = true;
+  for (const auto& row : rows) {
+    json += first ? "\n" : ",\n";
+    first = false;
+    json += "    {\"name\": " + text(row.name);
+    json += ", \"group\": " + text(row.group);
+    json += ", \"transport\": " + text(row.transport);
+    json += ", \"unit\": " + text(row.unit);
+    json += ", \"filter_threads\": " + std::to_string(row.filter_threads);
+    json += ", \"service_threads\": " + std::to_string(row.service_threads);
+    json += ", \"request_bytes\": " + std::to_string(row.request_bytes);
+    json += ", \"reply_bytes\": " + std::to_string(row.reply_bytes);
     json += ", \"samples\": " + std::to_string(row.samples);
     json += ", \"p50_us\": " + json_number(row.p50_us);
     json += ", \"p99_us\": " + json_number(row.p99_us);
@@ -156,18 +388,52 @@ void write_json(const std::vector<LatencyStats>& rows, const std::string& path) 
     json += ", \"mean_us\": " + json_number(row.mean_us);
     json += ", \"max_us\": " + json_number(row.max_us);
     json += ", \"round_trips_per_sec\": " + json_number(row.round_trips_per_sec);
-    json += ", \"cpu_us_per_round_trip\": " + json_number(row.cpu_us_per_round_trip) + "}";
+    json += ", \"cpu_us_per_round_trip\": " + json_number(row.cpu_us_per_round_trip);
+    json += ", \"floor\": " + (row.floor_name.empty() ? std::string("null") : text(row.floor_name));
+    json += ", \"floor_ratio\": " + json_number(row.floor_ratio) + "}";
   }
-  json += rows.empty() ? "]\n}\n" : "\n  ]\n}\n";
+  for (const auto& merged : extras.merged_rows) {
+    json += first ? "\n    " : ",\n    ";
+    first = false;
+    json += merged;
+  }
+  json += first ? "]\n}\n" : "\n  ]\n}\n";
+  write_file(path, json, "JSON output");
+}
 
-  std::FILE* file = std::fopen(path.c_str(), "w");
-  if (file == nullptr) throw_errno("cannot open JSON output '" + path + "'");
-  const bool written = std::fwrite(json.data(), 1, json.size(), file) == json.size();
-  const int saved_errno = errno;
-  if (std::fclose(file) != 0 || !written) {
-    if (!written) errno = saved_errno;
-    throw_errno("cannot write JSON output '" + path + "'");
+std::vector<std::string> read_json_rows(const std::string& path) {
+  std::ifstream file(path);
+  if (!file) throw std::runtime_error("cannot read JSON rows from '" + path + "'");
+  // write_json() puts each row on a line of its own and nothing else there starts with {"name".
+  std::vector<std::string> rows;
+  for (std::string line; std::getline(file, line);) {
+    const auto start = line.find_first_not_of(" \t");
+    if (start == std::string::npos || line.compare(start, 8, "{\"name\":") != 0) continue;
+    auto end = line.find_last_not_of(" \t\r,");
+    rows.push_back(line.substr(start, end + 1 - start));
   }
+  return rows;
+}
+
+void write_distribution(const std::vector<const LatencyStats*>& rows, const std::string& path) {
+  std::string data =
+      "# Latency distributions for gnuplot (bench/latency.gp): one block per row, blocks separated by\n"
+      "# two blank lines; columns: latency_us percentile nines (= -log10(1 - percentile/100), capped at\n"
+      "# log10(samples) for the maximum).\n";
+  for (const LatencyStats* row : rows) {
+    if (row != rows.front()) data += "\n\n";
+    data += "\"" + row->transport + (row->group.empty() ? "" : " (" + row->group + ")") + "\"\n";
+    const double cap = row->samples > 0 ? std::log10(static_cast<double>(row->samples)) : 0;
+    for (const auto& point : row->distribution) {
+      const double beyond = 1.0 - point.percentile / 100.0;
+      const double nines =
+          beyond <= 0 ? cap : std::clamp(-std::log10(beyond), 0.0, cap) + 0.0;  // + 0.0: no "-0"
+      char line[96];
+      std::snprintf(line, sizeof line, "%.4f %.6f %.4f\n", point.latency_us, point.percentile, nines);
+      data += line;
+    }
+  }
+  write_file(path, data, "distribution data");
 }
 
 // ---- ChildProcess ----
@@ -327,6 +593,13 @@ void ChildProcess::kill_and_reap() noexcept {
     }
   }
   record(status);
+}
+
+void block_cpu_report_signal(bool block) {
+  sigset_t report_signal;
+  sigemptyset(&report_signal);
+  sigaddset(&report_signal, kCpuReportSignal);
+  pthread_sigmask(block ? SIG_BLOCK : SIG_UNBLOCK, &report_signal, nullptr);
 }
 
 }  // namespace fltport::bench

@@ -1,21 +1,33 @@
-// fltport-bench: filter -> service -> reply round trips through a communication port, beside the
-// transports it is built on and the peers a team would otherwise pick, all in one run so that the
-// ratios compare like with like on a noisy machine.
+// fltport-bench: the port benchmark suite. Filter -> service -> reply and service -> filter ->
+// response round trips through a communication port, over each transport, with 1 or more threads on
+// each side and three payload sizes, beside the transports a port is built on and the peers a team
+// would otherwise pick, all in one run so that ratios compare like with like on a noisy machine.
+// bench/README.md says what each column means; scripts/bench.sh builds and runs it with the others.
 //
-//   fltport-bench [--iterations N] [--json PATH]
+//   fltport-bench [--quick] [--iterations N] [--time-limit SECONDS] [--only TEXT] [--json PATH]
+//                 [--dat PATH] [--merge-json PATH]
 #include <fltport/fltuser.h>
 #include <fltport/port.hpp>
 
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
 #include <condition_variable>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <mutex>
+#include <new>
 #include <optional>
+#include <stdexcept>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -26,150 +38,654 @@ namespace {
 
 using namespace fltport;
 using namespace fltport::bench;
+using namespace std::chrono_literals;
 
-constexpr size_t kRequestSize = 64;
 constexpr size_t kReplySize = 16;
-const char* const kPortName = "\\BenchPort";
+constexpr size_t kPayloads[] = {64, 1024, 64 * 1024};
+constexpr PortTransport kTransports[] = {PortTransport::shared_memory, PortTransport::socket};
+constexpr size_t kFilterThreads[] = {1, 8};
+constexpr size_t kServiceThreads[] = {1, 4};
+// Each request starts with a stamp (sending thread, round-trip number) that the peer copies into its
+// reply, so a reply that answers another request (or a broken echo) is detected rather than timed.
+constexpr size_t kStampSize = sizeof(uint64_t);
+static_assert(kStampSize <= kReplySize && kStampSize <= 64);
 
-// The service side in the C++ API: one reply and the wait for the next message per crossing.
-int cpp_service() {
+// How long a side waits for the other to appear, and how long one round trip may take before the
+// peer is declared broken: far beyond any figure measured here, but bounded.
+constexpr auto kConnectPatience = 10s;
+constexpr auto kRoundTripLimit = 10s;
+constexpr auto kChildExitGrace = 5000ms;
+// A filter-hosting child lives until its connection ends; this bounds it if the parent never connects.
+constexpr auto kHostLifetime = 15min;
+
+const char* const kGroupFilterToService = "filter->service";
+const char* const kGroupServiceToFilter = "service->filter";
+const char* const kGroupBaseline = "baseline";
+
+struct Settings {
+  bool quick = false;
+  size_t iterations = 40000;  // round trips per port case, all threads together
+  std::chrono::nanoseconds time_limit = 4s;
+  std::string only;
+  std::string json_path, dat_path, merge_json_path;
+
+  size_t warmup_per_thread(size_t per_thread) const { return std::clamp<size_t>(per_thread / 10, 20, 1000); }
+};
+
+[[noreturn]] void throw_errno(const std::string& what) {
+  throw std::system_error(errno, std::generic_category(), what);
+}
+
+// One object in a MAP_SHARED page made before fork, so that parent and child see the same one.
+template <typename T>
+class SharedPage {
+ public:
+  SharedPage() {
+    void* page = mmap(nullptr, sizeof(T), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (page == MAP_FAILED) throw_errno("mmap(shared page)");
+    value_ = new (page) T{};
+  }
+  ~SharedPage() {
+    value_->~T();
+    munmap(value_, sizeof(T));
+  }
+  SharedPage(const SharedPage&) = delete;
+  SharedPage& operator=(const SharedPage&) = delete;
+  T& operator*() const { return *value_; }
+  T* operator->() const { return value_; }
+  T* get() const { return value_; }
+
+ private:
+  T* value_ = nullptr;
+};
+
+// What the child's end of the connection reported, so that a disagreement between the two ends
+// shows in the row's label.
+struct PeerReport {
+  static constexpr int kUnknown = -1;
+  std::atomic<int> transport{kUnknown};
+};
+
+// The port's runtime directory: a fresh one under /tmp for the whole run, removed with what the
+// ports left there (their lock files).
+class RuntimeDirectory {
+ public:
+  RuntimeDirectory() {
+    std::string pattern = "/tmp/fltport-bench-XXXXXX";
+    if (mkdtemp(pattern.data()) == nullptr) throw_errno("mkdtemp(" + pattern + ")");
+    path_ = pattern;
+    setenv("FLTPORT_RUNTIME_DIR", path_.c_str(), 1);
+  }
+  ~RuntimeDirectory() {
+    std::error_code ignored;
+    std::filesystem::remove_all(path_, ignored);
+  }
+  RuntimeDirectory(const RuntimeDirectory&) = delete;
+  RuntimeDirectory& operator=(const RuntimeDirectory&) = delete;
+
+ private:
+  std::string path_;
+};
+
+const char* transport_word(PortTransport transport) {
+  return transport == PortTransport::shared_memory ? "shm" : "socket";
+}
+
+std::string payload_text(size_t bytes) {
+  return bytes % 1024 == 0 ? std::to_string(bytes / 1024) + " KiB" : std::to_string(bytes) + " B";
+}
+
+// "fltport shm", "fltport socket", or "fltport shm->socket(fallback)" when shared memory was asked
+// for and the connection settled on the socket. The measuring side's report is the one shown.
+std::string transport_label(PortTransport requested, PortTransport reported, int peer_reported) {
+  if (peer_reported != PeerReport::kUnknown && peer_reported != static_cast<int>(reported)) {
+    return std::string("fltport MISMATCH(") + transport_word(reported) + "/peer " +
+           transport_word(static_cast<PortTransport>(peer_reported)) + ")";
+  }
+  if (requested == PortTransport::shared_memory && reported == PortTransport::socket) {
+    return "fltport shm->socket(fallback)";
+  }
+  return std::string("fltport ") + transport_word(reported);
+}
+
+// The peer reports right after its connect returns, which may be a moment after this side's.
+int await_peer_report(const PeerReport& report, ChildProcess& child) {
+  const auto give_up = std::chrono::steady_clock::now() + kConnectPatience;
+  while (report.transport.load() == PeerReport::kUnknown && std::chrono::steady_clock::now() < give_up) {
+    child.throw_if_exited("waiting for the peer's transport");
+    std::this_thread::sleep_for(1ms);
+  }
+  return report.transport.load();
+}
+
+void stamp(std::vector<std::byte>& request, uint64_t value) {
+  std::memcpy(request.data(), &value, kStampSize);
+}
+
+bool stamp_matches(const std::byte* reply, size_t reply_length, uint64_t value) {
+  return reply_length >= kStampSize && std::memcmp(reply, &value, kStampSize) == 0;
+}
+
+// Per measuring thread: its own buffers and counter, on cache lines of their own.
+struct alignas(64) ThreadBuffers {
+  std::vector<std::byte> request, reply;
+  uint64_t round_trips = 0;
+  uint64_t next_stamp(size_t thread_index) { return (uint64_t{thread_index} + 1) << 40 | ++round_trips; }
+};
+
+std::vector<ThreadBuffers> make_buffers(size_t threads, size_t request_size, size_t reply_size) {
+  std::vector<ThreadBuffers> buffers(threads);
+  for (auto& buffer : buffers) {
+    buffer.request.assign(request_size, std::byte{0x5a});
+    buffer.reply.assign(reply_size, std::byte{0});
+  }
+  return buffers;
+}
+
+struct PortCase {
+  PortTransport transport = PortTransport::shared_memory;
+  size_t filter_threads = 1;
+  size_t service_threads = 1;
+  size_t request_size = 64;
+  size_t reply_size = kReplySize;
+  bool c_api = false;  // the service uses FilterGetMessage + FilterReplyMessage (one thread)
+};
+
+std::string port_name(int case_number) {
+  return "BenchPort" + std::to_string(case_number);
+}
+
+// ---- filter -> service -> reply: the filter (ServerPort, ClientPort::send) measures ----
+
+bool ended_by_filter(Status status) {
+  return status == Status(STATUS_PORT_DISCONNECTED);
+}
+
+// The service: `service_threads` threads share one Connection (every member may be called from many
+// threads), each taking a message and answering it with reply_and_get, which asks for the next.
+int cpp_service(const std::string& name, const PortCase& c, PeerReport* report) {
+  // The library's threads and ours are made with SIGUSR2 blocked; the main thread, which only joins,
+  // answers the parent's CPU time requests, so no poll() or futex() of theirs ever sees EINTR.
+  block_cpu_report_signal(true);
   std::optional<Connection> connection;
-  for (int attempt = 0; attempt < 1000 && !connection; ++attempt) {
-    auto connected = Connection::connect(kPortName);
+  ConnectOptions options;
+  options.transport = c.transport;
+  const auto give_up = std::chrono::steady_clock::now() + kConnectPatience;
+  while (!connection && std::chrono::steady_clock::now() < give_up) {
+    auto connected = Connection::connect(name, options);
     if (connected)
       connection.emplace(std::move(*connected));
     else
-      usleep(5000);
+      std::this_thread::sleep_for(2ms);
   }
   if (!connection) return 2;
-  std::byte request[kRequestSize];
-  std::byte reply[kReplySize] = {};
-  auto message = connection->get_message(request);
-  while (message) {
-    std::memcpy(reply, request, sizeof reply);
-    message = connection->reply_and_get(message->id, reply, STATUS_SUCCESS, request);
+  report->transport.store(static_cast<int>(connection->transport()));
+
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (size_t t = 0; t < c.service_threads; ++t) {
+    threads.emplace_back([&] {
+      std::vector<std::byte> request(c.request_size), reply(c.reply_size);
+      auto message = connection->get_message(request);
+      while (message) {
+        std::memcpy(reply.data(), request.data(), kStampSize);
+        message = connection->reply_and_get(message->id, reply, STATUS_SUCCESS, request);
+      }
+      if (!ended_by_filter(message.status())) {
+        std::fprintf(stderr, "service thread: %s\n", message.status().to_string().c_str());
+        ++failures;
+      }
+    });
   }
-  return message.status() == Status(STATUS_PORT_DISCONNECTED) ? 0 : 3;
+  block_cpu_report_signal(false);
+  for (auto& thread : threads) thread.join();
+  return failures.load() == 0 ? 0 : 3;
 }
 
-// The service side as a Windows service writes it: FilterGetMessage, then FilterReplyMessage.
-int c_service() {
-  HANDLE port = INVALID_HANDLE_VALUE;
+// The service as a Windows service writes it: FilterGetMessage, then FilterReplyMessage, in one
+// thread of its own (SIGUSR2 blocked there, as in cpp_service).
+int c_service(const std::string& name, const PortCase& c) {
+  block_cpu_report_signal(true);
   HRESULT hr = HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND);
-  for (int attempt = 0; attempt < 1000 && FAILED(hr); ++attempt) {
-    hr = FilterConnectCommunicationPort(L"\\BenchPort", 0, nullptr, 0, nullptr, &port);
-    if (FAILED(hr)) usleep(5000);
-  }
-  if (FAILED(hr)) return 2;
-  struct {
-    FILTER_MESSAGE_HEADER header;
-    unsigned char data[kRequestSize];
-  } message;
-  struct {
-    FILTER_REPLY_HEADER header;
-    unsigned char data[kReplySize];
-  } reply{};
-  for (;;) {
-    hr = FilterGetMessage(port, &message.header, sizeof message, nullptr);
-    if (FAILED(hr)) break;
-    reply.header.MessageId = message.header.MessageId;
-    std::memcpy(reply.data, message.data, sizeof reply.data);
-    hr = FilterReplyMessage(port, &reply.header, sizeof reply);
-    if (FAILED(hr)) break;
-  }
-  CloseHandle(port);
+  std::thread service([&] {
+    const std::wstring wide_name = L"\\" + std::wstring(name.begin(), name.end());
+    HANDLE port = INVALID_HANDLE_VALUE;
+    const auto give_up = std::chrono::steady_clock::now() + kConnectPatience;
+    while (FAILED(hr) && std::chrono::steady_clock::now() < give_up) {
+      hr = FilterConnectCommunicationPort(wide_name.c_str(), 0, nullptr, 0, nullptr, &port);
+      if (FAILED(hr)) std::this_thread::sleep_for(2ms);
+    }
+    if (FAILED(hr)) return;
+    std::vector<unsigned char> message(sizeof(FILTER_MESSAGE_HEADER) + c.request_size);
+    std::vector<unsigned char> reply(sizeof(FILTER_REPLY_HEADER) + c.reply_size);
+    auto* message_header = reinterpret_cast<FILTER_MESSAGE_HEADER*>(message.data());
+    auto* reply_header = reinterpret_cast<FILTER_REPLY_HEADER*>(reply.data());
+    for (;;) {
+      hr = FilterGetMessage(port, message_header, static_cast<DWORD>(message.size()), nullptr);
+      if (FAILED(hr)) break;
+      reply_header->MessageId = message_header->MessageId;
+      reply_header->Status = STATUS_SUCCESS;
+      std::memcpy(reply.data() + sizeof(FILTER_REPLY_HEADER), message.data() + sizeof(FILTER_MESSAGE_HEADER),
+                  kStampSize);
+      hr = FilterReplyMessage(port, reply_header, static_cast<DWORD>(reply.size()));
+      if (FAILED(hr)) break;
+    }
+    CloseHandle(port);
+  });
+  block_cpu_report_signal(false);
+  service.join();
+  // The filter closing its client port is the stop signal; anything else is a failure.
   return hr == HRESULT_FROM_WIN32(ERROR_INVALID_HANDLE) ? 0 : 3;
 }
 
-// The filter side: a port, one service process, FltSendMessage-equivalent round trips.
-LatencyStats port_round_trips(const std::string& name, int (*service)(), size_t warmup, size_t iterations) {
+LatencyStats filter_to_service(const PortCase& c, int case_number, const Settings& settings) {
+  const std::string name = port_name(case_number);
+  SharedPage<PeerReport> report;
+  // The service starts first and retries its connect: no fork while this process runs threads.
+  ChildProcess child([&] { return c.c_api ? c_service(name, c) : cpp_service(name, c, report.get()); });
+
   std::mutex mutex;
   std::condition_variable connected;
   ClientPort client;
   ServerPortOptions options;
-  options.name = kPortName;
+  options.name = name;
   options.security = PortSecurity::everyone();
+  options.transport = c.transport;
   options.on_connect = [&](ClientPort& port, const ConnectRequest&, void*&) {
     std::lock_guard lock(mutex);
     client = std::move(port);
     connected.notify_all();
     return Status(STATUS_SUCCESS);
   };
-  // The service starts first and retries its connect: no fork while this process runs threads.
-  ChildProcess child([service] { return service(); });
   auto port = ServerPort::create(std::move(options));
   if (!port) throw std::runtime_error("cannot create the benchmark port: " + port.status().to_string());
   {
     std::unique_lock lock(mutex);
-    if (!connected.wait_for(lock, std::chrono::seconds(10), [&] { return client.is_open(); })) {
-      throw std::runtime_error("the benchmark service did not connect");
+    const auto give_up = std::chrono::steady_clock::now() + kConnectPatience;
+    while (!client.is_open()) {
+      if (std::chrono::steady_clock::now() >= give_up)
+        throw std::runtime_error("the service did not connect");
+      connected.wait_for(lock, 50ms);
+      lock.unlock();
+      child.throw_if_exited("waiting for the service to connect");
+      lock.lock();
     }
   }
-  std::byte request[kRequestSize] = {std::byte{1}};
-  std::byte reply[kReplySize];
-  auto stats = measure(
-      name, warmup, iterations,
-      [&] {
-        auto replied = client.send(request, reply);
-        if (!replied || replied->length != kReplySize) throw std::runtime_error("round trip failed");
-      },
-      [&] { return child.cpu_seconds(); });
-  client.close();
-  if (child.wait_or_kill(std::chrono::seconds(5)) != 0)
-    throw std::runtime_error("the benchmark service failed");
+  const int peer = c.c_api ? PeerReport::kUnknown : await_peer_report(*report, child);
+  std::string label = transport_label(c.transport, client.transport(), peer);
+  if (c.c_api) label += " (C Get+Reply)";
+
+  auto buffers = make_buffers(c.filter_threads, c.request_size, c.reply_size);
+  auto round_trip = [&](size_t t) {
+    ThreadBuffers& mine = buffers[t];
+    const uint64_t value = mine.next_stamp(t);
+    stamp(mine.request, value);
+    auto replied = client.send(mine.request, mine.reply, Timeout(kRoundTripLimit));
+    if (!replied) throw std::runtime_error("ClientPort::send: " + replied.status().to_string());
+    if (replied->length != c.reply_size || !stamp_matches(mine.reply.data(), replied->length, value)) {
+      throw std::runtime_error("the reply does not answer its message");
+    }
+  };
+  const size_t per_thread = std::max<size_t>(1, settings.iterations / c.filter_threads);
+  LatencyStats stats = measure_threads(
+      "", c.filter_threads, settings.warmup_per_thread(per_thread), per_thread, round_trip,
+      [&] { return child.cpu_seconds(); }, settings.time_limit);
+
+  client.close();  // the service's calls fail with STATUS_PORT_DISCONNECTED: its stop signal
+  if (const int status = child.wait_or_kill(kChildExitGrace); status != 0) {
+    throw std::runtime_error("the service exited with status " + std::to_string(status));
+  }
+  stats.group = kGroupFilterToService;
+  stats.transport = std::move(label);
+  stats.filter_threads = c.filter_threads;
+  stats.service_threads = c.service_threads;
+  stats.request_bytes = c.request_size;
+  stats.reply_bytes = c.reply_size;
+  stats.name = stats.group + " " + stats.transport + " " + std::to_string(c.filter_threads) + "x" +
+               std::to_string(c.service_threads) + " " + payload_text(c.request_size);
   return stats;
+}
+
+// ---- service -> filter -> response: the service (Connection::send) measures ----
+
+// The filter: a ServerPort whose MessageNotify copies the request's stamp into a reply_size-byte
+// response. It runs on the port's workers (up to 4 per connection). Lives until the connection ends.
+int filter_host(const std::string& name, const PortCase& c, PeerReport* report) {
+  block_cpu_report_signal(true);  // inherited by every thread the port starts; see cpp_service
+  std::mutex mutex;
+  std::condition_variable ended_signal;
+  bool ended = false;
+  ServerPortOptions options;
+  options.name = name;
+  options.security = PortSecurity::everyone();
+  options.transport = c.transport;
+  options.on_connect = [report](ClientPort& client, const ConnectRequest&, void*&) {
+    report->transport.store(static_cast<int>(client.transport()));
+    return Status(STATUS_SUCCESS);  // left in place: the library keeps the connection open
+  };
+  options.on_message = [reply_size = c.reply_size](void*, ConstBytes input, MutableBytes output,
+                                                   size_t& returned_length) {
+    returned_length = std::min(reply_size, output.size());
+    std::memset(output.data(), 0, returned_length);
+    std::memcpy(output.data(), input.data(), std::min({kStampSize, input.size(), returned_length}));
+    return Status(STATUS_SUCCESS);
+  };
+  options.on_disconnect = [&](void*) {
+    std::lock_guard lock(mutex);
+    ended = true;
+    ended_signal.notify_all();
+  };
+  auto port = ServerPort::create(std::move(options));
+  if (!port) {
+    std::fprintf(stderr, "filter host: %s\n", port.status().to_string().c_str());
+    return 2;
+  }
+  block_cpu_report_signal(false);
+  std::unique_lock lock(mutex);
+  return ended_signal.wait_for(lock, kHostLifetime, [&] { return ended; }) ? 0 : 4;
+}
+
+LatencyStats service_to_filter(const PortCase& c, int case_number, const Settings& settings) {
+  const std::string name = port_name(case_number);
+  SharedPage<PeerReport> report;
+  // The child creates the ServerPort; this process connects once it exists (retrying until then).
+  ChildProcess child([&] { return filter_host(name, c, report.get()); });
+
+  std::optional<Connection> connection;
+  ConnectOptions options;
+  options.transport = c.transport;
+  Status last = STATUS_OBJECT_NAME_NOT_FOUND;
+  const auto give_up = std::chrono::steady_clock::now() + kConnectPatience;
+  while (!connection) {
+    child.throw_if_exited("waiting for the filter's port");
+    if (std::chrono::steady_clock::now() >= give_up) {
+      throw std::runtime_error("cannot connect to the filter's port: " + last.to_string());
+    }
+    auto connected = Connection::connect(name, options);
+    if (connected) {
+      connection.emplace(std::move(*connected));
+    } else {
+      last = connected.status();
+      std::this_thread::sleep_for(2ms);
+    }
+  }
+  const std::string label =
+      transport_label(c.transport, connection->transport(), await_peer_report(*report, child));
+
+  auto buffers = make_buffers(c.service_threads, c.request_size, c.reply_size);
+  auto round_trip = [&](size_t t) {
+    ThreadBuffers& mine = buffers[t];
+    const uint64_t value = mine.next_stamp(t);
+    stamp(mine.request, value);
+    size_t returned = 0;
+    const Status sent = connection->send(mine.request, mine.reply, returned);
+    if (!sent.ok()) throw std::runtime_error("Connection::send: " + sent.to_string());
+    if (returned != c.reply_size || !stamp_matches(mine.reply.data(), returned, value)) {
+      throw std::runtime_error("the response does not answer its request");
+    }
+  };
+  const size_t per_thread = std::max<size_t>(1, settings.iterations / c.service_threads);
+  LatencyStats stats = measure_threads(
+      "", c.service_threads, settings.warmup_per_thread(per_thread), per_thread, round_trip,
+      [&] { return child.cpu_seconds(); }, settings.time_limit);
+
+  connection->close();  // the filter's DisconnectNotify: the host's stop signal
+  if (const int status = child.wait_or_kill(kChildExitGrace); status != 0) {
+    throw std::runtime_error("the filter host exited with status " + std::to_string(status));
+  }
+  stats.group = kGroupServiceToFilter;
+  stats.transport = label;
+  stats.filter_threads = 0;  // the port's MessageNotify workers, not a count of ours
+  stats.service_threads = c.service_threads;
+  stats.request_bytes = c.request_size;
+  stats.reply_bytes = c.reply_size;
+  stats.name = stats.group + " " + stats.transport + " " + std::to_string(c.service_threads) + " " +
+               payload_text(c.request_size);
+  return stats;
+}
+
+// ---- baselines ----
+
+LatencyStats as_baseline(LatencyStats stats, size_t request_size) {
+  stats.group = kGroupBaseline;
+  stats.transport = stats.name;
+  stats.request_bytes = request_size;
+  stats.reply_bytes = kReplySize;
+  stats.name = stats.group + " " + stats.transport + " " + payload_text(request_size);
+  return stats;
+}
+
+// Busy-polling needs a CPU for each side for the whole run: when something else runs on a 2-CPU
+// machine, a busy-poller holds its CPU while its peer waits for a time slice, and its round trip
+// jumps to milliseconds. Spin+futex sleeps instead, so it is the check: the floor cannot be slower.
+void warn_about_disturbed_floors(const std::vector<LatencyStats>& rows) {
+  auto find = [&rows](const char* transport, size_t request_bytes) -> const LatencyStats* {
+    for (const auto& row : rows) {
+      if (row.group == kGroupBaseline && row.transport == transport && row.request_bytes == request_bytes)
+        return &row;
+    }
+    return nullptr;
+  };
+  for (const size_t payload : kPayloads) {
+    const LatencyStats* floor = find(kBusyPollName, payload);
+    const LatencyStats* spin = find(kSpinFutexName, payload);
+    if (floor == nullptr || spin == nullptr || floor->p50_us <= 2 * spin->p50_us) continue;
+    std::printf(
+        "\nnote: at %s the busy-poll floor (p50 %.2f us) was slower than spin+futex (%.2f us): other\n"
+        "  processes were taking the CPUs the two busy-pollers need, so that payload's p50/floor ratios\n"
+        "  mean little; run again on a quieter machine.\n",
+        payload_text(payload).c_str(), floor->p50_us, spin->p50_us);
+  }
+}
+
+// ---- command line ----
+
+void print_usage(const char* program) {
+  std::fprintf(stderr,
+               "usage: %s [--quick] [--iterations N] [--time-limit SECONDS] [--only TEXT]\n"
+               "          [--json PATH] [--dat PATH] [--merge-json PATH]\n"
+               "  --quick           ~30 s: fewer round trips per case (default 40000, quick 5000)\n"
+               "  --iterations N    round trips per port case (all threads together)\n"
+               "  --time-limit S    end any case's timed loop after S seconds (default 4, quick 0.5)\n"
+               "  --only TEXT       run only the cases whose key contains TEXT (keys are printed)\n"
+               "  --json PATH       write the results, with machine information\n"
+               "  --dat PATH        write the latency distributions of the 64 B single-thread cases\n"
+               "  --merge-json PATH add the rows of another JSON file of this harness (fanotify)\n",
+               program);
+}
+
+bool parse_arguments(int argc, char** argv, Settings& settings) {
+  bool iterations_given = false, limit_given = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string flag = argv[i];
+    if (flag == "--quick") {
+      settings.quick = true;
+      continue;
+    }
+    if (flag == "--help" || flag == "-h" || i + 1 >= argc) return false;
+    const std::string value = argv[++i];
+    try {
+      if (flag == "--iterations") {
+        settings.iterations = std::stoul(value);
+        iterations_given = true;
+        if (settings.iterations == 0) return false;
+      } else if (flag == "--time-limit") {
+        const double seconds = std::stod(value);
+        if (!(seconds > 0 && seconds < 3600)) return false;
+        settings.time_limit = std::chrono::nanoseconds(static_cast<int64_t>(seconds * 1e9));
+        limit_given = true;
+      } else if (flag == "--only") {
+        settings.only = value;
+      } else if (flag == "--json") {
+        settings.json_path = value;
+      } else if (flag == "--dat") {
+        settings.dat_path = value;
+      } else if (flag == "--merge-json") {
+        settings.merge_json_path = value;
+      } else {
+        return false;
+      }
+    } catch (const std::exception&) {
+      return false;
+    }
+  }
+  if (settings.quick) {
+    if (!iterations_given) settings.iterations = 5000;
+    if (!limit_given) settings.time_limit = 500ms;
+  }
+  return true;
+}
+
+std::string json_text(const std::string& value) {
+  std::string text = "\"";
+  for (const char c : value) {
+    if (c == '"' || c == '\\') text += '\\';
+    if (static_cast<unsigned char>(c) >= 0x20) text += c;
+  }
+  return text + "\"";
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  size_t iterations = 200000;
-  std::string json_path;
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    if (arg == "--iterations" && i + 1 < argc) {
-      iterations = std::stoul(argv[++i]);
-    } else if (arg == "--json" && i + 1 < argc) {
-      json_path = argv[++i];
-    } else {
-      std::fprintf(stderr, "usage: %s [--iterations N] [--json PATH]\n", argv[0]);
+  Settings settings;
+  if (!parse_arguments(argc, argv, settings)) {
+    print_usage(argv[0]);
+    return 2;
+  }
+  std::vector<std::string> merged_rows;
+  if (!settings.merge_json_path.empty()) {
+    try {
+      merged_rows = read_json_rows(settings.merge_json_path);
+    } catch (const std::exception& error) {
+      std::fprintf(stderr, "%s\n", error.what());
       return 2;
     }
   }
-  const size_t warmup = 1000;
-  char directory[] = "/tmp/fltport-bench-XXXXXX";
-  if (mkdtemp(directory) == nullptr) return 1;
-  setenv("FLTPORT_RUNTIME_DIR", directory, 1);
 
-  std::vector<LatencyStats> rows;
+  const MachineInfo machine = machine_info();
+  const double limit_seconds = std::chrono::duration<double>(settings.time_limit).count();
+  std::printf("fltport-bench: Linux %s, %s, %u CPUs, %s\n", machine.kernel.c_str(), machine.cpu_model.c_str(),
+              machine.nproc, machine.date.c_str());
+  std::printf(
+      "up to %zu round trips per port case (all threads together), at most %.1f s each, warm-up excluded\n",
+      settings.iterations, limit_seconds);
+  std::fflush(stdout);
+
+  std::optional<RuntimeDirectory> runtime;
   try {
-    rows.push_back(busy_poll_pingpong(warmup, iterations, kRequestSize, kReplySize));
-    rows.push_back(spin_futex_pingpong(warmup, iterations, kRequestSize, kReplySize));
-    rows.push_back(seqpacket_pingpong(warmup, iterations, kRequestSize, kReplySize));
-    rows.push_back(port_round_trips("fltport socket, reply_and_get", cpp_service, warmup, iterations));
-    rows.push_back(port_round_trips("fltport socket, C Get+Reply", c_service, warmup, iterations));
-    rows.push_back(zmq_reqrep(warmup, std::min<size_t>(iterations, 50000), kRequestSize, kReplySize));
+    runtime.emplace();
   } catch (const std::exception& error) {
-    std::fprintf(stderr, "benchmark failed: %s\n", error.what());
-    std::filesystem::remove_all(directory);
+    std::fprintf(stderr, "%s\n", error.what());
     return 1;
   }
-  std::filesystem::remove_all(directory);  // the port left its lock file there
 
-  std::printf("\n%zu round trips of a %zu-byte request and a %zu-byte reply between two processes\n",
-              iterations, kRequestSize, kReplySize);
-  print_table(rows, kBusyPollName);
-  auto p50 = [&rows](const std::string& name) {
-    for (const auto& row : rows) {
-      if (row.name == name) return row.p50_us;
+  std::vector<LatencyStats> rows;
+  std::vector<size_t> plotted;
+  int failures = 0;
+  int case_number = 0;
+  auto run = [&](const std::string& key, bool plot, const std::function<LatencyStats()>& body) {
+    if (!settings.only.empty() && key.find(settings.only) == std::string::npos) return;
+    std::fprintf(stderr, "  %-34s", key.c_str());
+    std::fflush(stderr);
+    try {
+      rows.push_back(body());
+      if (plot) plotted.push_back(rows.size() - 1);
+      std::fprintf(stderr, " p50 %8.2f us  (%s)\n", rows.back().p50_us, rows.back().transport.c_str());
+    } catch (const std::exception& error) {
+      // One broken case should not hide the others.
+      std::fprintf(stderr, " FAILED: %s\n", error.what());
+      ++failures;
     }
-    return 0.0;
   };
-  const double socket = p50(kSeqpacketName);
+
+  // Baselines: single-threaded ping-pong between two processes. The shared-memory ones cost little
+  // per round trip, so they get more; ZeroMQ costs most, so it gets fewer.
+  const size_t n = settings.iterations;
+  const size_t warmup = settings.warmup_per_thread(n);
+  const auto limit = settings.time_limit;
+  for (const size_t payload : kPayloads) {
+    const std::string size = " " + payload_text(payload);
+    const bool plot = payload == 64;
+    run("baseline busy-poll" + size, plot,
+        [&] { return as_baseline(busy_poll_pingpong(warmup, 5 * n, payload, kReplySize, limit), payload); });
+    run("baseline spin+futex" + size, plot, [&] {
+      return as_baseline(spin_futex_pingpong(warmup, 5 * n, payload, kReplySize, 2000, limit), payload);
+    });
+    run("baseline seqpacket" + size, plot,
+        [&] { return as_baseline(seqpacket_pingpong(warmup, n, payload, kReplySize, limit), payload); });
+    run("baseline zmq" + size, plot, [&] {
+      return as_baseline(zmq_reqrep(warmup / 4, std::max<size_t>(n / 4, 100), payload, kReplySize, limit),
+                         payload);
+    });
+  }
+
+  for (const PortTransport transport : kTransports) {
+    for (const size_t filter_threads : kFilterThreads) {
+      for (const size_t service_threads : kServiceThreads) {
+        for (const size_t payload : kPayloads) {
+          const PortCase c{transport, filter_threads, service_threads, payload, kReplySize, false};
+          const std::string key = std::string("f2s ") + transport_word(transport) + " " +
+                                  std::to_string(filter_threads) + "x" + std::to_string(service_threads) +
+                                  " " + payload_text(payload);
+          const bool plot = filter_threads == 1 && service_threads == 1 && payload == 64;
+          run(key, plot, [&] { return filter_to_service(c, ++case_number, settings); });
+        }
+      }
+    }
+  }
+  for (const PortTransport transport : kTransports) {
+    const PortCase c{transport, 1, 1, 64, kReplySize, true};
+    run(std::string("f2s-c ") + transport_word(transport) + " 1x1 64 B", false,
+        [&] { return filter_to_service(c, ++case_number, settings); });
+  }
+  for (const PortTransport transport : kTransports) {
+    for (const size_t service_threads : kServiceThreads) {
+      for (const size_t payload : kPayloads) {
+        const PortCase c{transport, 0, service_threads, payload, kReplySize, false};
+        const std::string key = std::string("s2f ") + transport_word(transport) + " " +
+                                std::to_string(service_threads) + " " + payload_text(payload);
+        const bool plot = service_threads == 1 && payload == 64;
+        run(key, plot, [&] { return service_to_filter(c, ++case_number, settings); });
+      }
+    }
+  }
+  runtime.reset();
+
+  assign_floor_ratios(rows, kBusyPollName);
+  print_suite_table(rows);
+  warn_about_disturbed_floors(rows);
   std::printf(
-      "\nport overhead over its own transport (p50 / bare seqpacket p50): reply_and_get x%.2f, "
-      "C Get+Reply x%.2f\n",
-      p50("fltport socket, reply_and_get") / socket, p50("fltport socket, C Get+Reply") / socket);
-  if (!json_path.empty()) write_json(rows, json_path);
-  return 0;
+      "\nfilter->service: ClientPort::send (FltSendMessage) from `filt` threads, answered by `serv` threads\n"
+      "  sharing one Connection (reply_and_get); service->filter: Connection::send (FilterSendMessage) from\n"
+      "  `serv` threads, answered by the port's MessageNotify workers. Reply/response 16 B. Latency is per\n"
+      "  round trip as each thread sees it; msgs/s = all round trips / wall time; CPU us/msg = user+sys\n"
+      "  of both processes / round trips; p50/floor = p50 / p50 of shm busy-poll at the same payload.\n");
+  std::fflush(stdout);
+
+  int exit_code = failures == 0 ? 0 : 1;
+  try {
+    if (!settings.json_path.empty()) {
+      JsonExtras extras;
+      extras.machine = &machine;
+      extras.settings = {{"quick", settings.quick ? "true" : "false"},
+                         {"iterations", std::to_string(settings.iterations)},
+                         {"time_limit_s", std::to_string(limit_seconds)},
+                         {"reply_bytes", std::to_string(kReplySize)},
+                         {"failed_cases", std::to_string(failures)},
+                         {"only", json_text(settings.only)}};
+      extras.merged_rows = std::move(merged_rows);
+      write_json(rows, settings.json_path, extras);
+    }
+    if (!settings.dat_path.empty()) {
+      std::vector<const LatencyStats*> series;
+      for (const size_t index : plotted) series.push_back(&rows[index]);
+      write_distribution(series, settings.dat_path);
+    }
+  } catch (const std::exception& error) {
+    std::fprintf(stderr, "%s\n", error.what());
+    exit_code = 1;
+  }
+  if (failures != 0) std::fprintf(stderr, "%d case(s) failed\n", failures);
+  return exit_code;
 }

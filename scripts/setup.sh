@@ -7,6 +7,7 @@ packages=(
   build-essential cmake ninja-build pkg-config git
   libgtest-dev libgmock-dev libbenchmark-dev libcli11-dev
   libzmq3-dev            # ZeroMQ: a baseline the benchmarks compare against
+  gnuplot-nox            # scripts/bench.sh: the latency plot
   clang clang-format clang-tidy
 )
 
