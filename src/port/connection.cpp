@@ -264,6 +264,10 @@ void ServiceConnection::drain_arrived(Lock& lock) {
   if (reading_) return;  // the active reader takes them as they come
   while (!broken_ && receive_one(lock, Timeout::Clock::now(), false)) {
   }
+  // A getter that came while we read went to sleep behind us: it reads now.
+  if (!reading_ && !broken_) {
+    if (Waiter* next = sleepers_.front()) next->cv.notify_one();
+  }
 }
 
 bool ServiceConnection::need_credit() const noexcept {

@@ -423,6 +423,8 @@ void PortConnection::receive_loop() {
         while (!closed_ && from_service_ && !reply_reader_active_ &&
                read_reply_channel(lock, Timeout::Clock::now())) {
         }
+        // A sender that came while we read waits behind us: it reads now.
+        hand_over_reply_channel(nullptr);
         break;
       default:
         return violation_locked("unexpected frame after the handshake");

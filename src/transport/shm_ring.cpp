@@ -23,8 +23,6 @@ static_assert(2 * sizeof(RingControl) <= SharedRegion::kControlSize, "both contr
 static_assert(kRingSlotPayload % 8 == 0 && kRingSlotSize <= 4096);
 
 constexpr int kSeals = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL;
-// A record announcing a datagram: the writer sent it before publishing, so it is already queued.
-constexpr auto kOverflowWait = std::chrono::seconds(1);
 
 // Not FUTEX_PRIVATE: the word is shared with another process.
 void futex_wait(std::atomic<uint32_t>& word, uint32_t expected, Deadline deadline) noexcept {
@@ -153,10 +151,6 @@ std::byte* SharedRegion::slots(RingDirection direction) const noexcept {
 
 // ---- RingWriter ----
 
-bool RingWriter::full() const noexcept {
-  return head_ - control_->tail.load(std::memory_order_acquire) >= kRingSlots;
-}
-
 Status RingWriter::wait_for_room(Deadline deadline) noexcept {
   RingControl& c = *control_;
   auto room = [&] { return head_ - c.tail.load(std::memory_order_acquire) < kRingSlots; };
@@ -175,6 +169,8 @@ Status RingWriter::wait_for_room(Deadline deadline) noexcept {
     if (spin_.spin_until(room, deadline)) continue;
     const uint32_t bell = c.room_bell.load(std::memory_order_seq_cst);
     c.producer_sleeping.store(1, std::memory_order_seq_cst);
+    // The re-check below must not move before the flag: else we and the reader miss each other.
+    std::atomic_thread_fence(std::memory_order_seq_cst);
     if (!room() && !stopped_.load(std::memory_order_seq_cst)) futex_wait(c.room_bell, bell, deadline);
     c.producer_sleeping.store(0, std::memory_order_relaxed);
     if (room()) spin_.after_sleep(Timeout::Clock::now() - started);
@@ -186,15 +182,21 @@ Status RingWriter::send(const wire::FrameHeader& header, ConstBytes payload, Dea
   std::unique_lock lock(mutex_, std::defer_lock);
   if (deadline == Deadline::max()) {
     lock.lock();
-  } else if (!lock.try_lock_until(deadline)) {
+  } else if (!lock.try_lock_until(std::chrono::system_clock::now() + (deadline - Timeout::Clock::now()))) {
+    // (system_clock: libstdc++ waits on a steady deadline with pthread_mutex_clocklock, which
+    // ThreadSanitizer does not know; a clock step can only shorten or lengthen this one wait.)
     return stopped_.load(std::memory_order_acquire) ? STATUS_PORT_DISCONNECTED : STATUS_TIMEOUT;
   }
   if (stopped_.load(std::memory_order_acquire)) return STATUS_PORT_DISCONNECTED;
   if (Status room = wait_for_room(deadline); !room.ok()) return room;
   wire::FrameHeader record = header;
+  // The record says what it carries, whatever the caller's header claimed.
+  record.payload_length = static_cast<uint32_t>(payload.size());
+  record.flags = static_cast<uint8_t>(record.flags & ~kFlagOnSocket);
   if (payload.size() > kRingSlotPayload) {
     // Too big for a slot: the datagram first, so that it is queued when the record is seen.
-    if (Status sent = send_frame(overflow_fd_, header, payload, deadline); !sent.ok()) return sent;
+    // Bounded by `deadline`, and by the caller shutting the socket down when it closes.
+    if (Status sent = send_frame(overflow_fd_, record, payload, deadline); !sent.ok()) return sent;
     record.flags = static_cast<uint8_t>(record.flags | kFlagOnSocket);
     record.payload_length = 0;
     payload = {};
@@ -236,9 +238,11 @@ Result<size_t> RingReader::take(MutableBytes buffer) noexcept {
   if ((header.flags & kFlagOnSocket) != 0) {
     if (header.payload_length != 0) return corrupt("ring record announces a datagram and carries data");
     if (buffer.size() < wire::kMaxFrameSize) return corrupt("buffer smaller than a frame");
-    auto received = receive_frame(overflow_fd_, buffer, Timeout::Clock::now() + kOverflowWait);
+    // The writer sent it before publishing the record: it is queued already, no need to wait.
+    auto received = receive_frame(overflow_fd_, buffer.first(wire::kMaxFrameSize), Timeout::Clock::now());
     if (!received) {
       if (received.status() == Status(STATUS_PORT_DISCONNECTED)) return received.status();
+      if (received.status() == Status(STATUS_BUFFER_OVERFLOW)) return corrupt("datagram larger than a frame");
       return corrupt("ring record announces a datagram that is not there");
     }
     length = *received;
@@ -273,6 +277,8 @@ Result<size_t> RingReader::receive(MutableBytes buffer, Deadline deadline) noexc
     if (spin_.spin_until(ready, deadline)) continue;
     const uint32_t bell = c.data_bell.load(std::memory_order_seq_cst);
     c.consumer_sleeping.store(1, std::memory_order_seq_cst);
+    // The re-check below must not move before the flag: else we and the writer miss each other.
+    std::atomic_thread_fence(std::memory_order_seq_cst);
     if (!ready()) {
       futex_wait(c.data_bell, bell, deadline);
       slept = true;

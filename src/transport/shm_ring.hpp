@@ -118,8 +118,6 @@ class RingWriter {
   // Called (under the writer's lock) when a send() finds the ring full, before it waits: a
   // reader that only reads while it waits for something of its own needs telling.
   void on_full(std::function<void()> handler) { on_full_ = std::move(handler); }
-  // True when the ring has no room at all (a writer would wait).
-  bool full() const noexcept;
 
  private:
   Status wait_for_room(Deadline deadline) noexcept;
