@@ -59,23 +59,12 @@ class SteadyState : public ::testing::TestWithParam<PortTransport> {};
 
 TEST_P(SteadyState, NeitherSideAllocatesPerMessage) {
   ScopedRuntimeDir runtime;
-  std::mutex mutex;
-  std::condition_variable connected;
-  ClientPort client;
-  ServerPortOptions options;
-  options.name = "\\SteadyState";
-  options.transport = GetParam();
-  options.on_connect = [&](ClientPort& port, const ConnectRequest&, void*&) {
-    std::lock_guard lock(mutex);
-    client = std::move(port);
-    connected.notify_all();
-    return Status(STATUS_SUCCESS);
-  };
-  auto port = ServerPort::create(std::move(options));
-  ASSERT_TRUE(port) << port.status().code();
-
+  // Forked before this process has any thread: a child forked while another thread holds a lock
+  // (the sanitizers' allocator's, say) would wait on it forever.
+  Signal port_ready;
   // The service counts from the first counted message to the `done` one and exits with the count.
-  ChildProcess service([transport = GetParam()]() -> int {
+  ChildProcess service([&port_ready, transport = GetParam()]() -> int {
+    if (!port_ready.wait()) return 101;
     ConnectOptions connect;
     connect.transport = transport;
     auto connection = Connection::connect("\\SteadyState", connect);
@@ -103,6 +92,22 @@ TEST_P(SteadyState, NeitherSideAllocatesPerMessage) {
     return static_cast<int>(std::min<size_t>(g_allocations.load(), 99));
   });
 
+  std::mutex mutex;
+  std::condition_variable connected;
+  ClientPort client;
+  ServerPortOptions options;
+  options.name = "\\SteadyState";
+  options.transport = GetParam();
+  options.on_connect = [&](ClientPort& port, const ConnectRequest&, void*&) {
+    std::lock_guard lock(mutex);
+    client = std::move(port);
+    connected.notify_all();
+    return Status(STATUS_SUCCESS);
+  };
+  auto port = ServerPort::create(std::move(options));
+  ASSERT_TRUE(port) << port.status().code();
+  port_ready.notify();
+
   {
     std::unique_lock lock(mutex);
     ASSERT_TRUE(connected.wait_for(lock, kWaitTimeout, [&] { return client.is_open(); }));
@@ -118,7 +123,10 @@ TEST_P(SteadyState, NeitherSideAllocatesPerMessage) {
         message[0] = std::byte{phase};
         std::byte reply[16];
         for (int i = 0; i < per_thread; ++i) {
-          if (!client.send(message, reply, Timeout(std::chrono::seconds(5)))) failures.fetch_add(1);
+          if (!client.send(message, reply, Timeout(std::chrono::seconds(5)))) {
+            failures.fetch_add(1);
+            return;
+          }
         }
       });
     }
@@ -139,7 +147,10 @@ TEST_P(SteadyState, NeitherSideAllocatesPerMessage) {
       ready.fetch_add(1);
       while (!go.load()) std::this_thread::yield();
       for (int i = 0; i < kCounted / kSenders; ++i) {
-        if (!client.send(message, reply, Timeout(std::chrono::seconds(5)))) failures.fetch_add(1);
+        if (!client.send(message, reply, Timeout(std::chrono::seconds(5)))) {
+          failures.fetch_add(1);
+          return;
+        }
       }
     });
   }
