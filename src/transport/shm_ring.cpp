@@ -169,9 +169,10 @@ Status RingWriter::wait_for_room(Deadline deadline) noexcept {
     if (spin_.spin_until(room, deadline)) continue;
     const uint32_t bell = c.room_bell.load(std::memory_order_seq_cst);
     c.producer_sleeping.store(1, std::memory_order_seq_cst);
-    // The re-check below must not move before the flag: else we and the reader miss each other.
-    std::atomic_thread_fence(std::memory_order_seq_cst);
-    if (!room() && !stopped_.load(std::memory_order_seq_cst)) futex_wait(c.room_bell, bell, deadline);
+    // seq_cst, as the flag: the re-check may not move before it, else we and the reader can
+    // miss each other (each sees the other's old value).
+    const bool full = head_ - c.tail.load(std::memory_order_seq_cst) >= kRingSlots;
+    if (full && !stopped_.load(std::memory_order_seq_cst)) futex_wait(c.room_bell, bell, deadline);
     c.producer_sleeping.store(0, std::memory_order_relaxed);
     if (room()) spin_.after_sleep(Timeout::Clock::now() - started);
   }
@@ -277,9 +278,9 @@ Result<size_t> RingReader::receive(MutableBytes buffer, Deadline deadline) noexc
     if (spin_.spin_until(ready, deadline)) continue;
     const uint32_t bell = c.data_bell.load(std::memory_order_seq_cst);
     c.consumer_sleeping.store(1, std::memory_order_seq_cst);
-    // The re-check below must not move before the flag: else we and the writer miss each other.
-    std::atomic_thread_fence(std::memory_order_seq_cst);
-    if (!ready()) {
+    // seq_cst, as the flag: the re-check may not move before it, else we and the writer can
+    // miss each other (each sees the other's old value).
+    if (c.head.load(std::memory_order_seq_cst) == tail_ && !stopped_.load(std::memory_order_seq_cst)) {
       futex_wait(c.data_bell, bell, deadline);
       slept = true;
     }
