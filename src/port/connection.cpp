@@ -77,10 +77,12 @@ ServiceConnection::ServiceConnection(UniqueFd socket, UniqueFd reply_socket, tra
   // peer-asleep shortcut for the reader. A full ring to a filter that sleeps will not drain soon.
   from_filter_ = std::make_unique<transport::RingReader>(&region_.control(RingDirection::to_service),
                                                          region_.slots(RingDirection::to_service), socket_.fd(),
-                                                         transport::WaitPolicy{spin, nullptr});
+                                                         transport::WaitPolicy{spin, nullptr},
+                                                         region_.sync_key(RingDirection::to_service));
   to_filter_ = std::make_unique<transport::RingWriter>(
       &region_.control(RingDirection::to_filter), region_.slots(RingDirection::to_filter), reply_socket_.fd(),
-      transport::WaitPolicy{spin, &region_.control(RingDirection::to_filter).consumer_sleeping});
+      transport::WaitPolicy{spin, &region_.control(RingDirection::to_filter).consumer_sleeping},
+      region_.sync_key(RingDirection::to_filter));
   to_filter_->on_full([this] {
     // Senders read our ring only while they wait for a reply: ask the filter's connection
     // thread to read it. Best effort; the wait for room is bounded either way.

@@ -263,10 +263,12 @@ bool PortConnection::set_up_shared_memory() {
   region_ = std::move(*region);
   to_service_ = std::make_unique<transport::RingWriter>(&region_.control(RingDirection::to_service),
                                                         region_.slots(RingDirection::to_service), socket_.fd(),
-                                                        transport::WaitPolicy{spin, service_asleep});
+                                                        transport::WaitPolicy{spin, service_asleep},
+                                                        region_.sync_key(RingDirection::to_service));
   from_service_ = std::make_unique<transport::RingReader>(&region_.control(RingDirection::to_filter),
                                                           region_.slots(RingDirection::to_filter),
-                                                          reply_socket_.fd(), transport::WaitPolicy{spin, service_asleep});
+                                                          reply_socket_.fd(), transport::WaitPolicy{spin, service_asleep},
+                                                          region_.sync_key(RingDirection::to_filter));
   shared_memory_.store(true, std::memory_order_release);
   return true;
 }

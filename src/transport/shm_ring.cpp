@@ -43,6 +43,22 @@ void futex_wake(std::atomic<uint32_t>& word) noexcept {
   ::syscall(SYS_futex, reinterpret_cast<uint32_t*>(&word), FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0);
 }
 
+#if defined(__SANITIZE_THREAD__)
+extern "C" void __tsan_acquire(void* address);
+extern "C" void __tsan_release(void* address);
+void sync_release(const void* key) noexcept {
+  if (key != nullptr) __tsan_release(const_cast<void*>(key));
+}
+void sync_acquire(const void* key) noexcept {
+  if (key != nullptr) __tsan_acquire(const_cast<void*>(key));
+}
+#else
+void sync_release(const void*) noexcept {}
+void sync_acquire(const void*) noexcept {}
+#endif
+// One byte per key; a collision only makes ThreadSanitizer see more order than there is.
+char g_sync_keys[1024];
+
 void ring_bell(std::atomic<uint32_t>& bell) noexcept {
   bell.fetch_add(1, std::memory_order_seq_cst);
   futex_wake(bell);
@@ -125,14 +141,24 @@ Result<SharedRegion> SharedRegion::map(UniqueFd fd) {
   return SharedRegion(std::move(fd), static_cast<std::byte*>(base));
 }
 
+SharedRegion::SharedRegion(UniqueFd fd, std::byte* base) noexcept : fd_(std::move(fd)), base_(base) {
+  struct stat info {};
+  if (::fstat(fd_.fd(), &info) == 0) identity_ = static_cast<uint64_t>(info.st_ino);
+}
+
 SharedRegion::SharedRegion(SharedRegion&& other) noexcept
-    : fd_(std::move(other.fd_)), base_(std::exchange(other.base_, nullptr)) {}
+    : fd_(std::move(other.fd_)), base_(std::exchange(other.base_, nullptr)), identity_(other.identity_) {}
+
+const void* SharedRegion::sync_key(RingDirection direction) const noexcept {
+  return &g_sync_keys[(identity_ * 2 + static_cast<uint64_t>(direction)) % sizeof g_sync_keys];
+}
 
 SharedRegion& SharedRegion::operator=(SharedRegion&& other) noexcept {
   if (this != &other) {
     if (base_ != nullptr) ::munmap(base_, kSize);
     fd_ = std::move(other.fd_);
     base_ = std::exchange(other.base_, nullptr);
+    identity_ = other.identity_;
   }
   return *this;
 }
@@ -207,6 +233,7 @@ Status RingWriter::send(const wire::FrameHeader& header, ConstBytes payload, Dea
   if (!payload.empty()) std::memcpy(slot + wire::kHeaderSize, payload.data(), payload.size());
   ++head_;
   RingControl& c = *control_;
+  sync_release(sync_key_);
   c.head.store(head_, std::memory_order_seq_cst);
   // seq_cst store then load: either the consumer sees the new head before it sleeps, or we see
   // its flag and wake it.
@@ -232,6 +259,7 @@ Result<size_t> RingReader::take(MutableBytes buffer) noexcept {
   const uint32_t available = head - tail_;
   if (available == 0) return Status(STATUS_NO_MORE_ENTRIES);
   if (available > kRingSlots) return corrupt("ring index beyond its capacity");
+  sync_acquire(sync_key_);
   const std::byte* slot = slots_ + (tail_ & (kRingSlots - 1)) * kRingSlotSize;
   wire::FrameHeader header;
   std::memcpy(&header, slot, wire::kHeaderSize);  // once; the copy is what we check and use

@@ -67,11 +67,16 @@ class SharedRegion {
   int fd() const noexcept { return fd_.fd(); }
   RingControl& control(RingDirection direction) const noexcept;
   std::byte* slots(RingDirection direction) const noexcept;
+  // The same for every mapping of this memfd in this process. ThreadSanitizer tracks memory by
+  // address, so it cannot see that a release through one mapping and an acquire through another
+  // (a filter and its service in one process) are the same word; the rings tell it through this.
+  const void* sync_key(RingDirection direction) const noexcept;
 
  private:
-  SharedRegion(UniqueFd fd, std::byte* base) noexcept : fd_(std::move(fd)), base_(base) {}
+  SharedRegion(UniqueFd fd, std::byte* base) noexcept;
   UniqueFd fd_;
   std::byte* base_ = nullptr;
+  uint64_t identity_ = 0;  // the memfd's inode
 };
 
 // How a side waits: spin for `spin` (not when the peer is known asleep), then sleep.
@@ -106,8 +111,9 @@ class AdaptiveSpin {
 class RingWriter {
  public:
   RingWriter() = default;
-  RingWriter(RingControl* control, std::byte* slots, int overflow_fd, WaitPolicy policy) noexcept
-      : control_(control), slots_(slots), overflow_fd_(overflow_fd), spin_(policy) {}
+  RingWriter(RingControl* control, std::byte* slots, int overflow_fd, WaitPolicy policy,
+             const void* sync_key = nullptr) noexcept
+      : control_(control), slots_(slots), overflow_fd_(overflow_fd), spin_(policy), sync_key_(sync_key) {}
 
   // Publishes one frame, waiting for room until `deadline`. STATUS_TIMEOUT: nothing was sent.
   // STATUS_PORT_DISCONNECTED: stop() was called or the overflow socket is gone. STATUS_DATA_ERROR:
@@ -125,6 +131,7 @@ class RingWriter {
   std::byte* slots_ = nullptr;
   int overflow_fd_ = -1;
   AdaptiveSpin spin_;
+  const void* sync_key_ = nullptr;
   std::function<void()> on_full_;
   std::timed_mutex mutex_;
   uint32_t head_ = 0;  // ours; the copy in shared memory is only for the peer
@@ -135,8 +142,9 @@ class RingWriter {
 class RingReader {
  public:
   RingReader() = default;
-  RingReader(RingControl* control, const std::byte* slots, int overflow_fd, WaitPolicy policy) noexcept
-      : control_(control), slots_(slots), overflow_fd_(overflow_fd), spin_(policy) {}
+  RingReader(RingControl* control, const std::byte* slots, int overflow_fd, WaitPolicy policy,
+             const void* sync_key = nullptr) noexcept
+      : control_(control), slots_(slots), overflow_fd_(overflow_fd), spin_(policy), sync_key_(sync_key) {}
   std::chrono::nanoseconds spin_budget() const noexcept { return spin_.current(); }
 
   // Copies the next frame (header and payload) into `buffer`, which must hold kMaxFrameSize bytes,
@@ -155,6 +163,7 @@ class RingReader {
   const std::byte* slots_ = nullptr;
   int overflow_fd_ = -1;
   AdaptiveSpin spin_;
+  const void* sync_key_ = nullptr;
   uint32_t tail_ = 0;  // ours
   const char* error_ = nullptr;
   std::atomic<bool> stopped_{false};
