@@ -10,7 +10,7 @@ import struct
 
 HERE = pathlib.Path(__file__).resolve().parent
 HEADER = struct.Struct("<BBHIQiI")  # type, flags, reserved, payload_length, id, status, aux
-CONTROL_SIZE = 128                  # sizeof(RingControl)
+CONTROL_SIZE = 256                  # sizeof(RingControl): head, producer flags, tail, consumer flags
 RING_SLOTS = 64
 SLOT_PAYLOAD = 2048 - HEADER.size
 ON_SOCKET = 0x80
@@ -55,8 +55,10 @@ def ring(head, slots=(), datagrams=(), control=b""):
 
 def control_block(producer_sleeping=0, consumer_sleeping=0, tail=0, bells=0):
     block = bytearray(CONTROL_SIZE)
-    struct.pack_into("<III", block, 0, 0, producer_sleeping, bells)
-    struct.pack_into("<III", block, 64, tail, consumer_sleeping, bells)
+    struct.pack_into("<I", block, 0, 0)                               # head (set by the target)
+    struct.pack_into("<II", block, 64, producer_sleeping, bells)      # producer_sleeping, room_bell
+    struct.pack_into("<I", block, 128, tail)                          # tail
+    struct.pack_into("<II", block, 192, consumer_sleeping, bells)     # consumer_sleeping, data_bell
     return bytes(block)
 
 

@@ -56,7 +56,7 @@ class Input {
 };
 
 // make_corpus.py lays out control blocks of this size.
-static_assert(sizeof(RingControl) == 128, "update fuzz/make_corpus.py");
+static_assert(sizeof(RingControl) == 256, "update fuzz/make_corpus.py");
 
 // What the reader must do with the record at index `tail`.
 enum class Expect { frame_from_slot, frame_from_socket, data_error, disconnected, timeout };

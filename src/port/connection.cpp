@@ -183,8 +183,10 @@ bool ServiceConnection::receive_one(Lock& lock, Deadline deadline, bool reader_i
   bool responded = false;
   bool progressed = receive_frame(lock, deadline, responded);
   // One wake-up takes what else is in the ring already (a check of its index, no system call).
-  for (size_t more = 0; progressed && from_filter_ && !broken_ && more < transport::kRingSlots; ++more) {
-    if (!receive_frame(lock, Timeout::Clock::now(), responded)) break;
+  for (size_t more = 0; progressed && from_filter_ && !broken_ && !reading_ && more < transport::kRingSlots &&
+                        from_filter_->readable();
+       ++more) {
+    if (!receive_frame(lock, Deadline::min(), responded)) break;
   }
   if (progressed) wake_for_arrivals(reader_is_getter, responded);
   return progressed;
@@ -264,7 +266,7 @@ void ServiceConnection::forget_awaited(uint64_t id) noexcept {
 
 void ServiceConnection::drain_arrived(Lock& lock) {
   if (reading_) return;  // the active reader takes them as they come
-  while (!broken_ && receive_one(lock, Timeout::Clock::now(), false)) {
+  while (!broken_ && receive_one(lock, Deadline::min(), false)) {
   }
   // A getter that came while we read went to sleep behind us: it reads now.
   if (!reading_ && !broken_) {

@@ -97,8 +97,10 @@ Result<ReplyInfo> PortConnection::send(ConstBytes message, MutableBytes* reply, 
 bool PortConnection::read_reply_channel(std::unique_lock<std::mutex>& lock, Deadline deadline) {
   if (!read_reply_frame(lock, deadline)) return false;
   // One wake-up takes what else is in the ring already (a check of its index, no system call).
-  for (size_t more = 0; more < transport::kRingSlots && from_service_ && !closed_ && !reply_reader_active_; ++more) {
-    if (!read_reply_frame(lock, Timeout::Clock::now())) break;
+  for (size_t more = 0; more < transport::kRingSlots && from_service_ && !closed_ && !reply_reader_active_ &&
+                        from_service_->readable();
+       ++more) {
+    if (!read_reply_frame(lock, Deadline::min())) break;
   }
   return true;
 }
@@ -423,7 +425,7 @@ void PortConnection::receive_loop() {
         // The service waits for room in its ring, which only waiting senders read: read it here
         // unless one is reading already.
         while (!closed_ && from_service_ && !reply_reader_active_ &&
-               read_reply_channel(lock, Timeout::Clock::now())) {
+               read_reply_channel(lock, Deadline::min())) {
         }
         // A sender that came while we read waits behind us: it reads now.
         hand_over_reply_channel(nullptr);

@@ -178,14 +178,20 @@ std::byte* SharedRegion::slots(RingDirection direction) const noexcept {
 // ---- RingWriter ----
 
 Status RingWriter::wait_for_room(Deadline deadline) noexcept {
+  // Room the last look already showed costs no look at the consumer's line.
+  if (head_ - tail_seen_ < kRingSlots) return STATUS_SUCCESS;
   RingControl& c = *control_;
   auto room = [&] { return head_ - c.tail.load(std::memory_order_acquire) < kRingSlots; };
   bool told = false;
   const auto started = Timeout::Clock::now();
   for (;;) {
-    const uint32_t used = head_ - c.tail.load(std::memory_order_acquire);
+    const uint32_t tail = c.tail.load(std::memory_order_acquire);
+    const uint32_t used = head_ - tail;
     if (used > kRingSlots) return STATUS_DATA_ERROR;  // the consumer claims more than we wrote
-    if (used < kRingSlots) return STATUS_SUCCESS;
+    if (used < kRingSlots) {
+      tail_seen_ = tail;
+      return STATUS_SUCCESS;
+    }
     if (stopped_.load(std::memory_order_acquire)) return STATUS_PORT_DISCONNECTED;
     if (Timeout::Clock::now() >= deadline) return STATUS_TIMEOUT;
     if (!told && on_full_) {
@@ -206,8 +212,9 @@ Status RingWriter::wait_for_room(Deadline deadline) noexcept {
 
 Status RingWriter::send(const wire::FrameHeader& header, ConstBytes payload, Deadline deadline) noexcept {
   // Another writer may be waiting for room: our own deadline bounds the wait for our turn too.
-  std::unique_lock lock(mutex_, std::defer_lock);
-  if (deadline == Deadline::max()) {
+  std::unique_lock lock(mutex_, std::try_to_lock);
+  if (lock.owns_lock()) {
+  } else if (deadline == Deadline::max()) {
     lock.lock();
   } else if (!lock.try_lock_until(std::chrono::system_clock::now() + (deadline - Timeout::Clock::now()))) {
     // (system_clock: libstdc++ waits on a steady deadline with pthread_mutex_clocklock, which
@@ -295,14 +302,18 @@ Result<size_t> RingReader::receive(MutableBytes buffer, Deadline deadline) noexc
   auto ready = [&] {
     return c.head.load(std::memory_order_acquire) != tail_ || stopped_.load(std::memory_order_relaxed);
   };
-  const auto started = Timeout::Clock::now();
+  // The clock only once there is nothing to take: a busy pair reads it on no round trip.
+  Deadline started{};
   bool slept = false;
   for (;;) {
     auto taken = take(buffer);
     if (slept && taken) spin_.after_sleep(Timeout::Clock::now() - started);
     if (taken || taken.status() != Status(STATUS_NO_MORE_ENTRIES)) return taken;
     if (stopped_.load(std::memory_order_acquire)) return Status(STATUS_PORT_DISCONNECTED);
-    if (Timeout::Clock::now() >= deadline) return Status(STATUS_TIMEOUT);
+    if (deadline == Deadline::min()) return Status(STATUS_TIMEOUT);
+    const auto now = Timeout::Clock::now();
+    if (now >= deadline) return Status(STATUS_TIMEOUT);
+    if (started == Deadline{}) started = now;
     if (spin_.spin_until(ready, deadline)) continue;
     const uint32_t bell = c.data_bell.load(std::memory_order_seq_cst);
     c.consumer_sleeping.store(1, std::memory_order_seq_cst);
@@ -314,6 +325,10 @@ Result<size_t> RingReader::receive(MutableBytes buffer, Deadline deadline) noexc
     }
     c.consumer_sleeping.store(0, std::memory_order_relaxed);
   }
+}
+
+bool RingReader::readable() const noexcept {
+  return control_->head.load(std::memory_order_acquire) != tail_;
 }
 
 void RingReader::stop() noexcept {

@@ -31,15 +31,15 @@ inline constexpr size_t kRingSlotSize = 2048;   // header + payload of one recor
 inline constexpr size_t kRingSlotPayload = kRingSlotSize - wire::kHeaderSize;
 inline constexpr uint8_t kFlagOnSocket = 0x80;  // record flag: the frame is the next datagram
 
-// One direction's indices, each side's on its own cache line. All counters wrap.
+// One direction's indices. All counters wrap. Each index has a cache line of its own, and the
+// sleep flags another: a busy pair writes only the indices, so reading the peer's flag after
+// every write finds it in cache instead of pulling the line the peer just wrote.
 struct RingControl {
-  // Written by the producer.
-  alignas(64) std::atomic<uint32_t> head{0};      // records published
-  std::atomic<uint32_t> producer_sleeping{0};    // waits for room
+  alignas(64) std::atomic<uint32_t> head{0};      // producer: records published
+  alignas(64) std::atomic<uint32_t> producer_sleeping{0};  // producer: waits for room
   std::atomic<uint32_t> room_bell{0};            // futex word the producer sleeps on
-  // Written by the consumer.
-  alignas(64) std::atomic<uint32_t> tail{0};      // records consumed
-  std::atomic<uint32_t> consumer_sleeping{0};    // waits for data
+  alignas(64) std::atomic<uint32_t> tail{0};      // consumer: records consumed
+  alignas(64) std::atomic<uint32_t> consumer_sleeping{0};  // consumer: waits for data
   std::atomic<uint32_t> data_bell{0};            // futex word the consumer sleeps on
 };
 static_assert(std::atomic<uint32_t>::is_always_lock_free, "futex words must be plain words");
@@ -134,7 +134,8 @@ class RingWriter {
   const void* sync_key_ = nullptr;
   std::function<void()> on_full_;
   std::timed_mutex mutex_;
-  uint32_t head_ = 0;  // ours; the copy in shared memory is only for the peer
+  uint32_t head_ = 0;       // ours; the copy in shared memory is only for the peer
+  uint32_t tail_seen_ = 0;  // the consumer's index when we last looked: room without a look
   std::atomic<bool> stopped_{false};
 };
 
@@ -148,10 +149,13 @@ class RingReader {
   std::chrono::nanoseconds spin_budget() const noexcept { return spin_.current(); }
 
   // Copies the next frame (header and payload) into `buffer`, which must hold kMaxFrameSize bytes,
-  // waiting until `deadline` (spin, then sleep). STATUS_TIMEOUT: nothing arrived.
+  // waiting until `deadline` (spin, then sleep; Deadline::min(): no wait and no clock read).
+  // STATUS_TIMEOUT: nothing arrived.
   // STATUS_PORT_DISCONNECTED: stop() was called and the ring is empty. STATUS_DATA_ERROR: the peer
   // broke the ring; error() says how.
   Result<size_t> receive(MutableBytes buffer, Deadline deadline) noexcept;
+  // True when a record waits (the reader's own check; call it where receive() may be called).
+  bool readable() const noexcept;
   // Makes a waiting receive() return, and every later one once the ring is empty. Any thread.
   void stop() noexcept;
   const char* error() const noexcept { return error_; }

@@ -1590,6 +1590,9 @@ INSTANTIATE_TEST_SUITE_P(SharedMemory, SharedMemoryHostile, ::testing::ValuesIn(
 
 // A raw service claims to have consumed more of the ring to it than the filter wrote: the filter's
 // next send on that connection fails cleanly, and the well-behaved service keeps working.
+// The filter looks at the service's index only when its last look showed the ring full (a busy
+// pair then never pulls that cache line): a lying index goes unnoticed until then, and hurts only
+// the liar, whose messages nobody reads. At that look the connection closes.
 TEST_F(SharedMemoryHostile, ToServiceTailBeyondHeadFailsTheNextSendCleanly) {
   Signal port_ready, good_connected, attack, ready, verdict;
   const std::string path = port_socket_path(runtime_dir_);
@@ -1599,7 +1602,9 @@ TEST_F(SharedMemoryHostile, ToServiceTailBeyondHeadFailsTheNextSendCleanly) {
     RawShmService raw;
     CHILD_CHECK_EQ(raw.connect(path).code(), STATUS_SUCCESS);
     raw.to_service().tail.store(1000, std::memory_order_seq_cst);
-    CHILD_CHECK(raw.give_credit());
+    // Credits for a full ring and one more, one `get` frame of that many.
+    raw.publish(wire::make_header(FrameType::get, 0, 0, 0, static_cast<uint32_t>(kRingSlots + 1)));
+    CHILD_CHECK(raw.send_drain());
     ready.notify();
     verdict.notify(raw.closed_by_filter_within(8s) ? 1 : 0);
     return 0;
@@ -1615,10 +1620,13 @@ TEST_F(SharedMemoryHostile, ToServiceTailBeyondHeadFailsTheNextSendCleanly) {
   ASSERT_TRUE(filter.wait_connections(2));
   ASSERT_TRUE(ready.wait());
   ClientPort& victim = filter.client(1);
-  std::vector<uint8_t> reply(64);
+  // Posts fill the ring (nobody reads it); the next one looks at the index and refuses it.
+  for (size_t i = 0; i < kRingSlots; ++i) {
+    ASSERT_EQ(victim.post(cbytes(pattern(32, 9)), Timeout(5s)).code(), STATUS_SUCCESS) << i;
+  }
   Stopwatch stopwatch;
-  auto sent = victim.send(cbytes(pattern(32, 9)), mbytes(reply), Timeout(5s));
-  EXPECT_CODE(code_of(sent), STATUS_PORT_DISCONNECTED);
+  const Status sent = victim.post(cbytes(pattern(32, 9)), Timeout(5s));
+  EXPECT_CODE(sent.code(), STATUS_PORT_DISCONNECTED);
   EXPECT_LT(stopwatch.ms(), kPromptlyMs);
   EXPECT_EQ(wait_number(verdict, 10s), 1) << "the filter kept the connection of the offender";
   EXPECT_TRUE(ExitsCleanly(attacker));
