@@ -57,6 +57,10 @@ struct FileEvent {
   std::string old_path;    // rename only
   std::string executable;  // the process's executable, when the filter asked for it
   bool is_directory = false;
+  // The flags the kernel reports with the event: fanotify's mask bits (FAN_OPEN_PERM,
+  // FAN_OPEN_EXEC_PERM, FAN_ACCESS_PERM, FAN_PRE_ACCESS, FAN_CLOSE_WRITE, FAN_CREATE, FAN_DELETE,
+  // FAN_RENAME, FAN_ATTRIB, FAN_ONDIR). fanotify does not report the opener's own open flags.
+  uint64_t kernel_flags = 0;
   std::optional<uint64_t> range_offset;  // read with pre-access: the bytes about to be read
   std::optional<uint64_t> range_count;
 };

@@ -134,6 +134,7 @@ typedef struct _FLTPORT_FILE_EVENT {
   BOOLEAN IsDirectory;
   BOOLEAN HasRange;     /* IRP_MJ_READ with the byte range about to be read */
   BOOLEAN CacheVerdict; /* set by the filter on an allow: the verdict stands until the file changes */
+  ULONGLONG KernelFlags; /* fanotify's mask bits for the event (FAN_OPEN_PERM, ..., FAN_ONDIR) */
 } FLTPORT_FILE_EVENT, *PFLTPORT_FILE_EVENT;
 
 typedef struct _FLT_CALLBACK_DATA {

@@ -46,6 +46,7 @@ struct CallbackFrame {
     file.UserId = event.uid;
     file.GroupId = event.gid;
     file.IsDirectory = event.is_directory;
+    file.KernelFlags = event.kernel_flags;
     file.HasRange = event.range_offset.has_value();
     iopb.MajorFunction = major;
     if (event.range_offset) {

@@ -288,6 +288,7 @@ void FilterManagerCore::on_permission_event(fanotify::PermissionEvent& kernel_ev
   FileEvent& event = request->event;
   event.operation = operation;
   event.pid = kernel_event.pid;
+  event.kernel_flags = kernel_event.mask;
   event.fd = fd;
   event.path = fd_path(fd);
   event.range_offset = kernel_event.range_offset;
@@ -375,6 +376,7 @@ void FilterManagerCore::on_notification(const fanotify::Notification& notificati
     FileEvent event;
     event.operation = operation;
     event.pid = notification.pid;
+    event.kernel_flags = notification.mask;
     event.path = notification.path;
     event.old_path = operation == Operation::rename ? notification.old_path : std::string();
     event.is_directory = notification.is_directory;

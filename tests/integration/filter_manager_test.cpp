@@ -5,6 +5,7 @@
 #include <fltport/filter.hpp>
 
 #include <fcntl.h>
+#include <sys/fanotify.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -89,9 +90,14 @@ class FilterManagerTest : public ::testing::Test {
 TEST_F(FilterManagerTest, DenyReachesTheOpeningProcessAndAllowLetsItOpen) {
   write_file(directory_ + "/clean.txt", "hello");
   write_file(directory_ + "/bad.txt", "foul");
+  std::atomic<int> flagged_as_open{0};
   ASSERT_TRUE(manager_
                   ->register_filter(filter("judge", 100,
-                                           [](const FileEvent& event, PendingOperation&) {
+                                           [&](const FileEvent& event, PendingOperation&) {
+                                             if ((event.kernel_flags & FAN_OPEN_PERM) != 0 &&
+                                                 (event.kernel_flags & FAN_ONDIR) == 0 && event.pid > 0) {
+                                               ++flagged_as_open;
+                                             }
                                              const bool bad = event.path.find("bad") != std::string::npos;
                                              return PreResult::now(bad ? Verdict::deny(EACCES)
                                                                        : Verdict::allow());
@@ -101,6 +107,7 @@ TEST_F(FilterManagerTest, DenyReachesTheOpeningProcessAndAllowLetsItOpen) {
   EXPECT_EQ(open_in_child(directory_ + "/clean.txt"), 0);
   const int denied = open_in_child(directory_ + "/bad.txt");
   EXPECT_TRUE(denied == EACCES || denied == EPERM) << "errno " << denied;
+  EXPECT_EQ(flagged_as_open.load(), 2) << "each event carries the kernel's flags (FAN_OPEN_PERM)";
   auto stats = manager_->statistics("judge");
   ASSERT_TRUE(stats.ok());
   EXPECT_EQ(stats->allowed, 1u);
@@ -259,6 +266,11 @@ TEST_F(FilterManagerTest, PostOperationsReportCreateWriteRenameDelete) {
       Operation::create | Operation::close_write | Operation::rename | Operation::remove;
   registration.post_operation = [&](const FileEvent& event) {
     std::lock_guard lock(mutex);
+    const uint64_t expected_flag = event.operation == Operation::create        ? FAN_CREATE
+                                   : event.operation == Operation::close_write ? FAN_CLOSE_WRITE
+                                   : event.operation == Operation::rename      ? FAN_RENAME
+                                                                               : FAN_DELETE;
+    if ((event.kernel_flags & expected_flag) == 0) seen.push_back("missing kernel flag");
     seen.push_back(
         std::string(operation_name(event.operation)) + " " +
         std::filesystem::path(event.path).filename().string() +
