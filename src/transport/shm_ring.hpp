@@ -92,7 +92,7 @@ struct WaitPolicy {
 class AdaptiveSpin {
  public:
   static constexpr int64_t kSpinShrinkFloor = 32;  // never below budget / 32 while spinning is on
-  static constexpr std::chrono::nanoseconds kPureSpin{5'000};  // then spin and yield
+  static constexpr std::chrono::nanoseconds kPureSpin{20'000};  // then spin and yield
   explicit AdaptiveSpin(WaitPolicy policy = {}) noexcept : policy_(policy), current_ns_(policy.spin.count()) {}
   template <class Ready>
   bool spin_until(Ready ready, Deadline deadline) noexcept;
