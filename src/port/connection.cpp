@@ -52,8 +52,9 @@ Result<std::shared_ptr<ServiceConnection>> ServiceConnection::connect(const std:
   if (decoded.frame.header.status != STATUS_SUCCESS) return Status(decoded.frame.header.status);
   transport::SharedRegion region;
   if (decoded.frame.header.aux == wire::kWelcomeSharedMemory) {
-    auto mapped = ask_shared_memory && region_fd.valid() ? transport::SharedRegion::map(std::move(region_fd))
-                                                         : Result<transport::SharedRegion>(STATUS_INVALID_PARAMETER);
+    auto mapped = ask_shared_memory && region_fd.valid()
+                      ? transport::SharedRegion::map(std::move(region_fd))
+                      : Result<transport::SharedRegion>(STATUS_INVALID_PARAMETER);
     if (!mapped) {
       FLTPORT_LOG(warning, "port", "%s: the filter's shared memory is not usable", port_name.c_str());
       return Status(STATUS_PORT_DISCONNECTED);
@@ -75,10 +76,9 @@ ServiceConnection::ServiceConnection(UniqueFd socket, UniqueFd reply_socket, tra
   const auto spin = transport::effective_spin_budget(spin_budget);
   // Messages come from any filter thread: nothing tells when the next one is due, so no
   // peer-asleep shortcut for the reader. A full ring to a filter that sleeps will not drain soon.
-  from_filter_ = std::make_unique<transport::RingReader>(&region_.control(RingDirection::to_service),
-                                                         region_.slots(RingDirection::to_service), socket_.fd(),
-                                                         transport::WaitPolicy{spin, nullptr},
-                                                         region_.sync_key(RingDirection::to_service));
+  from_filter_ = std::make_unique<transport::RingReader>(
+      &region_.control(RingDirection::to_service), region_.slots(RingDirection::to_service), socket_.fd(),
+      transport::WaitPolicy{spin, nullptr}, region_.sync_key(RingDirection::to_service));
   to_filter_ = std::make_unique<transport::RingWriter>(
       &region_.control(RingDirection::to_filter), region_.slots(RingDirection::to_filter), reply_socket_.fd(),
       transport::WaitPolicy{spin, &region_.control(RingDirection::to_filter).consumer_sleeping},
@@ -159,11 +159,15 @@ Status ServiceConnection::pump(Lock& lock, Ready ready, bool getter, Deadline de
       break;
     }
   }
-  // Leaving: if nobody reads, one sleeper takes over (one wake-up, not all of them).
+  hand_over_reading();
+  return result;
+}
+
+void ServiceConnection::hand_over_reading() noexcept {
+  // If nobody reads, one sleeper takes over (one wake-up, not all of them).
   if (!reading_ && !broken_) {
     if (Waiter* next = sleepers_.front()) next->cv.notify_one();
   }
-  return result;
 }
 
 void ServiceConnection::wake_for_arrivals(bool reader_is_getter, bool responded) noexcept {
@@ -268,10 +272,7 @@ void ServiceConnection::drain_arrived(Lock& lock) {
   if (reading_) return;  // the active reader takes them as they come
   while (!broken_ && receive_one(lock, Deadline::min(), false)) {
   }
-  // A getter that came while we read went to sleep behind us: it reads now.
-  if (!reading_ && !broken_) {
-    if (Waiter* next = sleepers_.front()) next->cv.notify_one();
-  }
+  hand_over_reading();  // a getter that came while we read went to sleep behind us
 }
 
 bool ServiceConnection::need_credit() const noexcept {

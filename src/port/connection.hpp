@@ -7,10 +7,8 @@
 #include <fltport/port.hpp>
 
 #include <condition_variable>
-#include <deque>
 #include <mutex>
 #include <thread>
-#include <unordered_map>
 #include <vector>
 
 #include "base/intrusive_list.hpp"
@@ -71,6 +69,8 @@ class ServiceConnection {
   template <class Ready>
   Status pump(Lock& lock, Ready ready, bool getter, Deadline deadline);
   void wake_for_arrivals(bool reader_is_getter, bool responded) noexcept;
+  // Called by a thread that stops reading: wakes one waiter to read in its place.
+  void hand_over_reading() noexcept;
   // Takes frames that already arrived (a withdrawal crossing our reply) without waiting.
   void drain_arrived(Lock& lock);
   // Reads a frame (waiting until `deadline`) and, with the rings, every other frame already there.

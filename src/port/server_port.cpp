@@ -144,7 +144,7 @@ bool PortConnection::read_reply_frame(std::unique_lock<std::mutex>& lock, Deadli
 void PortConnection::drain_reply_channel() noexcept {
   std::unique_lock lock(mutex_);
   if (!reply_socket_.valid() || closed_) return;
-  reply_socket_.shutdown();  // reads return what is queued, then the end
+  reply_socket_.shutdown();                  // reads return what is queued, then the end
   if (from_service_) from_service_->stop();  // likewise, and wakes a sender asleep on the ring
   while (!closed_) {
     if (reply_reader_active_) {
@@ -263,14 +263,12 @@ bool PortConnection::set_up_shared_memory() {
   std::lock_guard lock(mutex_);
   if (closed_) return false;
   region_ = std::move(*region);
-  to_service_ = std::make_unique<transport::RingWriter>(&region_.control(RingDirection::to_service),
-                                                        region_.slots(RingDirection::to_service), socket_.fd(),
-                                                        transport::WaitPolicy{spin, service_asleep},
-                                                        region_.sync_key(RingDirection::to_service));
-  from_service_ = std::make_unique<transport::RingReader>(&region_.control(RingDirection::to_filter),
-                                                          region_.slots(RingDirection::to_filter),
-                                                          reply_socket_.fd(), transport::WaitPolicy{spin, service_asleep},
-                                                          region_.sync_key(RingDirection::to_filter));
+  to_service_ = std::make_unique<transport::RingWriter>(
+      &region_.control(RingDirection::to_service), region_.slots(RingDirection::to_service), socket_.fd(),
+      transport::WaitPolicy{spin, service_asleep}, region_.sync_key(RingDirection::to_service));
+  from_service_ = std::make_unique<transport::RingReader>(
+      &region_.control(RingDirection::to_filter), region_.slots(RingDirection::to_filter), reply_socket_.fd(),
+      transport::WaitPolicy{spin, service_asleep}, region_.sync_key(RingDirection::to_filter));
   shared_memory_.store(true, std::memory_order_release);
   return true;
 }
@@ -358,10 +356,6 @@ bool PortConnection::handshake() {
     answer(STATUS_OBJECT_NAME_NOT_FOUND);
     return false;
   }
-  // Before ConnectNotify, which may already start senders on this connection.
-  const bool shared_memory = (decoded.frame.header.aux & wire::kOptionSharedMemory) != 0 &&
-                             shared_->shared_memory && transport::shared_memory_allowed() &&
-                             reply_socket_.valid() && set_up_shared_memory();
   {
     std::lock_guard lock(shared_->mutex);
     if (shared_->connections >= shared_->max_connections) {
@@ -371,6 +365,10 @@ bool PortConnection::handshake() {
     ++shared_->connections;
     slot_held_ = true;
   }
+  // Before ConnectNotify, which may already start senders on this connection.
+  const bool shared_memory = (decoded.frame.header.aux & wire::kOptionSharedMemory) != 0 &&
+                             shared_->shared_memory && transport::shared_memory_allowed() &&
+                             reply_socket_.valid() && set_up_shared_memory();
   ClientPort handle(shared_from_this());
   Status verdict = STATUS_SUCCESS;
   if (shared_->on_connect) {
@@ -390,7 +388,8 @@ bool PortConnection::handshake() {
   kept_handle_ = std::move(handle);
   const auto welcome = wire::make_header(FrameType::welcome, 0, 0, STATUS_SUCCESS,
                                          shared_memory ? wire::kWelcomeSharedMemory : 0);
-  return transport::send_frame(socket_.fd(), welcome, {}, stall_deadline(), shared_memory ? region_.fd() : -1).ok();
+  return transport::send_frame(socket_.fd(), welcome, {}, stall_deadline(), shared_memory ? region_.fd() : -1)
+      .ok();
 }
 
 void PortConnection::receive_loop() {

@@ -13,7 +13,6 @@
 #include <list>
 #include <mutex>
 #include <thread>
-#include <unordered_map>
 #include <unordered_set>
 #include <vector>
 
@@ -60,7 +59,8 @@ class PortConnection : public std::enable_shared_from_this<PortConnection> {
   bool is_open() const noexcept;
   const PeerCredentials& peer() const noexcept { return peer_; }
   PortTransport transport() const noexcept {
-    return shared_memory_.load(std::memory_order_acquire) ? PortTransport::shared_memory : PortTransport::socket;
+    return shared_memory_.load(std::memory_order_acquire) ? PortTransport::shared_memory
+                                                          : PortTransport::socket;
   }
 
   // The connection's thread: handshake, then frames until the end, then DisconnectNotify.
@@ -144,10 +144,10 @@ class PortConnection : public std::enable_shared_from_this<PortConnection> {
   uint32_t credits_ = 0;
   // Each sender's message lives on its stack and is in one list at a time: no allocation per
   // message. Waiters are few (one per sending thread), so finding one by id scans.
-  MessageList queue_;    // waiting for a credit, oldest first
-  MessageList waiters_;  // delivered, waiting for a reply
-  std::deque<uint64_t> withdrawn_order_;                    // waiters that gave up: a late reply
-  std::unordered_set<uint64_t> withdrawn_;                  // to them is no offence
+  MessageList queue_;                       // waiting for a credit, oldest first
+  MessageList waiters_;                     // delivered, waiting for a reply
+  std::deque<uint64_t> withdrawn_order_;    // waiters that gave up: a late reply
+  std::unordered_set<uint64_t> withdrawn_;  // to them is no offence
 
   // FilterSendMessage requests run on workers so that MessageNotify may itself call
   // FltSendMessage on this connection while this thread keeps reading replies.

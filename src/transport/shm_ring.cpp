@@ -64,6 +64,25 @@ void ring_bell(std::atomic<uint32_t>& bell) noexcept {
   futex_wake(bell);
 }
 
+// The two halves of the sleep protocol, for either side of a ring. The sleeper raises its flag,
+// then re-checks; the waker publishes, then reads the flag. Both seq_cst: either the sleeper sees
+// what was published, or the waker sees the flag (neither may see only the other's old value).
+// True when it slept (the caller learns from how long).
+template <class StillWaiting>
+bool sleep_unless(std::atomic<uint32_t>& sleeping, std::atomic<uint32_t>& bell, StillWaiting still_waiting,
+                  Deadline deadline) noexcept {
+  const uint32_t rung = bell.load(std::memory_order_seq_cst);
+  sleeping.store(1, std::memory_order_seq_cst);
+  const bool sleep = still_waiting();
+  if (sleep) futex_wait(bell, rung, deadline);
+  sleeping.store(0, std::memory_order_relaxed);
+  return sleep;
+}
+
+void wake_if_sleeping(std::atomic<uint32_t>& sleeping, std::atomic<uint32_t>& bell) noexcept {
+  if (sleeping.load(std::memory_order_seq_cst) != 0) ring_bell(bell);
+}
+
 inline void cpu_relax() noexcept {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_ia32_pause();
@@ -106,10 +125,12 @@ void AdaptiveSpin::after_sleep(std::chrono::nanoseconds waited) noexcept {
   const int64_t budget = current_ns_.load(std::memory_order_relaxed);
   if (waited <= policy_.spin) {
     // Spinning that long would have saved the sleep: spin longer next time.
-    current_ns_.store(std::min(policy_.spin.count(), std::max(budget, 2 * waited.count())), std::memory_order_relaxed);
+    current_ns_.store(std::min(policy_.spin.count(), std::max(budget, 2 * waited.count())),
+                      std::memory_order_relaxed);
   } else {
     // The peer takes longer than any spin we allow (it is slow, or shares our CPU and needs it).
-    current_ns_.store(std::max(policy_.spin.count() / kSpinShrinkFloor, budget / 2), std::memory_order_relaxed);
+    current_ns_.store(std::max(policy_.spin.count() / kSpinShrinkFloor, budget / 2),
+                      std::memory_order_relaxed);
   }
 }
 
@@ -121,10 +142,12 @@ Result<SharedRegion> SharedRegion::create() {
   if (::ftruncate(fd.fd(), static_cast<off_t>(kSize)) != 0 || ::fcntl(fd.fd(), F_ADD_SEALS, kSeals) != 0) {
     return Status(STATUS_INSUFFICIENT_RESOURCES);
   }
+  struct stat info {};
+  if (::fstat(fd.fd(), &info) != 0) return Status(STATUS_INSUFFICIENT_RESOURCES);
   void* base = ::mmap(nullptr, kSize, PROT_READ | PROT_WRITE, MAP_SHARED, fd.fd(), 0);
   if (base == MAP_FAILED) return Status(STATUS_INSUFFICIENT_RESOURCES);
   // A fresh memfd reads as zeros: every index and flag starts at 0 on both sides.
-  return SharedRegion(std::move(fd), static_cast<std::byte*>(base));
+  return SharedRegion(std::move(fd), static_cast<std::byte*>(base), static_cast<uint64_t>(info.st_ino));
 }
 
 Result<SharedRegion> SharedRegion::map(UniqueFd fd) {
@@ -138,12 +161,7 @@ Result<SharedRegion> SharedRegion::map(UniqueFd fd) {
   }
   void* base = ::mmap(nullptr, kSize, PROT_READ | PROT_WRITE, MAP_SHARED, fd.fd(), 0);
   if (base == MAP_FAILED) return Status(STATUS_INSUFFICIENT_RESOURCES);
-  return SharedRegion(std::move(fd), static_cast<std::byte*>(base));
-}
-
-SharedRegion::SharedRegion(UniqueFd fd, std::byte* base) noexcept : fd_(std::move(fd)), base_(base) {
-  struct stat info {};
-  if (::fstat(fd_.fd(), &info) == 0) identity_ = static_cast<uint64_t>(info.st_ino);
+  return SharedRegion(std::move(fd), static_cast<std::byte*>(base), static_cast<uint64_t>(info.st_ino));
 }
 
 SharedRegion::SharedRegion(SharedRegion&& other) noexcept
@@ -199,13 +217,11 @@ Status RingWriter::wait_for_room(Deadline deadline) noexcept {
       on_full_();
     }
     if (spin_.spin_until(room, deadline)) continue;
-    const uint32_t bell = c.room_bell.load(std::memory_order_seq_cst);
-    c.producer_sleeping.store(1, std::memory_order_seq_cst);
-    // seq_cst, as the flag: the re-check may not move before it, else we and the reader can
-    // miss each other (each sees the other's old value).
-    const bool full = head_ - c.tail.load(std::memory_order_seq_cst) >= kRingSlots;
-    if (full && !stopped_.load(std::memory_order_seq_cst)) futex_wait(c.room_bell, bell, deadline);
-    c.producer_sleeping.store(0, std::memory_order_relaxed);
+    auto still_full = [&] {
+      return head_ - c.tail.load(std::memory_order_seq_cst) >= kRingSlots &&
+             !stopped_.load(std::memory_order_seq_cst);
+    };
+    sleep_unless(c.producer_sleeping, c.room_bell, still_full, deadline);
     if (room()) spin_.after_sleep(Timeout::Clock::now() - started);
   }
 }
@@ -213,13 +229,14 @@ Status RingWriter::wait_for_room(Deadline deadline) noexcept {
 Status RingWriter::send(const wire::FrameHeader& header, ConstBytes payload, Deadline deadline) noexcept {
   // Another writer may be waiting for room: our own deadline bounds the wait for our turn too.
   std::unique_lock lock(mutex_, std::try_to_lock);
-  if (lock.owns_lock()) {
-  } else if (deadline == Deadline::max()) {
-    lock.lock();
-  } else if (!lock.try_lock_until(std::chrono::system_clock::now() + (deadline - Timeout::Clock::now()))) {
-    // (system_clock: libstdc++ waits on a steady deadline with pthread_mutex_clocklock, which
-    // ThreadSanitizer does not know; a clock step can only shorten or lengthen this one wait.)
-    return stopped_.load(std::memory_order_acquire) ? STATUS_PORT_DISCONNECTED : STATUS_TIMEOUT;
+  if (!lock.owns_lock()) {
+    if (deadline == Deadline::max()) {
+      lock.lock();
+    } else if (!lock.try_lock_until(std::chrono::system_clock::now() + (deadline - Timeout::Clock::now()))) {
+      // (system_clock: libstdc++ waits on a steady deadline with pthread_mutex_clocklock, which
+      // ThreadSanitizer does not know; a clock step can only shorten or lengthen this one wait.)
+      return stopped_.load(std::memory_order_acquire) ? STATUS_PORT_DISCONNECTED : STATUS_TIMEOUT;
+    }
   }
   if (stopped_.load(std::memory_order_acquire)) return STATUS_PORT_DISCONNECTED;
   if (Status room = wait_for_room(deadline); !room.ok()) return room;
@@ -242,9 +259,7 @@ Status RingWriter::send(const wire::FrameHeader& header, ConstBytes payload, Dea
   RingControl& c = *control_;
   sync_release(sync_key_);
   c.head.store(head_, std::memory_order_seq_cst);
-  // seq_cst store then load: either the consumer sees the new head before it sleeps, or we see
-  // its flag and wake it.
-  if (c.consumer_sleeping.load(std::memory_order_seq_cst) != 0) ring_bell(c.data_bell);
+  wake_if_sleeping(c.consumer_sleeping, c.data_bell);
   return STATUS_SUCCESS;
 }
 
@@ -292,7 +307,7 @@ Result<size_t> RingReader::take(MutableBytes buffer) noexcept {
   }
   ++tail_;
   c.tail.store(tail_, std::memory_order_seq_cst);
-  if (c.producer_sleeping.load(std::memory_order_seq_cst) != 0) ring_bell(c.room_bell);
+  wake_if_sleeping(c.producer_sleeping, c.room_bell);
   return length;
 }
 
@@ -315,15 +330,10 @@ Result<size_t> RingReader::receive(MutableBytes buffer, Deadline deadline) noexc
     if (now >= deadline) return Status(STATUS_TIMEOUT);
     if (started == Deadline{}) started = now;
     if (spin_.spin_until(ready, deadline)) continue;
-    const uint32_t bell = c.data_bell.load(std::memory_order_seq_cst);
-    c.consumer_sleeping.store(1, std::memory_order_seq_cst);
-    // seq_cst, as the flag: the re-check may not move before it, else we and the writer can
-    // miss each other (each sees the other's old value).
-    if (c.head.load(std::memory_order_seq_cst) == tail_ && !stopped_.load(std::memory_order_seq_cst)) {
-      futex_wait(c.data_bell, bell, deadline);
-      slept = true;
-    }
-    c.consumer_sleeping.store(0, std::memory_order_relaxed);
+    auto nothing_yet = [&] {
+      return c.head.load(std::memory_order_seq_cst) == tail_ && !stopped_.load(std::memory_order_seq_cst);
+    };
+    if (sleep_unless(c.consumer_sleeping, c.data_bell, nothing_yet, deadline)) slept = true;
   }
 }
 

@@ -26,8 +26,8 @@
 
 namespace fltport::transport {
 
-inline constexpr size_t kRingSlots = 64;        // per direction; a power of two
-inline constexpr size_t kRingSlotSize = 2048;   // header + payload of one record
+inline constexpr size_t kRingSlots = 64;       // per direction; a power of two
+inline constexpr size_t kRingSlotSize = 2048;  // header + payload of one record
 inline constexpr size_t kRingSlotPayload = kRingSlotSize - wire::kHeaderSize;
 inline constexpr uint8_t kFlagOnSocket = 0x80;  // record flag: the frame is the next datagram
 
@@ -35,12 +35,12 @@ inline constexpr uint8_t kFlagOnSocket = 0x80;  // record flag: the frame is the
 // sleep flags another: a busy pair writes only the indices, so reading the peer's flag after
 // every write finds it in cache instead of pulling the line the peer just wrote.
 struct RingControl {
-  alignas(64) std::atomic<uint32_t> head{0};      // producer: records published
+  alignas(64) std::atomic<uint32_t> head{0};               // producer: records published
   alignas(64) std::atomic<uint32_t> producer_sleeping{0};  // producer: waits for room
-  std::atomic<uint32_t> room_bell{0};            // futex word the producer sleeps on
-  alignas(64) std::atomic<uint32_t> tail{0};      // consumer: records consumed
+  std::atomic<uint32_t> room_bell{0};                      // futex word the producer sleeps on
+  alignas(64) std::atomic<uint32_t> tail{0};               // consumer: records consumed
   alignas(64) std::atomic<uint32_t> consumer_sleeping{0};  // consumer: waits for data
-  std::atomic<uint32_t> data_bell{0};            // futex word the consumer sleeps on
+  std::atomic<uint32_t> data_bell{0};                      // futex word the consumer sleeps on
 };
 static_assert(std::atomic<uint32_t>::is_always_lock_free, "futex words must be plain words");
 
@@ -73,7 +73,8 @@ class SharedRegion {
   const void* sync_key(RingDirection direction) const noexcept;
 
  private:
-  SharedRegion(UniqueFd fd, std::byte* base) noexcept;
+  SharedRegion(UniqueFd fd, std::byte* base, uint64_t identity) noexcept
+      : fd_(std::move(fd)), base_(base), identity_(identity) {}
   UniqueFd fd_;
   std::byte* base_ = nullptr;
   uint64_t identity_ = 0;  // the memfd's inode
@@ -93,7 +94,8 @@ class AdaptiveSpin {
  public:
   static constexpr int64_t kSpinShrinkFloor = 32;  // never below budget / 32 while spinning is on
   static constexpr std::chrono::nanoseconds kPureSpin{20'000};  // then spin and yield
-  explicit AdaptiveSpin(WaitPolicy policy = {}) noexcept : policy_(policy), current_ns_(policy.spin.count()) {}
+  explicit AdaptiveSpin(WaitPolicy policy = {}) noexcept
+      : policy_(policy), current_ns_(policy.spin.count()) {}
   template <class Ready>
   bool spin_until(Ready ready, Deadline deadline) noexcept;
   // After a wait that ended in sleep: `waited` = the whole wait, spin and sleep.
