@@ -152,15 +152,33 @@ struct InstanceInfo {
   uint64_t post_notifications = 0;
 };
 
+// The host's queues (fltmc host): what waits for verdicts, and what the kernel could not queue.
+struct HostStatistics {
+  uint64_t waiting = 0;         // permission events read and not answered yet
+  uint64_t waiting_limit = 0;   // beyond it an event takes its filter's default at once (bounded memory, fds)
+  uint64_t overload_defaults = 0;  // events answered so
+  uint64_t kernel_queued = 0;   // permission events queued in the kernel, not read yet
+  uint64_t post_operations_queued = 0;
+  uint64_t permission_overflows = 0;    // FAN_Q_OVERFLOW: the kernel allowed events it could not queue
+  uint64_t notification_overflows = 0;  // FAN_Q_OVERFLOW: notifications lost
+};
+
 struct FilterManagerOptions {
   // Processes whose accesses never reach filters (besides this process, always exempt).
   std::vector<pid_t> exempt_processes;
+  // On a fatal signal (SIGSEGV, SIGBUS, SIGABRT, ...), flush the marks and close the groups before
+  // the process dies or dumps core, so that no process (the core-dump helper included) waits on a
+  // dying host; the signal then goes to the previous handler or its default action. Installs
+  // process-wide handlers once; signals that are ignored are left alone.
+  bool close_groups_on_fatal_signal = true;
 };
 
 class FilterManagerCore;
 
 // Owns the fanotify groups and the thread that reads them. Destroying it (or shutdown()) answers
 // every event still waiting with its filter's default, removes every mark and closes the groups.
+// stop_filtering() is the first half of that, which never waits on a filter: a host calls it
+// first on the way out, then unloads its filters (which may wait on their services), then shuts down.
 class FLTPORT_API FilterManager {
  public:
   // Failures: STATUS_ACCESS_DENIED (no CAP_SYS_ADMIN), STATUS_NOT_SUPPORTED (no fanotify).
@@ -168,7 +186,9 @@ class FLTPORT_API FilterManager {
   ~FilterManager();
 
   Status register_filter(FilterRegistration registration);  // STATUS_OBJECT_NAME_COLLISION for a name in use
-  Status unregister_filter(const std::string& name);        // detaches its instances first
+  // Detaches its instances, then waits for its callbacks still running (never call it from one);
+  // events already read skip it from then on.
+  Status unregister_filter(const std::string& name);
   Status attach(const std::string& filter, const std::string& path,
                 AttachScope scope = AttachScope::directory_tree);
   Status detach(const std::string& filter, const std::string& path);
@@ -177,6 +197,11 @@ class FLTPORT_API FilterManager {
   std::vector<std::string> filters() const;
   std::vector<InstanceInfo> instances() const;
   Result<FilterStatistics> statistics(const std::string& filter) const;
+  HostStatistics host_statistics() const;
+  // Removes every mark first (opens from now on are not held), then answers with its filter's
+  // default every event read and every event still queued in the kernel. Callbacks still
+  // running finish unheard. Does not wait for them; idempotent. Returns how many events it answered.
+  size_t stop_filtering() noexcept;
   void shutdown() noexcept;
 
  private:

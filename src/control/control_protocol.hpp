@@ -49,7 +49,7 @@ struct CommandSpec {
 inline constexpr CommandSpec kCommands[] = {
     {"filters", 0, true},   {"instances", 0, true}, {"volumes", 0, true}, {"ports", 0, true},
     {"stats", 0, true},     {"stat", 1, false},     {"load", 1, false},   {"unload", 1, false},
-    {"attach", 2, false},   {"detach", 2, false},
+    {"attach", 2, false},   {"detach", 2, false},   {"host", 0, false},
 };
 
 inline const CommandSpec* find_command(std::string_view name) {

@@ -13,6 +13,7 @@
 #include <string_view>
 
 #include "base/log.hpp"
+#include "fltmgr/fatal_signal_guard.hpp"
 
 // What the running kernel has and Debian 12's <linux/fanotify.h> (Linux 6.1) does not.
 // FAN_PRE_ACCESS, the range info record and FAN_DENY_ERRNO: Linux 6.14.
@@ -275,8 +276,18 @@ PermissionGroup::PermissionGroup(PermissionGroup&& other) noexcept
       capabilities_(std::exchange(other.capabilities_, Capabilities{})),
       overflows_(other.overflows_.exchange(0)) {}
 
+PermissionGroup::~PermissionGroup() {
+  close();
+}
+
+void PermissionGroup::close() noexcept {
+  forget_group_fd(fd_.fd());  // before the number can be reused
+  fd_ = UniqueFd();
+}
+
 PermissionGroup& PermissionGroup::operator=(PermissionGroup&& other) noexcept {
   if (this != &other) {
+    close();
     fd_ = std::move(other.fd_);
     capabilities_ = std::exchange(other.capabilities_, Capabilities{});
     overflows_.store(other.overflows_.exchange(0));
@@ -301,6 +312,7 @@ Result<PermissionGroup> PermissionGroup::open() {
   FLTPORT_LOG(info, kComponent,
               "permission group: pre_content_class %d, pre_access %d, deny_errno %d, ignore_marks %d",
               caps.pre_content_class, caps.pre_access, caps.deny_errno, caps.ignore_marks);
+  guard_group_fd(fd);
   return PermissionGroup(UniqueFd(fd), caps);
 }
 
@@ -459,8 +471,28 @@ NotificationGroup::NotificationGroup(NotificationGroup&& other) noexcept
       marks_mutex_(std::move(other.marks_mutex_)),
       overflows_(other.overflows_.exchange(0)) {}
 
+NotificationGroup::~NotificationGroup() {
+  close();
+}
+
+void NotificationGroup::close() noexcept {
+  forget_group_fd(fd_.fd());
+  fd_ = UniqueFd();
+}
+
+Status NotificationGroup::flush_marks() {
+  if (!fd_.valid()) return STATUS_INVALID_HANDLE;
+  for (const unsigned type : {FAN_MARK_INODE, FAN_MARK_MOUNT, FAN_MARK_FILESYSTEM}) {
+    if (::fanotify_mark(fd_.fd(), FAN_MARK_FLUSH | type, 0, AT_FDCWD, nullptr) != 0) {
+      return status_from_errno(errno);
+    }
+  }
+  return STATUS_SUCCESS;
+}
+
 NotificationGroup& NotificationGroup::operator=(NotificationGroup&& other) noexcept {
   if (this != &other) {
+    close();
     fd_ = std::move(other.fd_);
     mount_fds_ = std::move(other.mount_fds_);
     marks_ = std::move(other.marks_);
@@ -479,6 +511,7 @@ Result<NotificationGroup> NotificationGroup::open() {
     FLTPORT_LOG(warning, kComponent, "fanotify_init (notification group): %s", std::strerror(error));
     return status_from_errno(error, STATUS_NOT_SUPPORTED);
   }
+  guard_group_fd(fd);
   return NotificationGroup(UniqueFd(fd));
 }
 

@@ -64,7 +64,7 @@ class PermissionGroup {
   PermissionGroup() noexcept = default;  // no group: fd() is -1, every call fails
   PermissionGroup(PermissionGroup&& other) noexcept;
   PermissionGroup& operator=(PermissionGroup&& other) noexcept;
-  ~PermissionGroup() = default;
+  ~PermissionGroup();
 
   // Opens a FAN_CLASS_PRE_CONTENT group when the kernel has one (FAN_CLASS_CONTENT otherwise),
   // FAN_CLOEXEC | FAN_NONBLOCK, event files O_RDONLY | O_LARGEFILE | O_CLOEXEC.
@@ -84,6 +84,8 @@ class PermissionGroup {
   // ignore mark without FAN_MARK_IGNORED_SURV_MODIFY on modification).
   Status ignore_until_modified(int event_fd, uint64_t mask);
   Status flush_marks();  // every mark of this group, all scopes
+  // Closes the group: the kernel allows every event still unanswered. Nothing else may use it then.
+  void close() noexcept;
 
   // Reads what is queued (non-blocking): appends events; never waits. The caller owns each
   // event's fd from then on. A queue overflow (FAN_Q_OVERFLOW) is counted in `overflows`.
@@ -108,12 +110,14 @@ class NotificationGroup {
   NotificationGroup() noexcept = default;  // no group: fd() is -1, every call fails
   NotificationGroup(NotificationGroup&& other) noexcept;
   NotificationGroup& operator=(NotificationGroup&& other) noexcept;
-  ~NotificationGroup() = default;
+  ~NotificationGroup();
 
   static Result<NotificationGroup> open();
   int fd() const noexcept;
   Status add_mark(const std::string& path, MarkScope scope, uint64_t mask);
   Status remove_mark(const std::string& path, MarkScope scope, uint64_t mask);
+  Status flush_marks();  // every mark of this group, all scopes
+  void close() noexcept;
   // Reads what is queued (non-blocking), as PermissionGroup::read_events. An event whose object
   // cannot be named any more (its directory is gone) is dropped. rename: a move out of the marked
   // directories has only old_path, a move into them only path.

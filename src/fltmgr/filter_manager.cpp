@@ -3,6 +3,8 @@
 #include <linux/fanotify.h>
 #include <poll.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -11,6 +13,7 @@
 #include <filesystem>
 
 #include "base/log.hpp"
+#include "fltmgr/fatal_signal_guard.hpp"
 
 namespace fltport {
 
@@ -22,6 +25,17 @@ constexpr std::chrono::milliseconds kReaderWatch{
     5};  // more while callbacks block, so one slow filter does not starve others
 constexpr size_t kCleanFileCacheLimit = 65536;  // entries of the user-space verdict cache
 constexpr size_t kMaxTreeDirectories = 100000;  // directories one tree instance may mark
+// Events read and unanswered, at most: the fd limit less what the host needs for itself, within this.
+constexpr uint64_t kMaxWaiting = 16384;
+constexpr uint64_t kFdsKeptForTheHost = 256;
+
+uint64_t waiting_limit() {
+  rlimit files{};
+  if (::getrlimit(RLIMIT_NOFILE, &files) != 0 || files.rlim_cur == RLIM_INFINITY) return kMaxWaiting;
+  const uint64_t usable = files.rlim_cur > 2 * kFdsKeptForTheHost ? files.rlim_cur - kFdsKeptForTheHost
+                                                                  : files.rlim_cur / 2;
+  return std::min(kMaxWaiting, std::max<uint64_t>(usable, 16));
+}
 
 std::string fd_path(int fd) {
   char link[64];
@@ -78,6 +92,29 @@ struct FilterEntry {
     if (by_default) defaults_taken.fetch_add(1, std::memory_order_relaxed);
     latency[latency_bucket(latency_since_arrival)].fetch_add(1, std::memory_order_relaxed);
   }
+
+  // Callbacks running, so that unregistering waits for them (FltUnregisterFilter's rundown): after
+  // it returns, a plugin's code may be unmapped.
+  bool enter_callback() {
+    std::lock_guard lock(callbacks_mutex);
+    if (unregistered) return false;
+    ++running_callbacks;
+    return true;
+  }
+  void leave_callback() {
+    std::lock_guard lock(callbacks_mutex);
+    if (--running_callbacks == 0) callbacks_done.notify_all();
+  }
+  void unregister_and_wait() {
+    std::unique_lock lock(callbacks_mutex);
+    unregistered = true;
+    callbacks_done.wait(lock, [this] { return running_callbacks == 0; });
+  }
+
+  std::mutex callbacks_mutex;
+  std::condition_variable callbacks_done;
+  int running_callbacks = 0;
+  bool unregistered = false;
 };
 
 struct InstanceCounters {
@@ -93,6 +130,7 @@ struct PermissionRequest {
   std::vector<std::shared_ptr<InstanceCounters>> instances;  // chain[i]'s instance covering the file
   std::atomic<size_t> deciding{0};                           // chain position whose verdict is awaited
   std::atomic<bool> answered{false};
+  bool counted_waiting = false;  // in FilterManagerCore::waiting_ until answered
   bool cache = true;  // every allow so far asked for caching (touched by one deciding thread at a time)
 };
 
@@ -146,6 +184,7 @@ Result<std::shared_ptr<FilterManagerCore>> FilterManagerCore::create(FilterManag
   if (!permissions) return permissions.status();
   auto notifications = fanotify::NotificationGroup::open();
   if (!notifications) return notifications.status();
+  if (options.close_groups_on_fatal_signal) fanotify::install_fatal_signal_guard();
   std::shared_ptr<FilterManagerCore> core(
       new FilterManagerCore(std::move(*permissions), std::move(*notifications), std::move(options)));
   if (core->wake_fd_ < 0) return Status(STATUS_INSUFFICIENT_RESOURCES);
@@ -161,7 +200,8 @@ FilterManagerCore::FilterManagerCore(fanotify::PermissionGroup permissions,
                                      fanotify::NotificationGroup notifications, FilterManagerOptions options)
     : permissions_(std::move(permissions)),
       notifications_(std::move(notifications)),
-      wake_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
+      wake_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)),
+      waiting_limit_(waiting_limit()) {
   exempt_.insert(::getpid());
   for (pid_t pid : options.exempt_processes) exempt_.insert(pid);
 }
@@ -171,20 +211,69 @@ FilterManagerCore::~FilterManagerCore() {
   if (wake_fd_ >= 0) ::close(wake_fd_);
 }
 
-void FilterManagerCore::shutdown() noexcept {
+size_t FilterManagerCore::stop_filtering() noexcept {
   {
     std::lock_guard lock(mutex_);
-    if (shut_down_) return;
-    shut_down_ = true;
+    if (filtering_stopped_) return 0;
+    filtering_stopped_ = true;  // from now on an event read is answered by its reader at once
+  }
+  // Marks first: an open that starts from now on is not held at all (fapolicyd #227: after Ctrl-C
+  // the daemon's marks outlived its answers, and nothing could be opened).
+  {
+    std::shared_lock groups(groups_mutex_);
+    if (groups_open_) {
+      permissions_.flush_marks();
+      notifications_.flush_marks();
+    }
   }
   {
     std::lock_guard lock(tasks_mutex_);
     stopping_ = true;
   }
   const uint64_t one = 1;
-  [[maybe_unused]] ssize_t written =
-      ::write(wake_fd_, &one, sizeof one);  // the reading worker's poll returns
+  [[maybe_unused]] ssize_t written = ::write(wake_fd_, &one, sizeof one);  // the reader's poll returns
   tasks_ready_.notify_all();
+  // Read, and waiting for a verdict: the deciding filter's default now.
+  std::vector<std::shared_ptr<PermissionRequest>> waiting;
+  {
+    std::lock_guard lock(mutex_);
+    while (!deadlines_.empty()) {
+      if (auto request = deadlines_.top().request.lock()) waiting.push_back(std::move(request));
+      deadlines_.pop();
+    }
+  }
+  size_t answered = 0;
+  for (auto& request : waiting) {
+    const size_t index = request->deciding.load();
+    if (index >= request->chain.size()) continue;
+    const bool allow = request->chain[index]->registration.default_decision == Decision::allow;
+    if (resume(request, index, allow ? Verdict::allow() : Verdict::deny(), true)) ++answered;
+  }
+  // Queued in the kernel and not read yet: read them here (a worker still reading answers the ones
+  // it takes the same way, seeing filtering_stopped_).
+  std::vector<fanotify::PermissionEvent> events;
+  std::vector<Task> no_tasks;
+  for (int reads = 0; reads < 1024; ++reads) {
+    events.clear();
+    {
+      std::shared_lock groups(groups_mutex_);
+      if (!groups_open_ || !permissions_.read_events(events).ok()) break;
+    }
+    if (events.empty()) break;
+    for (auto& event : events) on_permission_event(event, no_tasks);
+    answered += events.size();
+  }
+  FLTPORT_LOG(info, "fltmgr", "filtering stopped: marks removed, %zu waiting events answered", answered);
+  return answered;
+}
+
+void FilterManagerCore::shutdown() noexcept {
+  {
+    std::lock_guard lock(mutex_);
+    if (shut_down_) return;
+    shut_down_ = true;
+  }
+  stop_filtering();
   std::vector<std::thread> workers;
   {
     std::lock_guard lock(tasks_mutex_);  // no worker starts another once stopping_ is set
@@ -197,26 +286,10 @@ void FilterManagerCore::shutdown() noexcept {
   }
   deadlines_changed_.notify_all();
   if (deadline_thread_.joinable()) deadline_thread_.join();
-  // Every event still waiting gets its filter's default now, before the groups close: nothing
-  // the kernel holds is left to a group that is going away.
-  std::vector<std::shared_ptr<PermissionRequest>> waiting;
-  {
-    std::lock_guard lock(mutex_);
-    while (!deadlines_.empty()) {
-      if (auto request = deadlines_.top().request.lock()) waiting.push_back(std::move(request));
-      deadlines_.pop();
-    }
-  }
-  for (auto& request : waiting) {
-    const size_t index = request->deciding.load();
-    if (index < request->chain.size()) {
-      const bool allow = request->chain[index]->registration.default_decision == Decision::allow;
-      resume(request, index, allow ? Verdict::allow() : Verdict::deny(), true);
-    }
-  }
   std::unique_lock groups(groups_mutex_);
-  permissions_.flush_marks();
   groups_open_ = false;
+  permissions_.close();
+  notifications_.close();
 }
 
 // ---- events ----
@@ -328,12 +401,30 @@ void FilterManagerCore::on_permission_event(fanotify::PermissionEvent& kernel_ev
     const ssize_t length = ::readlink((proc + "/exe").c_str(), target, sizeof target - 1);
     if (length > 0) event.executable.assign(target, static_cast<size_t>(length));
   }
+  bool stopped;
+  bool overloaded = false;
   {
     std::lock_guard lock(mutex_);
-    const auto when = request->arrival + minimum_deadline;
-    const bool earliest = deadlines_.empty() || when < deadlines_.top().when;
-    deadlines_.push(Deadline{when, request});
-    if (earliest) deadlines_changed_.notify_one();
+    stopped = filtering_stopped_;
+    overloaded = !stopped && waiting_.load() >= waiting_limit_;
+    if (!stopped && !overloaded) {
+      request->counted_waiting = true;
+      waiting_.fetch_add(1);
+      const auto when = request->arrival + minimum_deadline;
+      const bool earliest = deadlines_.empty() || when < deadlines_.top().when;
+      deadlines_.push(Deadline{when, request});
+      if (earliest) deadlines_changed_.notify_one();
+    }
+  }
+  if (overloaded && overload_defaults_.fetch_add(1) % 1000 == 0) {
+    FLTPORT_LOG(warning, "fltmgr", "%llu events wait for verdicts already (the limit): %s of %s takes the default",
+                static_cast<unsigned long long>(waiting_limit_), operation_name(event.operation),
+                event.path.c_str());
+  }
+  if (stopped || overloaded) {  // no callback starts; the first filter's default answers now
+    const bool allow = request->chain.front()->registration.default_decision == Decision::allow;
+    resume(request, 0, allow ? Verdict::allow() : Verdict::deny(), true);
+    return;
   }
   batch.push_back([this, request] { continue_chain(request, 0); });
 }
@@ -401,12 +492,13 @@ void FilterManagerCore::run_post_operations() {
       const auto& filter = next.chain[i];
       filter->posts.fetch_add(1, std::memory_order_relaxed);
       next.instances[i]->posts.fetch_add(1, std::memory_order_relaxed);
-      if (!filter->registration.post_operation) continue;
+      if (!filter->registration.post_operation || !filter->enter_callback()) continue;
       try {
         filter->registration.post_operation(next.event);
       } catch (...) {
         FLTPORT_LOG(error, "fltmgr", "%s: post-operation callback threw", filter->registration.name.c_str());
       }
+      filter->leave_callback();
     }
     lock.lock();
   }
@@ -479,7 +571,7 @@ void FilterManagerCore::continue_chain(const std::shared_ptr<PermissionRequest>&
     if (request->answered.load()) return;
     request->deciding.store(index);
     FilterEntry& filter = *request->chain[index];
-    if (!filter.registration.pre_operation) {
+    if (!filter.registration.pre_operation || !filter.enter_callback()) {  // none, or unregistered
       record(*request, index, true, false);
       continue;
     }
@@ -492,10 +584,12 @@ void FilterManagerCore::continue_chain(const std::shared_ptr<PermissionRequest>&
     try {
       result = filter.registration.pre_operation(request->event, pending);
     } catch (...) {
+      filter.leave_callback();
       FLTPORT_LOG(error, "fltmgr", "%s: pre-operation callback threw; taking its default",
                   filter.registration.name.c_str());
       return;  // `pending` answers with the default as it goes
     }
+    filter.leave_callback();
     if (result.pending) return;  // the filter holds `pending`, or dropping it answers with the default
     state->used.store(true);     // answered here and now
     const Verdict& verdict = result.verdict;
@@ -532,6 +626,7 @@ bool FilterManagerCore::resume(const std::shared_ptr<PermissionRequest>& request
 
 bool FilterManagerCore::answer(PermissionRequest& request, bool allow, int error, bool cache) {
   if (request.answered.exchange(true)) return false;
+  if (request.counted_waiting) waiting_.fetch_sub(1);
   std::shared_lock groups(groups_mutex_);
   if (!groups_open_) return false;
   if (allow && cache) {
@@ -647,11 +742,17 @@ Status FilterManagerCore::unregister_filter(const std::string& name) {
     }
   }
   for (const auto& path : paths) detach(name, path);
-  std::lock_guard lock(mutex_);
-  const auto found = std::find_if(filters_.begin(), filters_.end(),
-                                  [&](const auto& filter) { return filter->registration.name == name; });
-  if (found == filters_.end()) return STATUS_OBJECT_NAME_NOT_FOUND;
-  filters_.erase(found);
+  std::shared_ptr<FilterEntry> entry;
+  {
+    std::lock_guard lock(mutex_);
+    const auto found = std::find_if(filters_.begin(), filters_.end(),
+                                    [&](const auto& filter) { return filter->registration.name == name; });
+    if (found == filters_.end()) return STATUS_OBJECT_NAME_NOT_FOUND;
+    entry = *found;
+    filters_.erase(found);
+  }
+  // Events already read may still call it: not from now on, and the running callbacks end first.
+  entry->unregister_and_wait();
   return STATUS_SUCCESS;
 }
 
@@ -722,6 +823,7 @@ Status FilterManagerCore::mark_instance(Instance& instance, bool add) {
 
 void FilterManagerCore::mark_new_directory(const std::string& path) {
   std::lock_guard lock(mutex_);
+  if (filtering_stopped_) return;
   for (Instance& instance : instances_) {
     if (instance.scope != AttachScope::directory_tree || !covers(instance.path, path)) continue;
     if (std::find(instance.marked_directories.begin(), instance.marked_directories.end(), path) !=
@@ -742,7 +844,7 @@ Status FilterManagerCore::attach(const std::string& filter_name, const std::stri
   const auto canonical = std::filesystem::canonical(path, error);
   if (error || !std::filesystem::is_directory(canonical, error)) return STATUS_OBJECT_NAME_NOT_FOUND;
   std::lock_guard lock(mutex_);
-  if (shut_down_) return STATUS_THREAD_IS_TERMINATING;
+  if (filtering_stopped_) return STATUS_THREAD_IS_TERMINATING;
   const auto filter = std::find_if(filters_.begin(), filters_.end(), [&](const auto& entry) {
     return entry->registration.name == filter_name;
   });
@@ -823,6 +925,27 @@ Result<FilterStatistics> FilterManagerCore::statistics(const std::string& name) 
   return Status(STATUS_OBJECT_NAME_NOT_FOUND);
 }
 
+HostStatistics FilterManagerCore::host_statistics() const {
+  HostStatistics stats;
+  stats.waiting = waiting_.load();
+  stats.waiting_limit = waiting_limit_;
+  stats.overload_defaults = overload_defaults_.load();
+  {
+    std::shared_lock groups(groups_mutex_);
+    int bytes = 0;
+    // fanotify's FIONREAD counts FAN_EVENT_METADATA_LEN per queued event.
+    if (groups_open_ && ::ioctl(permissions_.fd(), FIONREAD, &bytes) == 0 && bytes > 0)
+      stats.kernel_queued = static_cast<uint64_t>(bytes) / FAN_EVENT_METADATA_LEN;
+    stats.permission_overflows = permissions_.overflows();
+    stats.notification_overflows = notifications_.overflows();
+  }
+  {
+    std::lock_guard lock(tasks_mutex_);
+    stats.post_operations_queued = notifications_queue_.size();
+  }
+  return stats;
+}
+
 // ---- the public class ----
 
 FilterManager::FilterManager(std::shared_ptr<FilterManagerCore> core) noexcept : core_(std::move(core)) {}
@@ -859,6 +982,12 @@ std::vector<InstanceInfo> FilterManager::instances() const {
 }
 Result<FilterStatistics> FilterManager::statistics(const std::string& filter) const {
   return core_->statistics(filter);
+}
+HostStatistics FilterManager::host_statistics() const {
+  return core_->host_statistics();
+}
+size_t FilterManager::stop_filtering() noexcept {
+  return core_->stop_filtering();
 }
 void FilterManager::shutdown() noexcept {
   core_->shutdown();

@@ -37,6 +37,8 @@ class FilterManagerCore : public std::enable_shared_from_this<FilterManagerCore>
   std::vector<std::string> filters() const;
   std::vector<InstanceInfo> instances() const;
   Result<FilterStatistics> statistics(const std::string& filter) const;
+  HostStatistics host_statistics() const;
+  size_t stop_filtering() noexcept;
   void shutdown() noexcept;
 
   // A filter's verdict for `request` at chain position `index` (now or completed later).
@@ -106,6 +108,7 @@ class FilterManagerCore : public std::enable_shared_from_this<FilterManagerCore>
   // Responses to the kernel hold this shared; shutdown takes it exclusively before closing groups.
   mutable std::shared_mutex groups_mutex_;
   bool groups_open_ = true;
+  bool filtering_stopped_ = false;  // with mutex_: marks flushed, every event answered as it comes
 
   mutable std::mutex mutex_;                           // filters, instances, exemptions, deadlines, cache
   std::vector<std::shared_ptr<FilterEntry>> filters_;  // highest altitude first
@@ -114,11 +117,17 @@ class FilterManagerCore : public std::enable_shared_from_this<FilterManagerCore>
   std::priority_queue<Deadline, std::vector<Deadline>, std::greater<>> deadlines_;
   std::unordered_map<FileIdentity, FileVersion, FileIdentityHash> clean_files_;
 
+  // Events read and not answered: each holds an fd and memory, so there is a ceiling (from the
+  // fd limit); beyond it an event takes its filter's default at once.
+  std::atomic<uint64_t> waiting_{0};
+  uint64_t waiting_limit_ = 0;
+  std::atomic<uint64_t> overload_defaults_{0};
+
   std::condition_variable deadlines_changed_;  // with mutex_
   bool deadlines_stopping_ = false;
   std::thread deadline_thread_;
 
-  std::mutex tasks_mutex_;
+  mutable std::mutex tasks_mutex_;
   std::condition_variable tasks_ready_;
   std::deque<Task> tasks_;
   std::vector<std::thread> workers_;

@@ -219,6 +219,17 @@ std::string stats_text(const control::Table& t) {
   return out;
 }
 
+std::string host_text(const control::Table& t) {
+  if (t.rows.empty()) return "";
+  const auto& row = t.rows[0];
+  return "\nHost queues: " + field(t, row, "waiting") + " events waiting for a verdict (limit " +
+         field(t, row, "waiting_limit") + ", " + field(t, row, "overload_defaults") +
+         " answered by default over it), " + field(t, row, "kernel_queued") + " queued in the kernel, " +
+         field(t, row, "post_operations_queued") + " post-operations queued\nQueue overflows: " +
+         field(t, row, "permission_overflows") + " permission, " + field(t, row, "notification_overflows") +
+         " notification\n";
+}
+
 std::string absolute_path(const std::string& path) {
   char resolved[PATH_MAX];
   if (::realpath(path.c_str(), resolved) != nullptr) return resolved;
@@ -273,8 +284,14 @@ int run_command(const control::Request& request, bool json) {
     out = volumes_text(table);
   } else if (command == "ports") {
     out = ports_text(table);
+  } else if (command == "host") {
+    out = host_text(table);
   } else {
     out = stats_text(table);
+    if (command == "stats") {  // all filters: the host's queues too
+      auto host = control::call(control::Request{"host", {}, 0});
+      if (host.reached && host.status.ok()) out += host_text(host.table);
+    }
   }
   std::fwrite(out.data(), 1, out.size(), stdout);
   return std::fflush(stdout) == 0 ? 0 : 1;
@@ -298,7 +315,9 @@ int main(int argc, char** argv) {
     add("instances", "List the filters' instances");
     add("volumes", "List the directories filters are attached to");
     add("ports", "List the communication ports of fltmgrd and its filters, with their connections");
-    add("stats", "Show the filters' statistics")->add_option("NAME", name, "Only this filter");
+    add("stats", "Show the filters' statistics (and, for all filters, the host's queues)")
+        ->add_option("NAME", name, "Only this filter");
+    add("host", "Show the host's queues: events waiting, queued in the kernel, overflows");
     add("load", "Load a filter")->add_option("NAME", name, "Filter name")->required();
     add("unload", "Unload a filter")->add_option("NAME", name, "Filter name")->required();
     auto* attach = add("attach", "Attach a filter to a directory tree");

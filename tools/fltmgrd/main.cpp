@@ -23,6 +23,7 @@
 #include <mutex>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <fltport/filter.hpp>
@@ -40,6 +41,9 @@ namespace {
 
 using fltport::Status;
 namespace control = fltport::control;
+
+// How long the end of a shutdown (filters unloading, after every event was answered) may take.
+constexpr std::chrono::seconds kShutdownBound{10};
 
 void say(const char* format, ...) __attribute__((format(printf, 1, 2)));
 void say(const char* format, ...) {
@@ -212,7 +216,15 @@ class Daemon {
     return STATUS_SUCCESS;
   }
 
+  // Never waits on a filter: what the kernel holds is answered first (fapolicyd #227).
+  void stop_filtering() {
+    if (!manager_) return;
+    const size_t answered = manager_->stop_filtering();
+    say("marks removed; %zu waiting events answered with their filters' defaults", answered);
+  }
+
   void shutdown() {
+    stop_filtering();
     control_port_ = fltport::ServerPort();  // stops the control port and waits for requests in flight
     std::map<std::string, std::unique_ptr<fltport::host::FilterPlugin>> plugins;
     {
@@ -367,6 +379,21 @@ class Daemon {
       for (const auto& instance : instances) ++volumes[instance.path];
       for (const auto& [path, count] : volumes)
         table.add({path, filesystem_name(path), std::to_string(count)});
+      return table.finish(request.start);
+    }
+    if (request.command == "host") {
+      const auto host = manager_->host_statistics();
+      control::TableWriter table({{"waiting", ColumnType::number},
+                                  {"waiting_limit", ColumnType::number},
+                                  {"overload_defaults", ColumnType::number},
+                                  {"kernel_queued", ColumnType::number},
+                                  {"post_operations_queued", ColumnType::number},
+                                  {"permission_overflows", ColumnType::number},
+                                  {"notification_overflows", ColumnType::number}});
+      table.add({std::to_string(host.waiting), std::to_string(host.waiting_limit),
+                 std::to_string(host.overload_defaults), std::to_string(host.kernel_queued),
+                 std::to_string(host.post_operations_queued), std::to_string(host.permission_overflows),
+                 std::to_string(host.notification_overflows)});
       return table.finish(request.start);
     }
     if (request.command == "ports") {
@@ -719,8 +746,20 @@ int run(int argc, char** argv) {
     }
   }
   say("%s: shutting down", signal_number == SIGINT ? "SIGINT" : "SIGTERM");
+  daemon.stop_filtering();
+  // Nothing waits on this host any more; the rest (filters unloading, their services) may take a
+  // while, but not forever: a filter stuck in its unload must not keep the daemon alive.
+  std::thread watchdog([] {
+    std::this_thread::sleep_for(kShutdownBound);
+    say("shutdown did not finish within %lld s; exiting anyway",
+        static_cast<long long>(std::chrono::duration_cast<std::chrono::seconds>(kShutdownBound).count()));
+    std::fflush(stderr);
+    ::_exit(1);
+  });
+  watchdog.detach();
   daemon.shutdown();
   ::close(lock_fd);
+  say("stopped");
   return 0;
 }
 

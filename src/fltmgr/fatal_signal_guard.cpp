@@ -1,0 +1,93 @@
+#include "fltmgr/fatal_signal_guard.hpp"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/fanotify.h>
+#include <unistd.h>
+
+#include <array>
+#include <atomic>
+#include <cerrno>
+#include <mutex>
+
+namespace fltport::fanotify {
+namespace {
+
+// A fixed table: the handler may not allocate or lock. A host has two groups per filter manager.
+// Slots hold fd + 1, so that zero (a static's initial value) is an empty slot.
+std::array<std::atomic<int>, 32> guarded_fds{};
+
+constexpr std::array kFatalSignals = {SIGSEGV, SIGBUS, SIGABRT, SIGILL,  SIGFPE,
+                                      SIGSYS,  SIGTRAP, SIGQUIT, SIGXCPU, SIGXFSZ};
+std::array<struct sigaction, NSIG> previous_actions{};
+
+void close_guarded_groups() noexcept {
+  for (auto& slot : guarded_fds) {
+    const int fd = slot.exchange(0) - 1;
+    if (fd < 0) continue;
+    for (const unsigned type : {FAN_MARK_INODE, FAN_MARK_MOUNT, FAN_MARK_FILESYSTEM}) {
+      ::fanotify_mark(fd, FAN_MARK_FLUSH | type, 0, AT_FDCWD, nullptr);
+    }
+    ::close(fd);
+  }
+}
+
+void on_fatal_signal(int signal_number, siginfo_t* info, void* context) {
+  const int saved_errno = errno;
+  close_guarded_groups();
+  const struct sigaction& previous = previous_actions[static_cast<size_t>(signal_number)];
+  if ((previous.sa_flags & SA_SIGINFO) != 0 && previous.sa_sigaction != nullptr) {
+    errno = saved_errno;
+    previous.sa_sigaction(signal_number, info, context);
+    return;
+  }
+  if (previous.sa_handler != SIG_DFL && previous.sa_handler != SIG_IGN) {
+    errno = saved_errno;
+    previous.sa_handler(signal_number);
+    return;
+  }
+  // The default action, now: the signal is blocked while this handler runs, so it is delivered
+  // (and kills, with a core where the signal makes one) as soon as the handler returns, whether
+  // it came from a fault, abort() or kill().
+  ::sigaction(signal_number, &previous, nullptr);
+  ::raise(signal_number);
+  errno = saved_errno;
+}
+
+}  // namespace
+
+void install_fatal_signal_guard() noexcept {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    for (const int signal_number : kFatalSignals) {
+      struct sigaction current {};
+      if (::sigaction(signal_number, nullptr, &current) != 0) continue;
+      if ((current.sa_flags & SA_SIGINFO) == 0 && current.sa_handler == SIG_IGN) continue;
+      previous_actions[static_cast<size_t>(signal_number)] = current;
+      struct sigaction guard {};
+      guard.sa_sigaction = on_fatal_signal;
+      guard.sa_flags = SA_SIGINFO | SA_ONSTACK;
+      sigemptyset(&guard.sa_mask);
+      ::sigaction(signal_number, &guard, nullptr);
+    }
+  });
+}
+
+void guard_group_fd(int fd) noexcept {
+  if (fd < 0) return;
+  for (auto& slot : guarded_fds) {
+    int empty = 0;
+    if (slot.compare_exchange_strong(empty, fd + 1)) return;
+  }
+  // Full: this group is not guarded; it is still closed when the process exits.
+}
+
+void forget_group_fd(int fd) noexcept {
+  if (fd < 0) return;
+  for (auto& slot : guarded_fds) {
+    int expected = fd + 1;
+    if (slot.compare_exchange_strong(expected, 0)) return;
+  }
+}
+
+}  // namespace fltport::fanotify

@@ -1,0 +1,21 @@
+// Closes this process's fanotify groups when it dies of a fatal signal, before the kernel dumps
+// its core (fapolicyd #273: a daemon dumping core still held its group, so the core-dump helper,
+// and every other process opening a marked file, waited for verdicts nobody would ever give).
+//
+// Groups register their fds; the handler, on SIGSEGV, SIGBUS, SIGABRT, SIGILL, SIGFPE, SIGSYS,
+// SIGTRAP, SIGQUIT, SIGXCPU or SIGXFSZ, flushes each group's marks (no new event waits on it) and
+// closes it (the kernel allows every event still waiting once the last reference goes, which is
+// when the other threads are stopped, before the core is written), then lets the signal do what it
+// did before: the previous handler runs, or the default action kills the process with its core.
+// Only system calls run in the handler. A signal that was ignored stays ignored and untouched.
+#pragma once
+
+namespace fltport::fanotify {
+
+// Idempotent; called by the filter manager when it opens its groups.
+void install_fatal_signal_guard() noexcept;
+// A group's fd, to flush and close on a fatal signal; forget it before closing it normally.
+void guard_group_fd(int fd) noexcept;
+void forget_group_fd(int fd) noexcept;
+
+}  // namespace fltport::fanotify

@@ -1,0 +1,102 @@
+/*
+ * probe: a filter plugin for the tests of what a host must survive (tests/integration/
+ * never_freeze_test.cpp). It decides by the opened file's name:
+ *   crash-SIGSEGV, crash-SIGBUS, crash-SIGABRT, crash-SIGILL, crash-SIGFPE: the host dies of that
+ *       signal, raised by a real fault inside the callback (a null write, a touch past the end of a
+ *       mapped empty file, abort(), an undefined instruction, a division by zero);
+ *   slow*: answers allow after 200 ms (a service that thinks);
+ *   hang*: does not answer for 30 s, or until the filter unloads;
+ *   deny*: denies; anything else: allows.
+ */
+#define _GNU_SOURCE
+#include <fltport/fltkernel.h>
+
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#define PROBE_EXPORT __attribute__((visibility("default")))
+
+static PFLT_FILTER ProbeFilter;
+static atomic_bool ProbeUnloading;
+
+PROBE_EXPORT NTSTATUS DriverEntry(PDRIVER_OBJECT DriverObject, PUNICODE_STRING RegistryPath);
+
+static void SleepMs(long ms) {
+  struct timespec delay = {ms / 1000, (ms % 1000) * 1000000L};
+  while (nanosleep(&delay, &delay) != 0) {
+  }
+}
+
+static void Crash(const char* name) {
+  if (strcmp(name, "SIGSEGV") == 0) {
+    volatile int* volatile nowhere = NULL;
+    *nowhere = 1;
+  } else if (strcmp(name, "SIGBUS") == 0) {
+    const int fd = memfd_create("probe-empty", MFD_CLOEXEC);
+    volatile char* page = mmap(NULL, 4096, PROT_READ, MAP_SHARED, fd, 0);
+    if (page != MAP_FAILED) (void)page[0]; /* past the end of an empty file */
+  } else if (strcmp(name, "SIGABRT") == 0) {
+    abort();
+  } else if (strcmp(name, "SIGILL") == 0) {
+    __builtin_trap();
+  } else if (strcmp(name, "SIGFPE") == 0) {
+    volatile int zero = 0, seven = 7; /* not 1 / x, which compilers turn into a comparison */
+    volatile int quotient = seven / zero;
+    (void)quotient;
+  }
+}
+
+static FLT_PREOP_CALLBACK_STATUS FLTAPI ProbePreCreate(PFLT_CALLBACK_DATA Data, PCFLT_RELATED_OBJECTS FltObjects,
+                                                      PVOID* CompletionContext) {
+  (void)FltObjects;
+  (void)CompletionContext;
+  const char* path = Data->FileEvent != NULL ? Data->FileEvent->Path : "";
+  const char* slash = strrchr(path, '/');
+  const char* name = slash != NULL ? slash + 1 : path;
+  if (strncmp(name, "crash-", 6) == 0) {
+    fprintf(stderr, "probe filter: crashing with %s\n", name + 6);
+    Crash(name + 6);
+  } else if (strncmp(name, "slow", 4) == 0) {
+    SleepMs(200);
+  } else if (strncmp(name, "hang", 4) == 0) {
+    for (int i = 0; i < 3000 && !atomic_load(&ProbeUnloading); ++i) SleepMs(10);
+  } else if (strncmp(name, "deny", 4) == 0) {
+    Data->IoStatus.Status = STATUS_ACCESS_DENIED;
+    return FLT_PREOP_COMPLETE;
+  }
+  return FLT_PREOP_SUCCESS_NO_CALLBACK;
+}
+
+static const FLT_OPERATION_REGISTRATION Callbacks[] = {
+    {IRP_MJ_CREATE, 0, ProbePreCreate, NULL, NULL},
+    {IRP_MJ_OPERATION_END, 0, NULL, NULL, NULL},
+};
+
+static NTSTATUS FLTAPI ProbeUnload(FLT_FILTER_UNLOAD_FLAGS Flags) {
+  (void)Flags;
+  atomic_store(&ProbeUnloading, true);  /* hung callbacks return */
+  FltUnregisterFilter(ProbeFilter);
+  ProbeFilter = NULL;
+  return STATUS_SUCCESS;
+}
+
+NTSTATUS DriverEntry(PDRIVER_OBJECT DriverObject, PUNICODE_STRING RegistryPath) {
+  (void)RegistryPath;
+  atomic_init(&ProbeUnloading, false);
+  FLT_REGISTRATION registration;
+  memset(&registration, 0, sizeof registration);
+  registration.Size = sizeof registration;
+  registration.Version = FLT_REGISTRATION_VERSION;
+  registration.OperationRegistration = Callbacks;
+  registration.FilterUnloadCallback = ProbeUnload;
+  NTSTATUS status = FltRegisterFilter(DriverObject, &registration, &ProbeFilter);
+  if (NT_SUCCESS(status)) status = FltStartFiltering(ProbeFilter);
+  return status;
+}
