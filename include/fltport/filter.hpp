@@ -159,6 +159,7 @@ struct HostStatistics {
   uint64_t overload_defaults = 0;  // events answered so
   uint64_t kernel_queued = 0;   // permission events queued in the kernel, not read yet
   uint64_t post_operations_queued = 0;
+  uint64_t post_operations_dropped = 0;  // over the queue's bound (slow post-operation callbacks)
   uint64_t permission_overflows = 0;    // FAN_Q_OVERFLOW: the kernel allowed events it could not queue
   uint64_t notification_overflows = 0;  // FAN_Q_OVERFLOW: notifications lost
 };

@@ -28,6 +28,9 @@ constexpr size_t kMaxTreeDirectories = 100000;  // directories one tree instance
 // Events read and unanswered, at most: the fd limit less what the host needs for itself, within this.
 constexpr uint64_t kMaxWaiting = 16384;
 constexpr uint64_t kFdsKeptForTheHost = 256;
+constexpr size_t kMaxQueuedPostOperations = 16384;
+constexpr size_t kMaxTaskBacklog = 4096;
+constexpr unsigned kDefaultLogsPerSecond = 10;  // per filter  // events read, waiting for a worker to run their callbacks  // notifications read, waiting for post-operation callbacks
 
 uint64_t waiting_limit() {
   rlimit files{};
@@ -111,7 +114,30 @@ struct FilterEntry {
     callbacks_done.wait(lock, [this] { return running_callbacks == 0; });
   }
 
-  std::mutex callbacks_mutex;
+  // Defaults are each counted, but logged at most kDefaultLogsPerSecond a second: under a flood the
+  // log must not become the next thing that slows the host down.
+  bool should_log_default(uint64_t& suppressed_before) {
+    const int64_t second = std::chrono::duration_cast<std::chrono::seconds>(
+                               std::chrono::steady_clock::now().time_since_epoch())
+                               .count();
+    std::lock_guard lock(callbacks_mutex);
+    if (second != log_second) {
+      log_second = second;
+      logged_this_second = 0;
+    }
+    if (logged_this_second >= kDefaultLogsPerSecond) {
+      ++defaults_not_logged;
+      return false;
+    }
+    ++logged_this_second;
+    suppressed_before = std::exchange(defaults_not_logged, 0);
+    return true;
+  }
+
+  std::mutex callbacks_mutex;  // also guards the log rate's fields
+  int64_t log_second = 0;
+  unsigned logged_this_second = 0;
+  uint64_t defaults_not_logged = 0;
   std::condition_variable callbacks_done;
   int running_callbacks = 0;
   bool unregistered = false;
@@ -406,7 +432,10 @@ void FilterManagerCore::on_permission_event(fanotify::PermissionEvent& kernel_ev
   {
     std::lock_guard lock(mutex_);
     stopped = filtering_stopped_;
-    overloaded = !stopped && waiting_.load() >= waiting_limit_;
+    // Beyond either bound the host would hold ever more fds and memory for a filter that cannot
+    // keep up: events read while the callbacks' backlog is full, or while too many wait, take
+    // their default at once.
+    overloaded = !stopped && (waiting_.load() >= waiting_limit_ || task_backlog_.load() >= kMaxTaskBacklog);
     if (!stopped && !overloaded) {
       request->counted_waiting = true;
       waiting_.fetch_add(1);
@@ -472,6 +501,15 @@ void FilterManagerCore::on_notification(const fanotify::Notification& notificati
     event.old_path = operation == Operation::rename ? notification.old_path : std::string();
     event.is_directory = notification.is_directory;
     std::lock_guard lock(tasks_mutex_);
+    if (notifications_queue_.size() >= kMaxQueuedPostOperations) {
+      // Slow post-operation callbacks must not make the host's memory grow without end (fapolicyd
+      // #305): past the bound a notification is dropped and counted, as the kernel's own queue does.
+      if (post_operations_dropped_.fetch_add(1) % 1000 == 0) {
+        FLTPORT_LOG(warning, "fltmgr", "%zu post-operations queued already: %s of %s dropped",
+                    notifications_queue_.size(), operation_name(operation), event.path.c_str());
+      }
+      continue;
+    }
     notifications_queue_.push_back({std::move(chain), std::move(instances), std::move(event)});
     if (!posting_) {
       posting_ = true;
@@ -556,10 +594,14 @@ void FilterManagerCore::take_default(const std::shared_ptr<PermissionRequest>& r
   const size_t index = request->deciding.load();
   if (index >= request->chain.size()) return;
   const auto& filter = request->chain[index]->registration;
-  FLTPORT_LOG(warning, "fltmgr", "%s: no verdict for %s of %s by pid %d within %lld ms; %s by default",
-              filter.name.c_str(), operation_name(request->event.operation), request->event.path.c_str(),
-              static_cast<int>(request->event.pid), static_cast<long long>(filter.deadline.count()),
-              filter.default_decision == Decision::allow ? "allowed" : "denied");
+  uint64_t not_logged = 0;
+  if (request->chain[index]->should_log_default(not_logged)) {
+    FLTPORT_LOG(warning, "fltmgr", "%s: no verdict for %s of %s by pid %d within %lld ms; %s by default%s",
+                filter.name.c_str(), operation_name(request->event.operation), request->event.path.c_str(),
+                static_cast<int>(request->event.pid), static_cast<long long>(filter.deadline.count()),
+                filter.default_decision == Decision::allow ? "allowed" : "denied",
+                not_logged == 0 ? "" : (" (and " + std::to_string(not_logged) + " more not logged)").c_str());
+  }
   const bool allow = filter.default_decision == Decision::allow;
   resume(request, index, allow ? Verdict::allow() : Verdict::deny(), true);
 }
@@ -658,6 +700,7 @@ void FilterManagerCore::worker() noexcept {
     if (!tasks_.empty() && (reading_ || idle_workers_ > 0)) {
       Task task = std::move(tasks_.front());
       tasks_.pop_front();
+      task_backlog_.store(tasks_.size());
       if (!reading_) tasks_ready_.notify_one();  // an idle worker becomes the reader
       lock.unlock();
       task();
@@ -675,7 +718,10 @@ void FilterManagerCore::worker() noexcept {
       read_batch(batch);
       lock.lock();
       reading_ = false;
-      if (batch.size() == 1 && tasks_.empty() && !stopping_) {
+      // Inline only while another worker can take the reading over: with every worker in a
+      // callback, the reader keeps reading (and queueing), so deadlines and overload defaults hold.
+      if (batch.size() == 1 && tasks_.empty() && !stopping_ &&
+          (idle_workers_ > 0 || workers_.size() < kMaxWorkers)) {
         // One event and nothing queued: run it here, without waking another worker to read. If it
         // runs long, the deadline thread's watch hands the reading to another worker.
         Task task = std::move(batch.front());
@@ -687,6 +733,7 @@ void FilterManagerCore::worker() noexcept {
         continue;
       }
       for (Task& task : batch) tasks_.push_back(std::move(task));
+      task_backlog_.store(tasks_.size());
       continue;
     }
     ++idle_workers_;
@@ -808,7 +855,17 @@ Status FilterManagerCore::mark_instance(Instance& instance, bool add) {
         if (!s.ok()) return s;
       }
       if (notification != 0) {
-        if (Status s = notifications_.add_mark(directory, scope, notification); !s.ok()) return s;
+        Status s = notifications_.add_mark(directory, scope, notification);
+        if (s == Status(STATUS_NOT_SUPPORTED) && permission != 0) {
+          // A file system with a weak fsid (FUSE: zero) cannot share the notification group with
+          // file systems that have one (EXDEV): its opens are still decided, its post-operations
+          // and new directories are not reported.
+          FLTPORT_LOG(warning, "fltmgr", "%s: post-operations are not reported under %s (its file system "
+                      "cannot share the notification group)", instance.filter->registration.name.c_str(),
+                      directory.c_str());
+          s = STATUS_SUCCESS;
+        }
+        if (!s.ok()) return s;
       }
     } else {
       if ((permission & ~keep_permission) != 0)
@@ -942,6 +999,7 @@ HostStatistics FilterManagerCore::host_statistics() const {
   {
     std::lock_guard lock(tasks_mutex_);
     stats.post_operations_queued = notifications_queue_.size();
+    stats.post_operations_dropped = post_operations_dropped_.load();
   }
   return stats;
 }

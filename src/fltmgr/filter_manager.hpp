@@ -122,6 +122,8 @@ class FilterManagerCore : public std::enable_shared_from_this<FilterManagerCore>
   std::atomic<uint64_t> waiting_{0};
   uint64_t waiting_limit_ = 0;
   std::atomic<uint64_t> overload_defaults_{0};
+  std::atomic<uint64_t> post_operations_dropped_{0};
+  std::atomic<size_t> task_backlog_{0};  // tasks_.size(), read without tasks_mutex_
 
   std::condition_variable deadlines_changed_;  // with mutex_
   bool deadlines_stopping_ = false;

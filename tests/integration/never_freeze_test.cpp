@@ -10,6 +10,9 @@
 #ifndef FLTPORT_TEST_PROBE_PLUGIN_DIR
 #define FLTPORT_TEST_PROBE_PLUGIN_DIR ""
 #endif
+#ifndef FLTMC_PATH
+#define FLTMC_PATH ""
+#endif
 
 namespace fltport {
 namespace {
@@ -19,6 +22,32 @@ using namespace fltport::test;
 
 // Every open held by a host that stops or dies completes within this of the stop.
 constexpr milliseconds kReleaseBound = 1s;
+
+// A number field of `fltmc host --json` (whose only row is the host), or -1.
+long long host_field(const std::string& json, const std::string& name) {
+  const auto at = json.find("\"" + name + "\": ");
+  if (at == std::string::npos) return -1;
+  return std::atoll(json.c_str() + at + name.size() + 4);
+}
+
+std::string run_fltmc(const std::string& arguments) {
+  std::string out;
+  if (FILE* pipe = ::popen((std::string(FLTMC_PATH) + " " + arguments + " 2>&1").c_str(), "r")) {
+    char chunk[4096];
+    size_t n;
+    while ((n = std::fread(chunk, 1, sizeof chunk, pipe)) > 0) out.append(chunk, n);
+    ::pclose(pipe);
+  }
+  return out;
+}
+
+long long resident_kib(pid_t pid) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(status, line))
+    if (line.rfind("VmRSS:", 0) == 0) return std::atoll(line.c_str() + 6);
+  return -1;
+}
 
 class NeverFreeze : public ScannerTest {
  protected:
@@ -151,6 +180,185 @@ TEST_P(NeverFreezeFatal, GroupsCloseBeforeTheHostDies) {
 
 INSTANTIATE_TEST_SUITE_P(Signals, NeverFreezeFatal, ::testing::Values(SIGSEGV, SIGBUS, SIGABRT, SIGILL, SIGFPE),
                          [](const auto& info) { return std::string(sigabbrev_np(info.param)); });
+
+// fapolicyd #305: a slow decider and a flood of opens slowed the machine until it froze. Here every
+// open asks a filter that takes 200 ms while its deadline is 100 ms, and 256 threads open at once
+// for 3 s: each open ends by the deadline, the host's memory stays flat, and `fltmc host` shows the
+// queue meanwhile.
+TEST_F(NeverFreeze, FloodOfOpensWithASlowFilterKeepsLatencyAndMemoryBounded) {
+  if (std::string(FLTMC_PATH).empty()) GTEST_SKIP() << "fltmc not built";
+  const auto slow_files = make_files("slow", 256);
+  ASSERT_TRUE(start_fltmgrd({"--plugin-dir", FLTPORT_TEST_PROBE_PLUGIN_DIR, "--load", "probe", "--attach",
+                             "probe=" + watched_, "--deadline-ms", "probe=100", "--default", "probe=allow"}));
+  const long long rss_before = resident_kib(fltmgrd_->pid());
+  const auto flood_start = Clock::now();
+  Loader flood(slow_files, 3s, 256);
+  std::this_thread::sleep_for(1500ms);
+  const std::string during = run_fltmc("host --json");
+  const long long rss_during = resident_kib(fltmgrd_->pid());
+  std::this_thread::sleep_until(flood_start + 3s);
+  const auto report = flood.stop(20s);
+  ASSERT_TRUE(report.received);
+  const std::string after = run_fltmc("host --json");
+  const std::string text = run_fltmc("stats");
+  const long long rss_after = resident_kib(fltmgrd_->pid());
+
+  EXPECT_EQ(report.failures, 0u) << "the default is allow";
+  EXPECT_GT(report.opens, 3000u) << "the flood was not one";
+  // Deadline 100 ms, plus the way through the kernel and a loaded machine (2 cores, 128 openers).
+  EXPECT_LT(report.worst_us, 100'000u + 400'000u);
+  EXPECT_GT(host_field(during, "waiting"), 0) << during;
+  EXPECT_GT(host_field(during, "waiting_limit"), 1000) << during;
+  EXPECT_EQ(host_field(after, "waiting"), 0) << after;
+  EXPECT_NE(text.find("Host queues:"), std::string::npos) << text;
+  EXPECT_LT(rss_after - rss_before, 64 * 1024) << "fltmgrd's memory grew from " << rss_before << " to " << rss_after
+                                               << " KiB";
+  std::printf("[ measured ] flood: %llu opens in 3 s by 256 threads, worst %llu us (deadline 100 ms), %lld "
+              "waiting mid-flood; fltmgrd RSS %lld -> %lld -> %lld KiB\n",
+              static_cast<unsigned long long>(report.opens), static_cast<unsigned long long>(report.worst_us),
+              host_field(during, "waiting"), rss_before, rss_during, rss_after);
+}
+
+// The same for notifications: 20000 files written and closed while each post-operation takes 2 ms.
+// What the host cannot keep up with is dropped and counted (by the kernel, FAN_Q_OVERFLOW, or by the
+// host's own bounded queue), never held in ever-growing memory; opens go on meanwhile.
+TEST_F(NeverFreeze, NotificationFloodIsBoundedAndCounted) {
+  if (std::string(FLTMC_PATH).empty()) GTEST_SKIP() << "fltmc not built";
+  ASSERT_TRUE(start_fltmgrd({"--plugin-dir", FLTPORT_TEST_PROBE_PLUGIN_DIR, "--load", "probe", "--attach",
+                             "probe=" + watched_}));
+  const long long rss_before = resident_kib(fltmgrd_->pid());
+  constexpr int kFiles = 40000;
+  const auto start = Clock::now();
+  for (int i = 0; i < kFiles; ++i) {
+    const int fd = ::open(path("post" + std::to_string(i)).c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    ASSERT_GE(fd, 0) << std::strerror(errno);
+    ASSERT_EQ(::write(fd, "x", 1), 1);
+    ::close(fd);
+  }
+  const long long write_ms = ms_since(start);
+  const auto clean = open_in_child(path("post0"));
+  EXPECT_EQ(clean.error, 0);
+  const std::string host = run_fltmc("host --json");
+  const long long rss_after = resident_kib(fltmgrd_->pid());
+  const long long lost = host_field(host, "notification_overflows") + host_field(host, "post_operations_dropped");
+  EXPECT_GT(lost, 0) << "40000 notifications at 2 ms each cannot all be kept: " << host;
+  EXPECT_LE(host_field(host, "post_operations_queued"), 16384) << host;
+  EXPECT_LT(rss_after - rss_before, 64 * 1024) << "fltmgrd's memory grew from " << rss_before << " to " << rss_after
+                                               << " KiB";
+  std::printf("[ measured ] notification flood: %d files written in %lld ms; kernel overflows %lld, dropped over "
+              "the host's bound %lld, queued %lld; open meanwhile %lld ms; RSS %lld -> %lld KiB\n",
+              kFiles, write_ms, host_field(host, "notification_overflows"),
+              host_field(host, "post_operations_dropped"), host_field(host, "post_operations_queued"),
+              clean.elapsed_ms, rss_before, rss_after);
+}
+
+// `events` of filter `name` in `fltmc stats --json`, or -1.
+long long filter_events(const std::string& json, const std::string& name) {
+  const auto row = json.find("\"name\": \"" + name + "\"");
+  if (row == std::string::npos) return -1;
+  const auto at = json.find("\"events\": ", row);
+  return at == std::string::npos ? -1 : std::atoll(json.c_str() + at + 10);
+}
+
+// fapolicyd #134: a second instance hung the system. A second fltmgrd on the same runtime
+// directory refuses to start (tests/integration/fltmgrd_test.cpp). Two hosts with runtime
+// directories of their own may mark overlapping trees (the kernel allows it): each answers its own
+// events, neither ever sees the other's own accesses (the scanner's content reads go through the
+// kernel's event fds), and one dying leaves the other working.
+TEST_F(NeverFreeze, TwoHostsOnOverlappingMarksNeverBlockEachOther) {
+  if (std::string(FLTMC_PATH).empty()) GTEST_SKIP() << "fltmc not built";
+  const std::string shared = path("shared");
+  ASSERT_EQ(::mkdir(shared.c_str(), 0755), 0);
+  std::vector<std::string> clean;
+  for (int i = 0; i < 50; ++i) {
+    clean.push_back(shared + "/clean" + std::to_string(i));
+    write_file(clean.back(), "clean content\n");
+  }
+  write_file(shared + "/foul", "a foul thing\n");
+  write_file(shared + "/deny1", "x");
+
+  // Host A: the fixture's (scanner + its service, and the probe) on the whole directory.
+  ASSERT_TRUE(start_host());
+  ASSERT_TRUE(start_service());
+  // Host B: its own runtime directory, the probe on the shared subdirectory only.
+  char pattern[] = "/tmp/fltport-second-host-XXXXXX";
+  ASSERT_NE(::mkdtemp(pattern), nullptr);
+  const std::string second_runtime = pattern;
+  Program second({"/usr/bin/env", "FLTPORT_RUNTIME_DIR=" + second_runtime, FLTPORT_TEST_FLTMGRD, "--foreground",
+                  "--plugin-dir", FLTPORT_TEST_PROBE_PLUGIN_DIR, "--load", "probe", "--attach", "probe=" + shared,
+                  "--deadline-ms", "probe=20000", "--default", "probe=deny"},
+                 runtime_->path() + "/second.log", true);
+  ASSERT_TRUE(second.wait_for_stdout_line("fltmgrd: ready", kStartTimeout)) << read_file(runtime_->path() + "/second.log");
+
+  long long worst_ms = 0;
+  for (const auto& file : clean) {
+    const auto outcome = open_in_child(file);
+    EXPECT_EQ(outcome.error, 0) << file;
+    worst_ms = std::max(worst_ms, outcome.elapsed_ms);
+  }
+  const auto foul = open_in_child(shared + "/foul");
+  EXPECT_TRUE(is_denial(foul.error)) << "host A's scanner denies it: " << foul.error;
+  const auto denied = open_in_child(shared + "/deny1");
+  EXPECT_TRUE(is_denial(denied.error)) << denied.error;
+  EXPECT_LT(worst_ms, 1000);
+
+  // Host B saw the test's opens (the 50 clean ones; the two denied ones only if its group came
+  // before host A's, as the kernel stops at the first denial), none of host A's or its service's
+  // own accesses (host A's scanner read all 52 files).
+  std::string b_json;
+  if (FILE* pipe = ::popen(("FLTPORT_RUNTIME_DIR=" + second_runtime + " " + FLTMC_PATH + " stats --json 2>&1").c_str(),
+                           "r")) {
+    char chunk[4096];
+    size_t n;
+    while ((n = std::fread(chunk, 1, sizeof chunk, pipe)) > 0) b_json.append(chunk, n);
+    ::pclose(pipe);
+  }
+  EXPECT_GE(filter_events(b_json, "probe"), 50) << b_json;
+  EXPECT_LE(filter_events(b_json, "probe"), 52) << b_json;
+
+  // Host A dies: host B goes on answering under the shared marks.
+  Loader loader(clean, 2s);
+  std::this_thread::sleep_for(200ms);
+  fltmgrd_->kill();
+  std::this_thread::sleep_for(300ms);
+  const auto after = open_in_child(shared + "/deny1");
+  EXPECT_TRUE(is_denial(after.error)) << "host B still filters: " << after.error;
+  const auto report = loader.stop();
+  ASSERT_TRUE(report.received);
+  EXPECT_EQ(report.failures, 0u);
+  EXPECT_LT(report.worst_us, 1'000'000u);
+  std::printf("[ measured ] two hosts: 52 opens through both, worst %lld ms; host A killed under load: loader %llu "
+              "opens, worst %llu us\n",
+              worst_ms, static_cast<unsigned long long>(report.opens),
+              static_cast<unsigned long long>(report.worst_us));
+  EXPECT_TRUE(second.terminate(kStopTimeout).has_value());
+  std::error_code ignored;
+  std::filesystem::remove_all(second_runtime, ignored);
+}
+
+// What fltmgrd itself opens never waits on its own marks: with the probe holding every open under
+// a "hangdir" directory for 30 s, fltmgrd loads a plugin from there (and reads its config from
+// there at start) at once; the same open by another process is held.
+TEST_F(NeverFreeze, TheHostsOwnAccessesNeverWaitOnItsMarks) {
+  if (std::string(FLTMC_PATH).empty()) GTEST_SKIP() << "fltmc not built";
+  const std::string hangdir = path("hangdir");
+  ASSERT_EQ(::mkdir(hangdir.c_str(), 0755), 0);
+  std::filesystem::copy_file(std::string(FLTPORT_TEST_PROBE_PLUGIN_DIR) + "/fltport-filter-probe.so",
+                             hangdir + "/fltport-filter-probe2.so");
+  write_file(hangdir + "/fltmgrd.conf", "[fltmgrd]\nplugin_dir = " + hangdir + "\n[filter probe2]\ndefault = allow\n");
+  ASSERT_TRUE(start_fltmgrd({"--config", hangdir + "/fltmgrd.conf", "--plugin-dir", FLTPORT_TEST_PROBE_PLUGIN_DIR,
+                             "--load", "probe", "--attach", "probe=" + watched_, "--deadline-ms", "probe=20000",
+                             "--default", "probe=deny"}));
+  // Another process's open under hangdir is held (and answered by the deadline thread much later).
+  OpenProbe held(hangdir + "/fltmgrd.conf");
+  EXPECT_EQ(held.result(300ms).error, -1) << "the probe holds opens under hangdir";
+  const auto start = Clock::now();
+  const std::string loaded = run_fltmc("load probe2");
+  const long long load_ms = ms_since(start);
+  EXPECT_NE(run_fltmc("filters").find("probe2"), std::string::npos) << loaded << read_file(fltmgrd_log_);
+  EXPECT_LT(load_ms, 2000) << "loading a plugin from a marked directory waited on the host's own marks";
+  std::printf("[ measured ] own accesses: plugin loaded from a held directory in %lld ms\n", load_ms);
+}
 
 }  // namespace
 }  // namespace fltport

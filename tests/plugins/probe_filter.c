@@ -5,8 +5,10 @@
  *       signal, raised by a real fault inside the callback (a null write, a touch past the end of a
  *       mapped empty file, abort(), an undefined instruction, a division by zero);
  *   slow*: answers allow after 200 ms (a service that thinks);
- *   hang*: does not answer for 30 s, or until the filter unloads;
- *   deny*: denies; anything else: allows.
+ *   hang*, or anything under a directory named hangdir: does not answer for 30 s, or until the
+ *       filter unloads;
+ *   deny*: denies; anything else: allows;
+ * and after a file named post* was written and closed, its post-operation takes 2 ms.
  */
 #define _GNU_SOURCE
 #include <fltport/fltkernel.h>
@@ -65,7 +67,7 @@ static FLT_PREOP_CALLBACK_STATUS FLTAPI ProbePreCreate(PFLT_CALLBACK_DATA Data, 
     Crash(name + 6);
   } else if (strncmp(name, "slow", 4) == 0) {
     SleepMs(200);
-  } else if (strncmp(name, "hang", 4) == 0) {
+  } else if (strncmp(name, "hang", 4) == 0 || strstr(path, "/hangdir/") != NULL) {
     for (int i = 0; i < 3000 && !atomic_load(&ProbeUnloading); ++i) SleepMs(10);
   } else if (strncmp(name, "deny", 4) == 0) {
     Data->IoStatus.Status = STATUS_ACCESS_DENIED;
@@ -74,8 +76,20 @@ static FLT_PREOP_CALLBACK_STATUS FLTAPI ProbePreCreate(PFLT_CALLBACK_DATA Data, 
   return FLT_PREOP_SUCCESS_NO_CALLBACK;
 }
 
+static FLT_POSTOP_CALLBACK_STATUS FLTAPI ProbePostCleanup(PFLT_CALLBACK_DATA Data, PCFLT_RELATED_OBJECTS FltObjects,
+                                                         PVOID CompletionContext, FLT_POST_OPERATION_FLAGS Flags) {
+  (void)FltObjects;
+  (void)CompletionContext;
+  (void)Flags;
+  const char* path = Data->FileEvent != NULL ? Data->FileEvent->Path : "";
+  const char* slash = strrchr(path, '/');
+  if (strncmp(slash != NULL ? slash + 1 : path, "post", 4) == 0) SleepMs(2);
+  return FLT_POSTOP_FINISHED_PROCESSING;
+}
+
 static const FLT_OPERATION_REGISTRATION Callbacks[] = {
     {IRP_MJ_CREATE, 0, ProbePreCreate, NULL, NULL},
+    {IRP_MJ_CLEANUP, 0, NULL, ProbePostCleanup, NULL},
     {IRP_MJ_OPERATION_END, 0, NULL, NULL, NULL},
 };
 

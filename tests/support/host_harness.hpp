@@ -27,6 +27,8 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <mutex>
+#include <atomic>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -276,6 +278,7 @@ class OpenProbe {
 
 // A process that keeps opening (and closing) `paths` in turn, until stop() or `duration`, and
 // reports how many opens it made, the slowest, and how many failed. Its own alarm bounds it.
+// With `threads` > 1, that many threads open at once, each its own share of `paths`.
 class Loader {
  public:
   struct Report {
@@ -284,7 +287,7 @@ class Loader {
     uint64_t worst_us = 0;
     bool received = false;
   };
-  Loader(const std::vector<std::string>& paths, milliseconds duration) {
+  Loader(const std::vector<std::string>& paths, milliseconds duration, size_t threads = 1) {
     int results[2], control[2];
     if (::pipe2(results, O_CLOEXEC) != 0) return;
     if (::pipe2(control, O_CLOEXEC) != 0) {
@@ -297,22 +300,41 @@ class Loader {
       ::alarm(static_cast<unsigned>(duration.count() / 1000 + 30));
       ::close(control[1]);
       Report report;
+      std::mutex report_mutex;
+      std::atomic<bool> stop{false};
       const auto until = Clock::now() + duration;
-      for (size_t i = 0; Clock::now() < until; ++i) {
-        pollfd p{control[0], POLLIN, 0};
-        if (::poll(&p, 1, 0) != 0) break;  // the test closed its end: stop
-        const auto start = Clock::now();
-        const int fd = ::open(paths[i % paths.size()].c_str(), O_RDONLY);
-        const auto us = static_cast<uint64_t>(
-            std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start).count());
-        if (fd >= 0) {
-          ::close(fd);
-        } else {
-          ++report.failures;
+      auto open_loop = [&](size_t first) {
+        Report mine;
+        for (size_t i = first; Clock::now() < until && !stop.load(); i += threads) {
+          const auto start = Clock::now();
+          const int fd = ::open(paths[i % paths.size()].c_str(), O_RDONLY);
+          const auto us = static_cast<uint64_t>(
+              std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start).count());
+          if (fd >= 0) {
+            ::close(fd);
+          } else {
+            ++mine.failures;
+          }
+          ++mine.opens;
+          mine.worst_us = std::max(mine.worst_us, us);
         }
-        ++report.opens;
-        report.worst_us = std::max(report.worst_us, us);
-      }
+        std::lock_guard lock(report_mutex);
+        report.opens += mine.opens;
+        report.failures += mine.failures;
+        report.worst_us = std::max(report.worst_us, mine.worst_us);
+      };
+      std::vector<std::thread> workers;
+      for (size_t t = 1; t < threads; ++t) workers.emplace_back(open_loop, t);
+      std::thread watcher([&] {  // the test closes its end: stop
+        pollfd p{control[0], POLLIN, 0};
+        while (!stop.load() && Clock::now() < until) {
+          if (::poll(&p, 1, 10) != 0) stop.store(true);
+        }
+      });
+      open_loop(0);
+      stop.store(true);
+      watcher.join();
+      for (auto& worker : workers) worker.join();
       report.received = true;
       [[maybe_unused]] ssize_t written = ::write(results[1], &report, sizeof report);
       ::_exit(0);

@@ -225,7 +225,8 @@ std::string host_text(const control::Table& t) {
   return "\nHost queues: " + field(t, row, "waiting") + " events waiting for a verdict (limit " +
          field(t, row, "waiting_limit") + ", " + field(t, row, "overload_defaults") +
          " answered by default over it), " + field(t, row, "kernel_queued") + " queued in the kernel, " +
-         field(t, row, "post_operations_queued") + " post-operations queued\nQueue overflows: " +
+         field(t, row, "post_operations_queued") + " post-operations queued (" +
+         field(t, row, "post_operations_dropped") + " dropped over the bound)\nQueue overflows: " +
          field(t, row, "permission_overflows") + " permission, " + field(t, row, "notification_overflows") +
          " notification\n";
 }

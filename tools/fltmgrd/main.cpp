@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/wait.h>
@@ -388,11 +389,13 @@ class Daemon {
                                   {"overload_defaults", ColumnType::number},
                                   {"kernel_queued", ColumnType::number},
                                   {"post_operations_queued", ColumnType::number},
+                                  {"post_operations_dropped", ColumnType::number},
                                   {"permission_overflows", ColumnType::number},
                                   {"notification_overflows", ColumnType::number}});
       table.add({std::to_string(host.waiting), std::to_string(host.waiting_limit),
                  std::to_string(host.overload_defaults), std::to_string(host.kernel_queued),
-                 std::to_string(host.post_operations_queued), std::to_string(host.permission_overflows),
+                 std::to_string(host.post_operations_queued), std::to_string(host.post_operations_dropped),
+                 std::to_string(host.permission_overflows),
                  std::to_string(host.notification_overflows)});
       return table.finish(request.start);
     }
@@ -702,6 +705,14 @@ int run(int argc, char** argv) {
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   ::signal(SIGPIPE, SIG_IGN);
+
+  // Each event waiting for a verdict holds an fd: take the hard limit, so that a flood is met by
+  // the filter manager's ceiling (defaults, counted) and not by EMFILE (the kernel denies then).
+  rlimit files{};
+  if (::getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
+    files.rlim_cur = files.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &files);
+  }
 
   const std::string runtime_dir = runtime_directory();
   const int lock_fd = take_lock(runtime_dir);
