@@ -606,6 +606,42 @@ TEST_F(FanotifyNotification, RemoveMarkStopsEvents) {
   EXPECT_EQ(group.fd(), -1);  // NOLINT(bugprone-use-after-move): the moved-from state is specified
 }
 
+// The kernel queues at most 16384 events per group; past that it queues one FAN_Q_OVERFLOW,
+// which is counted. 17000 creations with distinct names (none merge) and nobody reading.
+TEST_F(FanotifyNotification, QueueOverflowIsCounted) {
+  OPEN_NOTIFICATION_GROUP_OR_SKIP(group);
+  ASSERT_TRUE(group.add_mark(dir_, MarkScope::directory, FAN_CREATE).ok());
+  for (int i = 0; i < 17000; ++i) {
+    const int fd = ::open((dir_ + "/f" + std::to_string(i)).c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    ASSERT_GE(fd, 0) << std::strerror(errno);
+    ::close(fd);
+  }
+  std::vector<Notification> events;
+  for (int reads = 0; reads < 10000; ++reads) {
+    const size_t before = events.size();
+    ASSERT_TRUE(group.read_events(events).ok());
+    if (events.size() == before && group.overflows() > 0) break;
+  }
+  EXPECT_EQ(group.overflows(), 1u);
+  EXPECT_LT(events.size(), 17000u);
+  EXPECT_GT(events.size(), 16000u);
+}
+
+// flush_marks (shutdown, fatal signals): no event after it; close() leaves an empty group.
+TEST_F(FanotifyNotification, FlushMarksStopsEventsAndCloseEndsTheGroup) {
+  OPEN_NOTIFICATION_GROUP_OR_SKIP(group);
+  ASSERT_TRUE(group.add_mark(dir_, MarkScope::directory, kNotifyMask).ok());
+  ASSERT_TRUE(group.flush_marks().ok());
+  write_file(dir_ + "/a", "hello");
+  std::this_thread::sleep_for(kQuiet);
+  std::vector<Notification> events;
+  EXPECT_TRUE(group.read_events(events).ok());
+  EXPECT_TRUE(events.empty()) << describe(events);
+  group.close();
+  EXPECT_EQ(group.fd(), -1);
+  EXPECT_EQ(group.flush_marks(), Status(STATUS_INVALID_HANDLE));
+}
+
 TEST_F(FanotifyNotification, FilesystemMarkOnOwnTmpfsNamesNestedPaths) {
   OPEN_NOTIFICATION_GROUP_OR_SKIP(group);
   const std::string fs = mount_tmpfs();
