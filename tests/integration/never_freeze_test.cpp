@@ -360,5 +360,40 @@ TEST_F(NeverFreeze, TheHostsOwnAccessesNeverWaitOnItsMarks) {
   std::printf("[ measured ] own accesses: plugin loaded from a held directory in %lld ms\n", load_ms);
 }
 
+// Issue 6, "never freeze the machine": the scanner's service stopped (SIGSTOP) for 60 s while two
+// threads keep opening distinct files: every open completes within the deadline + 100 ms, and the
+// scanner's default verdicts are exactly the opens that timed out (all of them: nobody answers).
+// FLTPORT_STOPPED_SERVICE_SECONDS shortens it for a quick run.
+TEST_F(NeverFreeze, ServiceStoppedForAMinuteNeverHoldsAnOpenPastTheDeadline) {
+  if (std::string(FLTMC_PATH).empty()) GTEST_SKIP() << "fltmc not built";
+  const char* env = std::getenv("FLTPORT_STOPPED_SERVICE_SECONDS");
+  const int seconds = env != nullptr && std::atoi(env) > 0 ? std::atoi(env) : 60;
+  ::alarm(static_cast<unsigned>(seconds + 60));
+  std::vector<std::string> files;
+  for (int i = 0; i < 2000; ++i) {
+    files.push_back(path("file" + std::to_string(i)));
+    write_file(files.back(), "clean content\n");
+  }
+  ASSERT_TRUE(start_fltmgrd({"--deadline-ms", "scanner=" + std::to_string(kDeadlineMs)}));
+  ASSERT_TRUE(start_service());
+  ASSERT_EQ(open_in_child(files[0]).error, 0);
+  const long long defaults_before = host_field(run_fltmc("stats --json"), "defaults_taken");
+  ASSERT_TRUE(service_->stop());
+
+  Loader loader(std::vector<std::string>(files.begin() + 1, files.end()), std::chrono::seconds(seconds), 2);
+  std::this_thread::sleep_for(std::chrono::seconds(seconds));
+  const auto report = loader.stop(20s);
+  service_->signal(SIGCONT);
+  ASSERT_TRUE(report.received);
+  const long long defaults = host_field(run_fltmc("stats --json"), "defaults_taken") - defaults_before;
+  EXPECT_EQ(report.failures, 0u) << "the scanner's default is allow";
+  EXPECT_GT(report.opens, 0u);
+  EXPECT_LE(report.worst_us, static_cast<uint64_t>(kDeadlineMs + kDeadlineMargin.count()) * 1000);
+  EXPECT_EQ(static_cast<uint64_t>(defaults), report.opens) << "one default per timed-out open";
+  std::printf("[ measured ] service stopped %d s: %llu opens, worst %llu us (deadline %d ms), %lld defaults\n",
+              seconds, static_cast<unsigned long long>(report.opens),
+              static_cast<unsigned long long>(report.worst_us), kDeadlineMs, defaults);
+}
+
 }  // namespace
 }  // namespace fltport
