@@ -20,17 +20,18 @@ namespace fltport {
 namespace {
 constexpr size_t kWorkers = 4;  // threads that read events and run callbacks at start
 constexpr size_t kMaxWorkers = 16;
-// How long one worker may run an event's callbacks with nobody reading before another takes over.
-constexpr std::chrono::milliseconds kReaderWatch{
-    5};  // more while callbacks block, so one slow filter does not starve others
+// How long one worker may run an event's callbacks with nobody reading before another takes over
+// (so that one slow filter does not starve the others).
+constexpr std::chrono::milliseconds kReaderWatch{5};
 constexpr size_t kCleanFileCacheLimit = 65536;  // entries of the user-space verdict cache
 constexpr size_t kMaxTreeDirectories = 100000;  // directories one tree instance may mark
 // Events read and unanswered, at most: the fd limit less what the host needs for itself, within this.
 constexpr uint64_t kMaxWaiting = 16384;
 constexpr uint64_t kFdsKeptForTheHost = 256;
-constexpr size_t kMaxQueuedPostOperations = 16384;
-constexpr size_t kMaxTaskBacklog = 4096;
-constexpr unsigned kDefaultLogsPerSecond = 10;  // per filter  // events read, waiting for a worker to run their callbacks  // notifications read, waiting for post-operation callbacks
+constexpr size_t kMaxQueuedPostOperations = 16384;  // notifications read, waiting for post-operation callbacks
+constexpr size_t kMaxTaskBacklog = 4096;  // events read, waiting for a worker to run their callbacks
+constexpr unsigned kDefaultLogsPerSecond = 10;  // per filter
+constexpr int kDeadlineThreadNice = -10;
 
 uint64_t waiting_limit() {
   rlimit files{};
@@ -546,6 +547,10 @@ void FilterManagerCore::run_post_operations() {
 // Answers, with the deciding filter's default, every event whose deadline passed. A thread of its
 // own, so that no filter callback can hold it up.
 void FilterManagerCore::deadline_loop() noexcept {
+  // The deadline is the promise that nothing freezes: on a busy machine this thread must not queue
+  // behind the load it protects. A better nice value (root only; ignored otherwise) costs nothing
+  // while it sleeps, and it sleeps almost always.
+  ::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), kDeadlineThreadNice);
   std::unique_lock lock(mutex_);
   while (!deadlines_stopping_) {
     if (deadlines_.empty()) {
@@ -860,9 +865,10 @@ Status FilterManagerCore::mark_instance(Instance& instance, bool add) {
           // A file system with a weak fsid (FUSE: zero) cannot share the notification group with
           // file systems that have one (EXDEV): its opens are still decided, its post-operations
           // and new directories are not reported.
-          FLTPORT_LOG(warning, "fltmgr", "%s: post-operations are not reported under %s (its file system "
-                      "cannot share the notification group)", instance.filter->registration.name.c_str(),
-                      directory.c_str());
+          FLTPORT_LOG(warning, "fltmgr",
+                      "%s: post-operations are not reported under %s (its file system "
+                      "cannot share the notification group)",
+                      instance.filter->registration.name.c_str(), directory.c_str());
           s = STATUS_SUCCESS;
         }
         if (!s.ok()) return s;

@@ -395,5 +395,66 @@ TEST_F(NeverFreeze, ServiceStoppedForAMinuteNeverHoldsAnOpenPastTheDeadline) {
               static_cast<unsigned long long>(report.worst_us), kDeadlineMs, defaults);
 }
 
+size_t count_entries(const std::string& directory) {
+  std::error_code error;
+  size_t n = 0;
+  for (auto it = std::filesystem::directory_iterator(directory, error);
+       !error && it != std::filesystem::directory_iterator(); it.increment(error)) {
+    ++n;
+  }
+  return n;
+}
+
+// Issue 6, faults: kill -9 at random points under load. 100 times the service (fltmgrd's fds and
+// threads stay flat, opens go on), then 40 times fltmgrd itself with its service connected (opens
+// under the dead host's marks go on at once; nothing of it is left).
+TEST_F(NeverFreeze, KillNineAtRandomPointsUnderLoad) {
+  ::alarm(240);
+  std::vector<std::string> files = make_files("file", 200);
+  ASSERT_TRUE(start_fltmgrd({"--deadline-ms", "scanner=" + std::to_string(kDeadlineMs)}));
+  ASSERT_TRUE(start_service());
+  Loader loader(files, 200s, 2);
+  std::this_thread::sleep_for(200ms);
+  const std::string proc = "/proc/" + std::to_string(fltmgrd_->pid());
+  const size_t fds_before = count_entries(proc + "/fd");
+  const size_t threads_before = count_entries(proc + "/task");
+  unsigned seed = 12345;
+  for (int i = 0; i < 100; ++i) {
+    if (i > 0) {
+      ASSERT_TRUE(start_service()) << "iteration " << i;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(::rand_r(&seed) % 50));
+    service_->kill();
+  }
+  std::this_thread::sleep_for(300ms);  // the last disconnect is handled
+  const size_t fds_after = count_entries(proc + "/fd");
+  const size_t threads_after = count_entries(proc + "/task");
+  EXPECT_LE(fds_after, fds_before + 2) << "fltmgrd's fds: " << fds_before << " -> " << fds_after;
+  EXPECT_LE(threads_after, threads_before + 16) << "fltmgrd's threads: " << threads_before << " -> " << threads_after;
+  EXPECT_TRUE(fltmgrd_->alive());
+
+  int host_kills = 0;
+  for (int i = 0; i < 40; ++i) {
+    if (i > 0) {
+      ASSERT_TRUE(start_fltmgrd({"--deadline-ms", "scanner=" + std::to_string(kDeadlineMs)})) << "iteration " << i;
+    }
+    ASSERT_TRUE(start_service());
+    std::this_thread::sleep_for(std::chrono::milliseconds(::rand_r(&seed) % 100));
+    fltmgrd_->kill();
+    ++host_kills;
+    service_->kill();
+    // The runtime directory may hold the dead host's sockets; the next host takes them over.
+  }
+  const auto report = loader.stop();
+  ASSERT_TRUE(report.received);
+  EXPECT_EQ(report.failures, 0u);
+  EXPECT_LT(report.worst_us, static_cast<uint64_t>(kDeadlineMs + kDeadlineMargin.count()) * 1000);
+  std::printf("[ measured ] kill -9: 100 services and %d hosts under load; fltmgrd fds %zu -> %zu, threads %zu -> "
+              "%zu; loader %llu opens, worst %llu us, %llu failed\n",
+              host_kills, fds_before, fds_after, threads_before, threads_after,
+              static_cast<unsigned long long>(report.opens), static_cast<unsigned long long>(report.worst_us),
+              static_cast<unsigned long long>(report.failures));
+}
+
 }  // namespace
 }  // namespace fltport
