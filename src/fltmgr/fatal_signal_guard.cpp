@@ -16,6 +16,25 @@ namespace {
 // A fixed table: the handler may not allocate or lock. A host has two groups per filter manager.
 // Slots hold fd + 1, so that zero (a static's initial value) is an empty slot.
 std::array<std::atomic<int>, 32> guarded_fds{};
+std::array<std::atomic<int>, 16> wake_fds{};  // the same, for eventfds
+std::atomic<bool> closed_by_signal{false};
+
+void add_fd(std::atomic<int>* slots, size_t count, int fd) noexcept {
+  if (fd < 0) return;
+  for (size_t i = 0; i < count; ++i) {
+    int empty = 0;
+    if (slots[i].compare_exchange_strong(empty, fd + 1)) return;
+  }
+  // Full: not guarded; still closed when the process exits.
+}
+
+void remove_fd(std::atomic<int>* slots, size_t count, int fd) noexcept {
+  if (fd < 0) return;
+  for (size_t i = 0; i < count; ++i) {
+    int expected = fd + 1;
+    if (slots[i].compare_exchange_strong(expected, 0)) return;
+  }
+}
 
 constexpr std::array kFatalSignals = {SIGSEGV, SIGBUS, SIGABRT, SIGILL,  SIGFPE,
                                       SIGSYS,  SIGTRAP, SIGQUIT, SIGXCPU, SIGXFSZ};
@@ -29,6 +48,14 @@ void close_guarded_groups() noexcept {
       ::fanotify_mark(fd, FAN_MARK_FLUSH | type, 0, AT_FDCWD, nullptr);
     }
     ::close(fd);
+  }
+  closed_by_signal.store(true);
+  const uint64_t one = 1;
+  for (auto& slot : wake_fds) {
+    const int fd = slot.load() - 1;
+    if (fd >= 0) {
+      [[maybe_unused]] ssize_t written = ::write(fd, &one, sizeof one);
+    }
   }
 }
 
@@ -74,20 +101,19 @@ void install_fatal_signal_guard() noexcept {
 }
 
 void guard_group_fd(int fd) noexcept {
-  if (fd < 0) return;
-  for (auto& slot : guarded_fds) {
-    int empty = 0;
-    if (slot.compare_exchange_strong(empty, fd + 1)) return;
-  }
-  // Full: this group is not guarded; it is still closed when the process exits.
+  add_fd(guarded_fds.data(), guarded_fds.size(), fd);
 }
-
 void forget_group_fd(int fd) noexcept {
-  if (fd < 0) return;
-  for (auto& slot : guarded_fds) {
-    int expected = fd + 1;
-    if (slot.compare_exchange_strong(expected, 0)) return;
-  }
+  remove_fd(guarded_fds.data(), guarded_fds.size(), fd);
+}
+void guard_wake_fd(int fd) noexcept {
+  add_fd(wake_fds.data(), wake_fds.size(), fd);
+}
+void forget_wake_fd(int fd) noexcept {
+  remove_fd(wake_fds.data(), wake_fds.size(), fd);
+}
+bool groups_closed_by_fatal_signal() noexcept {
+  return closed_by_signal.load(std::memory_order_relaxed);
 }
 
 }  // namespace fltport::fanotify

@@ -17,5 +17,12 @@ void install_fatal_signal_guard() noexcept;
 // A group's fd, to flush and close on a fatal signal; forget it before closing it normally.
 void guard_group_fd(int fd) noexcept;
 void forget_group_fd(int fd) noexcept;
+// An eventfd that wakes a thread polling a group: a poll in progress holds the group open, so the
+// handler wakes it (the kernel allows what the group held only once the last reference goes, and a
+// previous handler, a sanitizer's or a crash reporter's, may take a while before the process dies).
+void guard_wake_fd(int fd) noexcept;
+void forget_wake_fd(int fd) noexcept;
+// True once the handler closed the groups: a woken reader must not poll them again.
+bool groups_closed_by_fatal_signal() noexcept;
 
 }  // namespace fltport::fanotify

@@ -215,6 +215,7 @@ Result<std::shared_ptr<FilterManagerCore>> FilterManagerCore::create(FilterManag
   std::shared_ptr<FilterManagerCore> core(
       new FilterManagerCore(std::move(*permissions), std::move(*notifications), std::move(options)));
   if (core->wake_fd_ < 0) return Status(STATUS_INSUFFICIENT_RESOURCES);
+  fanotify::guard_wake_fd(core->wake_fd_);
   {
     std::lock_guard lock(core->tasks_mutex_);  // workers may add workers
     for (size_t i = 0; i < kWorkers; ++i) core->workers_.emplace_back([raw = core.get()] { raw->worker(); });
@@ -235,6 +236,7 @@ FilterManagerCore::FilterManagerCore(fanotify::PermissionGroup permissions,
 
 FilterManagerCore::~FilterManagerCore() {
   shutdown();
+  fanotify::forget_wake_fd(wake_fd_);
   if (wake_fd_ >= 0) ::close(wake_fd_);
 }
 
@@ -327,6 +329,11 @@ void FilterManagerCore::read_batch(std::vector<Task>& batch) noexcept {
   if (::poll(fds, 3, -1) < 0) {
     if (errno != EINTR) FLTPORT_LOG(error, "fltmgr", "poll failed: %s", std::strerror(errno));
     return;
+  }
+  if (fanotify::groups_closed_by_fatal_signal()) {
+    // The process is dying of a signal and its groups are closed (their numbers may be reused):
+    // wait here for the end rather than poll them again.
+    for (;;) ::pause();
   }
   if ((fds[2].revents & POLLIN) != 0) {
     uint64_t count;

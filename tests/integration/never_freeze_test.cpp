@@ -20,8 +20,18 @@ namespace {
 using namespace std::chrono_literals;
 using namespace fltport::test;
 
+// Under a sanitizer, freed memory is kept in quarantine (RSS says little), and the runtime's own
+// fault handler may run before ours, write its report (a second or so of symbolizing) and end the
+// process with SIGABRT.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr bool kSanitized = true;
+#else
+constexpr bool kSanitized = false;
+#endif
+
 // Every open held by a host that stops or dies completes within this of the stop.
-constexpr milliseconds kReleaseBound = 1s;
+constexpr milliseconds kReleaseBound = kSanitized ? 3s : 1s;
+constexpr long long kRssGrowthBoundKib = kSanitized ? 1024 * 1024 : 64 * 1024;
 
 // A number field of `fltmc host --json` (whose only row is the host), or -1.
 long long host_field(const std::string& json, const std::string& name) {
@@ -164,7 +174,8 @@ TEST_P(NeverFreezeFatal, GroupsCloseBeforeTheHostDies) {
   // Under a sanitizer its own handler may end the process with an exit code instead.
   EXPECT_TRUE(WIFSIGNALED(*status) || WIFEXITED(*status)) << "wait status " << *status;
   if (WIFSIGNALED(*status)) {
-    EXPECT_EQ(WTERMSIG(*status), signal_number);
+    EXPECT_TRUE(WTERMSIG(*status) == signal_number || (kSanitized && WTERMSIG(*status) == SIGABRT))
+        << "died of signal " << WTERMSIG(*status);
   }
   EXPECT_LE(released_ms, kReleaseBound.count()) << "held opens released " << released_ms << " ms after the fault";
   const auto report = loader.stop();
@@ -211,7 +222,7 @@ TEST_F(NeverFreeze, FloodOfOpensWithASlowFilterKeepsLatencyAndMemoryBounded) {
   EXPECT_GT(host_field(during, "waiting_limit"), 1000) << during;
   EXPECT_EQ(host_field(after, "waiting"), 0) << after;
   EXPECT_NE(text.find("Host queues:"), std::string::npos) << text;
-  EXPECT_LT(rss_after - rss_before, 64 * 1024) << "fltmgrd's memory grew from " << rss_before << " to " << rss_after
+  EXPECT_LT(rss_after - rss_before, kRssGrowthBoundKib) << "fltmgrd's memory grew from " << rss_before << " to " << rss_after
                                                << " KiB";
   std::printf("[ measured ] flood: %llu opens in 3 s by 256 threads, worst %llu us (deadline 100 ms), %lld "
               "waiting mid-flood; fltmgrd RSS %lld -> %lld -> %lld KiB\n",
@@ -243,7 +254,7 @@ TEST_F(NeverFreeze, NotificationFloodIsBoundedAndCounted) {
   const long long lost = host_field(host, "notification_overflows") + host_field(host, "post_operations_dropped");
   EXPECT_GT(lost, 0) << "40000 notifications at 2 ms each cannot all be kept: " << host;
   EXPECT_LE(host_field(host, "post_operations_queued"), 16384) << host;
-  EXPECT_LT(rss_after - rss_before, 64 * 1024) << "fltmgrd's memory grew from " << rss_before << " to " << rss_after
+  EXPECT_LT(rss_after - rss_before, kRssGrowthBoundKib) << "fltmgrd's memory grew from " << rss_before << " to " << rss_after
                                                << " KiB";
   std::printf("[ measured ] notification flood: %d files written in %lld ms; kernel overflows %lld, dropped over "
               "the host's bound %lld, queued %lld; open meanwhile %lld ms; RSS %lld -> %lld KiB\n",
