@@ -273,10 +273,7 @@ size_t FilterManagerCore::stop_filtering() noexcept {
   }
   size_t answered = 0;
   for (auto& request : waiting) {
-    const size_t index = request->deciding.load();
-    if (index >= request->chain.size()) continue;
-    const bool allow = request->chain[index]->registration.default_decision == Decision::allow;
-    if (resume(request, index, allow ? Verdict::allow() : Verdict::deny(), true)) ++answered;
+    if (answer_without_callbacks(request, request->deciding.load())) ++answered;
   }
   // Queued in the kernel and not read yet: read them here (a worker still reading answers the ones
   // it takes the same way, seeing filtering_stopped_).
@@ -458,9 +455,8 @@ void FilterManagerCore::on_permission_event(fanotify::PermissionEvent& kernel_ev
                 static_cast<unsigned long long>(waiting_limit_), operation_name(event.operation),
                 event.path.c_str());
   }
-  if (stopped || overloaded) {  // no callback starts; the first filter's default answers now
-    const bool allow = request->chain.front()->registration.default_decision == Decision::allow;
-    resume(request, 0, allow ? Verdict::allow() : Verdict::deny(), true);
+  if (stopped || overloaded) {  // no callback starts: the filters' defaults answer now
+    answer_without_callbacks(request, 0);
     return;
   }
   batch.push_back([this, request] { continue_chain(request, 0); });
@@ -583,22 +579,45 @@ void FilterManagerCore::deadline_loop() noexcept {
   }
 }
 
-// A worker running an event's callbacks itself leaves nobody reading: if it takes longer than
-// kReaderWatch, another worker takes over reading, so later events are read and their deadlines
-// kept whatever that callback does.
+// Every kReaderWatch while events wait, two checks, so that later events are read and run whatever
+// a callback does: a worker running an event's callbacks itself leaves nobody reading (if it takes
+// longer than kReaderWatch, another worker takes over reading); and events queued for callbacks
+// while every worker is inside one get another worker (up to kMaxWorkers) instead of waiting for
+// the next event to arrive.
 void FilterManagerCore::watch_reader() {
   const int64_t since = inline_since_.load();
-  if (since == 0) return;
-  const auto running =
-      std::chrono::steady_clock::now().time_since_epoch() - std::chrono::steady_clock::duration(since);
-  if (running < kReaderWatch) return;
+  const bool inline_too_long =
+      since != 0 && std::chrono::steady_clock::now().time_since_epoch() -
+                            std::chrono::steady_clock::duration(since) >=
+                        kReaderWatch;
   std::lock_guard lock(tasks_mutex_);
-  if (reading_ || stopping_) return;
+  if (stopping_) return;
+  const bool reader_needed = inline_too_long && !reading_;
+  const bool worker_needed = !tasks_.empty();
+  if (!reader_needed && !worker_needed) return;
   if (idle_workers_ > 0) {
     tasks_ready_.notify_one();
   } else if (workers_.size() < kMaxWorkers) {
     workers_.emplace_back([this] { worker(); });
   }
+}
+
+// The filters from `from` on will not be asked (shutdown, overload): a filter whose default is
+// deny would have denied what it was never shown, so any such default denies (and is counted as
+// that filter's); otherwise the deciding filter's default, allow.
+bool FilterManagerCore::answer_without_callbacks(const std::shared_ptr<PermissionRequest>& request, size_t from) {
+  if (from >= request->chain.size()) return false;
+  size_t speaker = from;
+  for (size_t i = from; i < request->chain.size(); ++i) {
+    if (request->chain[i]->registration.default_decision == Decision::deny) {
+      speaker = i;
+      break;
+    }
+  }
+  const bool allow = request->chain[speaker]->registration.default_decision == Decision::allow;
+  if (!answer(*request, allow, 0, false)) return false;
+  record(*request, speaker, allow, true);
+  return true;
 }
 
 void FilterManagerCore::take_default(const std::shared_ptr<PermissionRequest>& request) {

@@ -82,6 +82,7 @@ class FilterManagerCore : public std::enable_shared_from_this<FilterManagerCore>
   void on_notification(const fanotify::Notification& notification, std::vector<Task>& batch);
   void deadline_loop() noexcept;
   void take_default(const std::shared_ptr<PermissionRequest>& request);
+  bool answer_without_callbacks(const std::shared_ptr<PermissionRequest>& request, size_t from);
   void watch_reader();
   void continue_chain(const std::shared_ptr<PermissionRequest>& request, size_t from);
   bool answer(PermissionRequest& request, bool allow, int error, bool cache);

@@ -115,7 +115,9 @@ TEST_P(NeverFreezeShutdown, AnswersEveryHeldOpenWithTheDefaultAndExits) {
   EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0) << "wait status " << *status;
   const auto report = loader.stop();
   ASSERT_TRUE(report.received);
-  EXPECT_EQ(report.failures, 0u) << "opens during and after the shutdown are not refused";
+  // The loader's one open in flight when the signal came takes the probe's default too (deny);
+  // every other open, during and after the shutdown, goes on.
+  EXPECT_LE(report.failures, 1u) << "opens during and after the shutdown are not refused";
   EXPECT_LT(report.worst_us, static_cast<uint64_t>(kReleaseBound.count()) * 1000);
   const std::string log = read_file(fltmgrd_log_);
   EXPECT_NE(log.find("waiting events answered"), std::string::npos) << log;

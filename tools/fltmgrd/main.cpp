@@ -219,7 +219,8 @@ class Daemon {
 
   // Never waits on a filter: what the kernel holds is answered first (fapolicyd #227).
   void stop_filtering() {
-    if (!manager_) return;
+    if (!manager_ || filtering_stopped_) return;
+    filtering_stopped_ = true;
     const size_t answered = manager_->stop_filtering();
     say("marks removed; %zu waiting events answered with their filters' defaults", answered);
   }
@@ -522,6 +523,7 @@ class Daemon {
   std::map<std::string, std::unique_ptr<fltport::host::FilterPlugin>> plugins_;
   std::set<std::string> unloading_;
   fltport::ServerPort control_port_;
+  bool filtering_stopped_ = false;  // main thread only
 };
 
 // Holds "<runtime dir>/fltmgrd.lock" for the life of the process; -1 when another fltmgrd has it.
