@@ -189,6 +189,9 @@ struct PortCase {
   size_t request_size = 64;
   size_t reply_size = kReplySize;
   bool c_api = false;  // the service uses FilterGetMessage + FilterReplyMessage (one thread)
+  // With c_api: FilterGetMessage overlapped, this many requests outstanding, completed through an
+  // I/O completion port (the classic scanner service's shape); 0 = the synchronous calls.
+  size_t overlapped_requests = 0;
 };
 
 std::string port_name(int case_number) {
@@ -278,11 +281,72 @@ int c_service(const std::string& name, const PortCase& c) {
   return hr == HRESULT_FROM_WIN32(ERROR_INVALID_HANDLE) ? 0 : 3;
 }
 
+// The classic scanner service's shape: overlapped FilterGetMessage requests outstanding on a
+// completion port, one thread taking completions, replying, and issuing the request again.
+int c_overlapped_service(const std::string& name, const PortCase& c) {
+  block_cpu_report_signal(true);
+  bool ended_by_filter = false;
+  std::thread service([&] {
+    const std::wstring wide_name = L"\\" + std::wstring(name.begin(), name.end());
+    HANDLE port = INVALID_HANDLE_VALUE;
+    HRESULT hr = HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND);
+    const auto give_up = std::chrono::steady_clock::now() + kConnectPatience;
+    while (FAILED(hr) && std::chrono::steady_clock::now() < give_up) {
+      hr = FilterConnectCommunicationPort(wide_name.c_str(), 0, nullptr, 0, nullptr, &port);
+      if (FAILED(hr)) std::this_thread::sleep_for(2ms);
+    }
+    if (FAILED(hr)) return;
+    HANDLE completion = CreateIoCompletionPort(port, nullptr, 0, 1);
+    struct Request {
+      OVERLAPPED overlapped;
+      std::vector<unsigned char> message;
+    };
+    std::vector<Request> requests(c.overlapped_requests);
+    auto issue = [&](Request& request) {
+      std::memset(&request.overlapped, 0, sizeof request.overlapped);
+      return FilterGetMessage(port, reinterpret_cast<FILTER_MESSAGE_HEADER*>(request.message.data()),
+                              static_cast<DWORD>(request.message.size()), &request.overlapped);
+    };
+    bool issued = completion != nullptr;
+    for (auto& request : requests) {
+      request.message.resize(sizeof(FILTER_MESSAGE_HEADER) + c.request_size);
+      issued = issued && issue(request) == HRESULT_FROM_WIN32(ERROR_IO_PENDING);
+    }
+    std::vector<unsigned char> reply(sizeof(FILTER_REPLY_HEADER) + c.reply_size);
+    auto* reply_header = reinterpret_cast<FILTER_REPLY_HEADER*>(reply.data());
+    while (issued) {
+      DWORD bytes = 0;
+      ULONG_PTR key = 0;
+      LPOVERLAPPED done = nullptr;
+      if (!GetQueuedCompletionStatus(completion, &bytes, &key, &done, INFINITE)) {
+        ended_by_filter = done != nullptr && GetLastError() == ERROR_INVALID_HANDLE;
+        break;
+      }
+      Request& request = *CONTAINING_RECORD(done, Request, overlapped);
+      const auto* header = reinterpret_cast<const FILTER_MESSAGE_HEADER*>(request.message.data());
+      reply_header->MessageId = header->MessageId;
+      reply_header->Status = STATUS_SUCCESS;
+      std::memcpy(reply.data() + sizeof(FILTER_REPLY_HEADER),
+                  request.message.data() + sizeof(FILTER_MESSAGE_HEADER), kStampSize);
+      if (FAILED(FilterReplyMessage(port, reply_header, static_cast<DWORD>(reply.size())))) break;
+      issued = issue(request) == HRESULT_FROM_WIN32(ERROR_IO_PENDING);
+    }
+    CloseHandle(port);
+    if (completion != nullptr) CloseHandle(completion);
+  });
+  block_cpu_report_signal(false);
+  service.join();
+  return ended_by_filter ? 0 : 3;
+}
+
 LatencyStats filter_to_service(const PortCase& c, int case_number, const Settings& settings) {
   const std::string name = port_name(case_number);
   SharedPage<PeerReport> report;
   // The service starts first and retries its connect: no fork while this process runs threads.
-  ChildProcess child([&] { return c.c_api ? c_service(name, c) : cpp_service(name, c, report.get()); });
+  ChildProcess child([&] {
+    if (c.c_api) return c.overlapped_requests > 0 ? c_overlapped_service(name, c) : c_service(name, c);
+    return cpp_service(name, c, report.get());
+  });
 
   std::mutex mutex;
   std::condition_variable connected;
@@ -313,7 +377,7 @@ LatencyStats filter_to_service(const PortCase& c, int case_number, const Setting
   }
   const int peer = c.c_api ? PeerReport::kUnknown : await_peer_report(*report, child);
   std::string label = transport_label(c.transport, client.transport(), peer);
-  if (c.c_api) label += " (C Get+Reply)";
+  if (c.c_api) label += c.overlapped_requests > 0 ? " (C overlapped+IOCP)" : " (C Get+Reply)";
 
   auto buffers = make_buffers(c.filter_threads, c.request_size, c.reply_size);
   auto round_trip = [&](size_t t) {
@@ -638,6 +702,9 @@ int main(int argc, char** argv) {
     const PortCase c{transport, 1, 1, 64, kReplySize, true};
     run(std::string("f2s-c ") + transport_word(transport) + " 1x1 64 B", false,
         [&] { return filter_to_service(c, ++case_number, settings); });
+    const PortCase overlapped{transport, 1, 1, 64, kReplySize, true, 4};
+    run(std::string("f2s-iocp ") + transport_word(transport) + " 1x1 64 B", false,
+        [&] { return filter_to_service(overlapped, ++case_number, settings); });
   }
   for (const PortTransport transport : kTransports) {
     for (const size_t service_threads : kServiceThreads) {

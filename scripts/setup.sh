@@ -5,6 +5,7 @@ set -euo pipefail
 
 packages=(
   build-essential cmake ninja-build pkg-config git
+  libfuse3-dev fuse3     # tests/support/stall_fs.c: a FUSE file system that stalls reads
   libgtest-dev libgmock-dev libbenchmark-dev libcli11-dev
   libzmq3-dev            # ZeroMQ: a baseline the benchmarks compare against
   gnuplot-nox            # scripts/bench.sh: the latency plot

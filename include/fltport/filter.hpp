@@ -10,10 +10,12 @@
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -63,6 +65,9 @@ struct FileEvent {
   uint64_t kernel_flags = 0;
   std::optional<uint64_t> range_offset;  // read with pre-access: the bytes about to be read
   std::optional<uint64_t> range_count;
+  // Pre-operations: when the default verdict will be taken (arrival + the smallest deadline of the
+  // event's filters); read_file_contents waits no longer. Post-operations: none (time_point{}).
+  std::chrono::steady_clock::time_point deadline{};
 };
 
 enum class Decision { allow, deny };
@@ -154,14 +159,14 @@ struct InstanceInfo {
 
 // The host's queues (fltmc host): what waits for verdicts, and what the kernel could not queue.
 struct HostStatistics {
-  uint64_t waiting = 0;         // permission events read and not answered yet
-  uint64_t waiting_limit = 0;   // beyond it an event takes its filter's default at once (bounded memory, fds)
+  uint64_t waiting = 0;        // permission events read and not answered yet
+  uint64_t waiting_limit = 0;  // beyond it an event takes its filter's default at once (bounded memory, fds)
   uint64_t overload_defaults = 0;  // events answered so
-  uint64_t kernel_queued = 0;   // permission events queued in the kernel, not read yet
+  uint64_t kernel_queued = 0;      // permission events queued in the kernel, not read yet
   uint64_t post_operations_queued = 0;
   uint64_t post_operations_dropped = 0;  // over the queue's bound (slow post-operation callbacks)
-  uint64_t permission_overflows = 0;    // FAN_Q_OVERFLOW: the kernel allowed events it could not queue
-  uint64_t notification_overflows = 0;  // FAN_Q_OVERFLOW: notifications lost
+  uint64_t permission_overflows = 0;     // FAN_Q_OVERFLOW: the kernel allowed events it could not queue
+  uint64_t notification_overflows = 0;   // FAN_Q_OVERFLOW: notifications lost
 };
 
 struct FilterManagerOptions {
@@ -173,6 +178,37 @@ struct FilterManagerOptions {
   // process-wide handlers once; signals that are ignored are left alone.
   bool close_groups_on_fatal_signal = true;
 };
+
+// Bounded content reads (why: a stalled device under a scanned file must cost one event its
+// default at its deadline, never the event threads or the host; fapolicyd #237). The read runs on a
+// small pool of reader threads, each with its own dup() of the fd, never on the caller's thread; the
+// caller waits until 50 ms past event.deadline (pre-operations: by then the event has taken its
+// filter's default) or kDefaultContentReadTimeout (post-operations) and then gets
+// STATUS_IO_TIMEOUT, while the read stays with its thread. At most buffer.size() bytes, and at
+// most kMaxContentReadBytes per call; fewer only at end of file (0 there). A non-seekable fd
+// (pipe, socket) is read from where it is. The pool has at most
+// kMaxContentReaders threads and lets one device hold at most half of them: when every thread a
+// read could use is in a stalled read (running for 200 ms, or given up by its caller), the read fails
+// at once with STATUS_IO_TIMEOUT; otherwise it waits in the queue within its bound. See
+// docs/architecture.md, "Bounded content reads".
+inline constexpr std::chrono::milliseconds kDefaultContentReadTimeout{2000};
+inline constexpr size_t kMaxContentReadBytes = 1u << 20;
+inline constexpr size_t kMaxContentReaders = 8;
+using MutableBytes = std::span<std::byte>;  // as in <fltport/port.hpp>
+FLTPORT_API Result<size_t> read_file_contents(const FileEvent& event, uint64_t offset, MutableBytes buffer);
+// The same with a bound of `timeout` from now, never later than the one above when the event has a deadline.
+FLTPORT_API Result<size_t> read_file_contents(const FileEvent& event, uint64_t offset, MutableBytes buffer,
+                                              std::chrono::milliseconds timeout);
+
+// The process's content reads since it started (all filters together).
+struct ContentReadStatistics {
+  uint64_t reads = 0;     // asked for
+  uint64_t timeouts = 0;  // STATUS_IO_TIMEOUT: not finished within their bound, or refused at once
+  uint64_t refused = 0;   // of those, refused at once: every thread they could use was stuck
+  uint64_t stuck = 0;     // reader threads now in a read whose caller gave up
+  uint64_t threads = 0;   // reader threads now
+};
+FLTPORT_API ContentReadStatistics content_read_statistics() noexcept;
 
 class FilterManagerCore;
 

@@ -135,6 +135,7 @@ typedef struct _FLTPORT_FILE_EVENT {
   BOOLEAN HasRange;     /* IRP_MJ_READ with the byte range about to be read */
   BOOLEAN CacheVerdict; /* set by the filter on an allow: the verdict stands until the file changes */
   ULONGLONG KernelFlags; /* fanotify's mask bits for the event (FAN_OPEN_PERM, ..., FAN_ONDIR) */
+  PVOID FltportReserved; /* the library's own (the event, for FltportReadFile's bound): do not touch */
 } FLTPORT_FILE_EVENT, *PFLTPORT_FILE_EVENT;
 
 typedef struct _FLT_CALLBACK_DATA {
@@ -281,6 +282,20 @@ FLTPORT_API VOID FLTAPI FltCloseClientPort(PFLT_FILTER Filter, PFLT_PORT* Client
 FLTPORT_API NTSTATUS FLTAPI FltSendMessage(PFLT_FILTER Filter, PFLT_PORT* ClientPort, PVOID SenderBuffer,
                                            ULONG SenderBufferLength, PVOID ReplyBuffer, PULONG ReplyLength,
                                            PLARGE_INTEGER Timeout);
+
+/* Linux extension, FltReadFile in spirit: reads up to Length bytes of File->FileDescriptor at
+ * ByteOffset into Buffer; *BytesRead gets how many (fewer only at end of file, 0 there). Why: a
+ * stalled device under the file must cost this one event its default verdict at its deadline, never
+ * the filter's threads or the host (fapolicyd #237), so the read runs on the library's reader
+ * threads and the caller waits at most until just past the event's deadline (a pre-operation: the
+ * event has then taken the filter's default) or 2 s (a post-operation, whose File->FileDescriptor
+ * the filter may set to a file it opened itself).
+ * Returns STATUS_SUCCESS; STATUS_IO_TIMEOUT when the read has not finished by then, or at once when
+ * every reader thread it could use is stuck on a stalled device; STATUS_INVALID_PARAMETER (NULL
+ * File, Buffer or BytesRead, a directory); STATUS_INVALID_HANDLE (no descriptor); another failure
+ * for a failed read. At most 1 MiB per call. */
+FLTPORT_API NTSTATUS FLTAPI FltportReadFile(PFLTPORT_FILE_EVENT File, ULONGLONG ByteOffset, PVOID Buffer,
+                                            ULONG Length, PULONG BytesRead);
 
 FLTPORT_END_C
 

@@ -56,7 +56,13 @@ FLTPORT_API HRESULT WINAPI FilterSendMessage(HANDLE hPort, LPVOID lpInBuffer, DW
 /* Takes the oldest message the filter queued on this connection, waiting for one if none is. The
  * buffer starts with a FILTER_MESSAGE_HEADER. A message longer than the buffer is cut to it and the
  * call returns HRESULT_FROM_WIN32(ERROR_MORE_DATA); the filter still waits for the reply.
- * lpOverlapped must be NULL for now (E_NOTIMPL otherwise). */
+ * With lpOverlapped (on a handle opened without FLT_PORT_FLAG_SYNC_HANDLE) the call queues the
+ * request and returns HRESULT_FROM_WIN32(ERROR_IO_PENDING); requests take messages in the order
+ * they were made. Completion sets Internal (STATUS_SUCCESS, STATUS_BUFFER_OVERFLOW for a cut
+ * message, STATUS_CANCELLED after CancelIo/CancelIoEx/CloseHandle, STATUS_PORT_DISCONNECTED when
+ * the filter went away) and InternalHigh (bytes written, header included), then sets hEvent and
+ * queues a packet on the completion port associated with the handle. On a synchronous handle
+ * lpOverlapped is ignored, as Windows ignores it there. */
 FLTPORT_API HRESULT WINAPI FilterGetMessage(HANDLE hPort, PFILTER_MESSAGE_HEADER lpMessageBuffer,
                                             DWORD dwMessageBufferSize, LPOVERLAPPED lpOverlapped);
 

@@ -48,6 +48,8 @@ struct CallbackFrame {
     file.IsDirectory = event.is_directory;
     file.KernelFlags = event.kernel_flags;
     file.HasRange = event.range_offset.has_value();
+    // Alive while the filter may read through it: see FltportReadFile.
+    file.FltportReserved = const_cast<FileEvent*>(&event);
     iopb.MajorFunction = major;
     if (event.range_offset) {
       iopb.Parameters.Read.ByteOffset.QuadPart = static_cast<LONGLONG>(*event.range_offset);
@@ -174,6 +176,25 @@ Result<FilterRegistration> operations_from(const FLT_REGISTRATION& registration,
 }
 
 }  // namespace fltport::compat
+
+extern "C" NTSTATUS FLTAPI FltportReadFile(PFLTPORT_FILE_EVENT file, ULONGLONG offset, PVOID buffer,
+                                           ULONG length, PULONG bytes_read) {
+  if (bytes_read != nullptr) *bytes_read = 0;
+  if (file == nullptr || bytes_read == nullptr || (buffer == nullptr && length != 0))
+    return STATUS_INVALID_PARAMETER;
+  // The event the frame was made from gives the bound; a FLTPORT_FILE_EVENT the filter made itself
+  // has none, and gets the post-operation bound.
+  fltport::FileEvent bound;
+  if (const auto* event = static_cast<const fltport::FileEvent*>(file->FltportReserved)) {
+    bound.deadline = event->deadline;
+  }
+  bound.fd = file->FileDescriptor;
+  bound.path = file->Path != nullptr ? file->Path : "";
+  auto read = fltport::read_file_contents(bound, offset, {static_cast<std::byte*>(buffer), length});
+  if (!read) return read.status().code();
+  *bytes_read = static_cast<ULONG>(*read);
+  return STATUS_SUCCESS;
+}
 
 extern "C" VOID FLTAPI FltCompletePendedPreOperation(PFLT_CALLBACK_DATA data,
                                                      FLT_PREOP_CALLBACK_STATUS status, PVOID /*Context*/) {

@@ -6,18 +6,26 @@
 #include <string>
 
 #include "compat/handle_table.hpp"
+#include "compat/message_requests.hpp"
 #include "compat/wide_text.hpp"
 #include "port/connection.hpp"
 
 namespace fltport::compat {
 namespace {
 
-class PortHandle final : public HandleObject {
+// A port handle is also a file handle for overlapped I/O: it can be associated with a completion
+// port, waited on, and its overlapped FilterGetMessage requests cancelled.
+class PortHandle final : public HandleObject, public IoTarget {
  public:
-  explicit PortHandle(std::shared_ptr<detail::ServiceConnection> connection)
-      : connection(std::move(connection)) {}
-  void close() noexcept override { connection->close(); }
+  PortHandle(std::shared_ptr<detail::ServiceConnection> connection, bool sync_handle)
+      : connection(std::move(connection)), sync_handle(sync_handle), requests(*this, this->connection) {}
+  void close() noexcept override { requests.close(); }
+  size_t cancel(OVERLAPPED* overlapped, bool this_thread_only) override {
+    return requests.cancel(overlapped, this_thread_only);
+  }
   const std::shared_ptr<detail::ServiceConnection> connection;
+  const bool sync_handle;  // FLT_PORT_FLAG_SYNC_HANDLE
+  MessageRequests requests;
 };
 
 std::shared_ptr<detail::ServiceConnection> find_port(HANDLE handle) {
@@ -53,7 +61,8 @@ extern "C" HRESULT WINAPI FilterConnectCommunicationPort(LPCWSTR lpPortName, DWO
   auto connection =
       detail::ServiceConnection::connect(port_name_from_wide(lpPortName, std::wcslen(lpPortName)), options);
   if (!connection) return hresult(connection.status());
-  *hPort = HandleTable::instance().insert(std::make_shared<PortHandle>(std::move(*connection)));
+  *hPort = HandleTable::instance().insert(
+      std::make_shared<PortHandle>(std::move(*connection), options.sync_handle));
   return S_OK;
 }
 
@@ -76,10 +85,15 @@ extern "C" HRESULT WINAPI FilterSendMessage(HANDLE hPort, LPVOID lpInBuffer, DWO
 
 extern "C" HRESULT WINAPI FilterGetMessage(HANDLE hPort, PFILTER_MESSAGE_HEADER lpMessageBuffer,
                                            DWORD dwMessageBufferSize, LPOVERLAPPED lpOverlapped) {
-  if (lpOverlapped != nullptr) return E_NOTIMPL;  // overlapped form: a later release
-  auto port = find_port(hPort);
-  if (!port) return kInvalidHandle;
+  auto handle = HandleTable::instance().find<PortHandle>(hPort);
+  if (!handle) return kInvalidHandle;
   if (lpMessageBuffer == nullptr || dwMessageBufferSize < sizeof(FILTER_MESSAGE_HEADER)) return E_INVALIDARG;
+  // On a synchronous handle Windows ignores lpOverlapped (DeviceIoControl's documented rule for
+  // handles opened without FILE_FLAG_OVERLAPPED): the call completes before it returns.
+  if (lpOverlapped != nullptr && !handle->sync_handle) {
+    return handle->requests.submit(lpMessageBuffer, dwMessageBufferSize, lpOverlapped);
+  }
+  const auto& port = handle->connection;
   auto* bytes = reinterpret_cast<std::byte*>(lpMessageBuffer);
   auto message = port->get_message(MutableBytes(bytes + sizeof(FILTER_MESSAGE_HEADER),
                                                 dwMessageBufferSize - sizeof(FILTER_MESSAGE_HEADER)),

@@ -36,7 +36,7 @@ void remove_fd(std::atomic<int>* slots, size_t count, int fd) noexcept {
   }
 }
 
-constexpr std::array kFatalSignals = {SIGSEGV, SIGBUS, SIGABRT, SIGILL,  SIGFPE,
+constexpr std::array kFatalSignals = {SIGSEGV, SIGBUS,  SIGABRT, SIGILL,  SIGFPE,
                                       SIGSYS,  SIGTRAP, SIGQUIT, SIGXCPU, SIGXFSZ};
 std::array<struct sigaction, NSIG> previous_actions{};
 

@@ -28,16 +28,17 @@ constexpr size_t kMaxTreeDirectories = 100000;  // directories one tree instance
 // Events read and unanswered, at most: the fd limit less what the host needs for itself, within this.
 constexpr uint64_t kMaxWaiting = 16384;
 constexpr uint64_t kFdsKeptForTheHost = 256;
-constexpr size_t kMaxQueuedPostOperations = 16384;  // notifications read, waiting for post-operation callbacks
-constexpr size_t kMaxTaskBacklog = 4096;  // events read, waiting for a worker to run their callbacks
+constexpr size_t kMaxQueuedPostOperations =
+    16384;                                      // notifications read, waiting for post-operation callbacks
+constexpr size_t kMaxTaskBacklog = 4096;        // events read, waiting for a worker to run their callbacks
 constexpr unsigned kDefaultLogsPerSecond = 10;  // per filter
 constexpr int kDeadlineThreadNice = -10;
 
 uint64_t waiting_limit() {
   rlimit files{};
   if (::getrlimit(RLIMIT_NOFILE, &files) != 0 || files.rlim_cur == RLIM_INFINITY) return kMaxWaiting;
-  const uint64_t usable = files.rlim_cur > 2 * kFdsKeptForTheHost ? files.rlim_cur - kFdsKeptForTheHost
-                                                                  : files.rlim_cur / 2;
+  const uint64_t usable =
+      files.rlim_cur > 2 * kFdsKeptForTheHost ? files.rlim_cur - kFdsKeptForTheHost : files.rlim_cur / 2;
   return std::min(kMaxWaiting, std::max<uint64_t>(usable, 16));
 }
 
@@ -118,9 +119,9 @@ struct FilterEntry {
   // Defaults are each counted, but logged at most kDefaultLogsPerSecond a second: under a flood the
   // log must not become the next thing that slows the host down.
   bool should_log_default(uint64_t& suppressed_before) {
-    const int64_t second = std::chrono::duration_cast<std::chrono::seconds>(
-                               std::chrono::steady_clock::now().time_since_epoch())
-                               .count();
+    const int64_t second =
+        std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now().time_since_epoch())
+            .count();
     std::lock_guard lock(callbacks_mutex);
     if (second != log_second) {
       log_second = second;
@@ -420,6 +421,7 @@ void FilterManagerCore::on_permission_event(fanotify::PermissionEvent& kernel_ev
     filter->events.fetch_add(1, std::memory_order_relaxed);
     request->instances[i]->events.fetch_add(1, std::memory_order_relaxed);
   }
+  event.deadline = request->arrival + minimum_deadline;  // read_file_contents waits no longer
   const std::string proc = "/proc/" + std::to_string(kernel_event.pid);
   // A stat of /proc/PID costs as much as the rest of the bookkeeping: only for filters that ask.
   struct stat process {};
@@ -451,9 +453,9 @@ void FilterManagerCore::on_permission_event(fanotify::PermissionEvent& kernel_ev
     }
   }
   if (overloaded && overload_defaults_.fetch_add(1) % 1000 == 0) {
-    FLTPORT_LOG(warning, "fltmgr", "%llu events wait for verdicts already (the limit): %s of %s takes the default",
-                static_cast<unsigned long long>(waiting_limit_), operation_name(event.operation),
-                event.path.c_str());
+    FLTPORT_LOG(
+        warning, "fltmgr", "%llu events wait for verdicts already (the limit): %s of %s takes the default",
+        static_cast<unsigned long long>(waiting_limit_), operation_name(event.operation), event.path.c_str());
   }
   if (stopped || overloaded) {  // no callback starts: the filters' defaults answer now
     answer_without_callbacks(request, 0);
@@ -586,10 +588,9 @@ void FilterManagerCore::deadline_loop() noexcept {
 // the next event to arrive.
 void FilterManagerCore::watch_reader() {
   const int64_t since = inline_since_.load();
-  const bool inline_too_long =
-      since != 0 && std::chrono::steady_clock::now().time_since_epoch() -
-                            std::chrono::steady_clock::duration(since) >=
-                        kReaderWatch;
+  const bool inline_too_long = since != 0 && std::chrono::steady_clock::now().time_since_epoch() -
+                                                     std::chrono::steady_clock::duration(since) >=
+                                                 kReaderWatch;
   std::lock_guard lock(tasks_mutex_);
   if (stopping_) return;
   const bool reader_needed = inline_too_long && !reading_;
@@ -605,7 +606,8 @@ void FilterManagerCore::watch_reader() {
 // The filters from `from` on will not be asked (shutdown, overload): a filter whose default is
 // deny would have denied what it was never shown, so any such default denies (and is counted as
 // that filter's); otherwise the deciding filter's default, allow.
-bool FilterManagerCore::answer_without_callbacks(const std::shared_ptr<PermissionRequest>& request, size_t from) {
+bool FilterManagerCore::answer_without_callbacks(const std::shared_ptr<PermissionRequest>& request,
+                                                 size_t from) {
   if (from >= request->chain.size()) return false;
   size_t speaker = from;
   for (size_t i = from; i < request->chain.size(); ++i) {

@@ -105,11 +105,12 @@ TEST_P(NeverFreezeShutdown, AnswersEveryHeldOpenWithTheDefaultAndExits) {
   fltmgrd_->signal(signal_number);
   for (auto& probe : held) {
     const auto outcome = probe->result(kReleaseBound + 2s);
-    EXPECT_TRUE(is_denial(outcome.error)) << "a held open must take the probe's default (deny), got "
-                                          << outcome.error;
+    EXPECT_TRUE(is_denial(outcome.error))
+        << "a held open must take the probe's default (deny), got " << outcome.error;
   }
   const long long released_ms = ms_since(stop);
-  EXPECT_LE(released_ms, kReleaseBound.count()) << "held opens released " << released_ms << " ms after the signal";
+  EXPECT_LE(released_ms, kReleaseBound.count())
+      << "held opens released " << released_ms << " ms after the signal";
   const auto status = fltmgrd_->wait_exit(5s);
   ASSERT_TRUE(status.has_value()) << "fltmgrd did not exit within 5 s of the signal";
   EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0) << "wait status " << *status;
@@ -121,9 +122,10 @@ TEST_P(NeverFreezeShutdown, AnswersEveryHeldOpenWithTheDefaultAndExits) {
   EXPECT_LT(report.worst_us, static_cast<uint64_t>(kReleaseBound.count()) * 1000);
   const std::string log = read_file(fltmgrd_log_);
   EXPECT_NE(log.find("waiting events answered"), std::string::npos) << log;
-  std::printf("[ measured ] %s: held opens released %lld ms after the signal; loader %llu opens, worst %llu us\n",
-              signal_number == SIGINT ? "SIGINT" : "SIGTERM", released_ms,
-              static_cast<unsigned long long>(report.opens), static_cast<unsigned long long>(report.worst_us));
+  std::printf(
+      "[ measured ] %s: held opens released %lld ms after the signal; loader %llu opens, worst %llu us\n",
+      signal_number == SIGINT ? "SIGINT" : "SIGTERM", released_ms,
+      static_cast<unsigned long long>(report.opens), static_cast<unsigned long long>(report.worst_us));
   fltmgrd_.reset();
 }
 
@@ -179,19 +181,22 @@ TEST_P(NeverFreezeFatal, GroupsCloseBeforeTheHostDies) {
     EXPECT_TRUE(WTERMSIG(*status) == signal_number || (kSanitized && WTERMSIG(*status) == SIGABRT))
         << "died of signal " << WTERMSIG(*status);
   }
-  EXPECT_LE(released_ms, kReleaseBound.count()) << "held opens released " << released_ms << " ms after the fault";
+  EXPECT_LE(released_ms, kReleaseBound.count())
+      << "held opens released " << released_ms << " ms after the fault";
   const auto report = loader.stop();
   ASSERT_TRUE(report.received);
   EXPECT_EQ(report.failures, 0u);
   EXPECT_LT(report.worst_us, static_cast<uint64_t>(kReleaseBound.count()) * 1000);
-  std::printf("[ measured ] %s: held opens released %lld ms after the fault (core dumped: %s); loader %llu opens, "
-              "worst %llu us\n",
-              name.c_str() + 6, released_ms, WIFSIGNALED(*status) && WCOREDUMP(*status) ? "yes" : "no",
-              static_cast<unsigned long long>(report.opens), static_cast<unsigned long long>(report.worst_us));
+  std::printf(
+      "[ measured ] %s: held opens released %lld ms after the fault (core dumped: %s); loader %llu opens, "
+      "worst %llu us\n",
+      name.c_str() + 6, released_ms, WIFSIGNALED(*status) && WCOREDUMP(*status) ? "yes" : "no",
+      static_cast<unsigned long long>(report.opens), static_cast<unsigned long long>(report.worst_us));
   fltmgrd_.reset();
 }
 
-INSTANTIATE_TEST_SUITE_P(Signals, NeverFreezeFatal, ::testing::Values(SIGSEGV, SIGBUS, SIGABRT, SIGILL, SIGFPE),
+INSTANTIATE_TEST_SUITE_P(Signals, NeverFreezeFatal,
+                         ::testing::Values(SIGSEGV, SIGBUS, SIGABRT, SIGILL, SIGFPE),
                          [](const auto& info) { return std::string(sigabbrev_np(info.param)); });
 
 // fapolicyd #305: a slow decider and a flood of opens slowed the machine until it froze. Here every
@@ -224,12 +229,13 @@ TEST_F(NeverFreeze, FloodOfOpensWithASlowFilterKeepsLatencyAndMemoryBounded) {
   EXPECT_GT(host_field(during, "waiting_limit"), 1000) << during;
   EXPECT_EQ(host_field(after, "waiting"), 0) << after;
   EXPECT_NE(text.find("Host queues:"), std::string::npos) << text;
-  EXPECT_LT(rss_after - rss_before, kRssGrowthBoundKib) << "fltmgrd's memory grew from " << rss_before << " to " << rss_after
-                                               << " KiB";
-  std::printf("[ measured ] flood: %llu opens in 3 s by 256 threads, worst %llu us (deadline 100 ms), %lld "
-              "waiting mid-flood; fltmgrd RSS %lld -> %lld -> %lld KiB\n",
-              static_cast<unsigned long long>(report.opens), static_cast<unsigned long long>(report.worst_us),
-              host_field(during, "waiting"), rss_before, rss_during, rss_after);
+  EXPECT_LT(rss_after - rss_before, kRssGrowthBoundKib)
+      << "fltmgrd's memory grew from " << rss_before << " to " << rss_after << " KiB";
+  std::printf(
+      "[ measured ] flood: %llu opens in 3 s by 256 threads, worst %llu us (deadline 100 ms), %lld "
+      "waiting mid-flood; fltmgrd RSS %lld -> %lld -> %lld KiB\n",
+      static_cast<unsigned long long>(report.opens), static_cast<unsigned long long>(report.worst_us),
+      host_field(during, "waiting"), rss_before, rss_during, rss_after);
 }
 
 // The same for notifications: 20000 files written and closed while each post-operation takes 2 ms.
@@ -237,13 +243,14 @@ TEST_F(NeverFreeze, FloodOfOpensWithASlowFilterKeepsLatencyAndMemoryBounded) {
 // host's own bounded queue), never held in ever-growing memory; opens go on meanwhile.
 TEST_F(NeverFreeze, NotificationFloodIsBoundedAndCounted) {
   if (std::string(FLTMC_PATH).empty()) GTEST_SKIP() << "fltmc not built";
-  ASSERT_TRUE(start_fltmgrd({"--plugin-dir", FLTPORT_TEST_PROBE_PLUGIN_DIR, "--load", "probe", "--attach",
-                             "probe=" + watched_}));
+  ASSERT_TRUE(start_fltmgrd(
+      {"--plugin-dir", FLTPORT_TEST_PROBE_PLUGIN_DIR, "--load", "probe", "--attach", "probe=" + watched_}));
   const long long rss_before = resident_kib(fltmgrd_->pid());
   constexpr int kFiles = 40000;
   const auto start = Clock::now();
   for (int i = 0; i < kFiles; ++i) {
-    const int fd = ::open(path("post" + std::to_string(i)).c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    const int fd =
+        ::open(path("post" + std::to_string(i)).c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     ASSERT_GE(fd, 0) << std::strerror(errno);
     ASSERT_EQ(::write(fd, "x", 1), 1);
     ::close(fd);
@@ -253,16 +260,18 @@ TEST_F(NeverFreeze, NotificationFloodIsBoundedAndCounted) {
   EXPECT_EQ(clean.error, 0);
   const std::string host = run_fltmc("host --json");
   const long long rss_after = resident_kib(fltmgrd_->pid());
-  const long long lost = host_field(host, "notification_overflows") + host_field(host, "post_operations_dropped");
+  const long long lost =
+      host_field(host, "notification_overflows") + host_field(host, "post_operations_dropped");
   EXPECT_GT(lost, 0) << "40000 notifications at 2 ms each cannot all be kept: " << host;
   EXPECT_LE(host_field(host, "post_operations_queued"), 16384) << host;
-  EXPECT_LT(rss_after - rss_before, kRssGrowthBoundKib) << "fltmgrd's memory grew from " << rss_before << " to " << rss_after
-                                               << " KiB";
-  std::printf("[ measured ] notification flood: %d files written in %lld ms; kernel overflows %lld, dropped over "
-              "the host's bound %lld, queued %lld; open meanwhile %lld ms; RSS %lld -> %lld KiB\n",
-              kFiles, write_ms, host_field(host, "notification_overflows"),
-              host_field(host, "post_operations_dropped"), host_field(host, "post_operations_queued"),
-              clean.elapsed_ms, rss_before, rss_after);
+  EXPECT_LT(rss_after - rss_before, kRssGrowthBoundKib)
+      << "fltmgrd's memory grew from " << rss_before << " to " << rss_after << " KiB";
+  std::printf(
+      "[ measured ] notification flood: %d files written in %lld ms; kernel overflows %lld, dropped over "
+      "the host's bound %lld, queued %lld; open meanwhile %lld ms; RSS %lld -> %lld KiB\n",
+      kFiles, write_ms, host_field(host, "notification_overflows"),
+      host_field(host, "post_operations_dropped"), host_field(host, "post_operations_queued"),
+      clean.elapsed_ms, rss_before, rss_after);
 }
 
 // `events` of filter `name` in `fltmc stats --json`, or -1.
@@ -297,11 +306,12 @@ TEST_F(NeverFreeze, TwoHostsOnOverlappingMarksNeverBlockEachOther) {
   char pattern[] = "/tmp/fltport-second-host-XXXXXX";
   ASSERT_NE(::mkdtemp(pattern), nullptr);
   const std::string second_runtime = pattern;
-  Program second({"/usr/bin/env", "FLTPORT_RUNTIME_DIR=" + second_runtime, FLTPORT_TEST_FLTMGRD, "--foreground",
-                  "--plugin-dir", FLTPORT_TEST_PROBE_PLUGIN_DIR, "--load", "probe", "--attach", "probe=" + shared,
-                  "--deadline-ms", "probe=20000", "--default", "probe=deny"},
+  Program second({"/usr/bin/env", "FLTPORT_RUNTIME_DIR=" + second_runtime, FLTPORT_TEST_FLTMGRD,
+                  "--foreground", "--plugin-dir", FLTPORT_TEST_PROBE_PLUGIN_DIR, "--load", "probe",
+                  "--attach", "probe=" + shared, "--deadline-ms", "probe=20000", "--default", "probe=deny"},
                  runtime_->path() + "/second.log", true);
-  ASSERT_TRUE(second.wait_for_stdout_line("fltmgrd: ready", kStartTimeout)) << read_file(runtime_->path() + "/second.log");
+  ASSERT_TRUE(second.wait_for_stdout_line("fltmgrd: ready", kStartTimeout))
+      << read_file(runtime_->path() + "/second.log");
 
   long long worst_ms = 0;
   for (const auto& file : clean) {
@@ -319,8 +329,8 @@ TEST_F(NeverFreeze, TwoHostsOnOverlappingMarksNeverBlockEachOther) {
   // before host A's, as the kernel stops at the first denial), none of host A's or its service's
   // own accesses (host A's scanner read all 52 files).
   std::string b_json;
-  if (FILE* pipe = ::popen(("FLTPORT_RUNTIME_DIR=" + second_runtime + " " + FLTMC_PATH + " stats --json 2>&1").c_str(),
-                           "r")) {
+  if (FILE* pipe = ::popen(
+          ("FLTPORT_RUNTIME_DIR=" + second_runtime + " " + FLTMC_PATH + " stats --json 2>&1").c_str(), "r")) {
     char chunk[4096];
     size_t n;
     while ((n = std::fread(chunk, 1, sizeof chunk, pipe)) > 0) b_json.append(chunk, n);
@@ -340,10 +350,11 @@ TEST_F(NeverFreeze, TwoHostsOnOverlappingMarksNeverBlockEachOther) {
   ASSERT_TRUE(report.received);
   EXPECT_EQ(report.failures, 0u);
   EXPECT_LT(report.worst_us, 1'000'000u);
-  std::printf("[ measured ] two hosts: 52 opens through both, worst %lld ms; host A killed under load: loader %llu "
-              "opens, worst %llu us\n",
-              worst_ms, static_cast<unsigned long long>(report.opens),
-              static_cast<unsigned long long>(report.worst_us));
+  std::printf(
+      "[ measured ] two hosts: 52 opens through both, worst %lld ms; host A killed under load: loader %llu "
+      "opens, worst %llu us\n",
+      worst_ms, static_cast<unsigned long long>(report.opens),
+      static_cast<unsigned long long>(report.worst_us));
   EXPECT_TRUE(second.terminate(kStopTimeout).has_value());
   std::error_code ignored;
   std::filesystem::remove_all(second_runtime, ignored);
@@ -358,10 +369,11 @@ TEST_F(NeverFreeze, TheHostsOwnAccessesNeverWaitOnItsMarks) {
   ASSERT_EQ(::mkdir(hangdir.c_str(), 0755), 0);
   std::filesystem::copy_file(std::string(FLTPORT_TEST_PROBE_PLUGIN_DIR) + "/fltport-filter-probe.so",
                              hangdir + "/fltport-filter-probe2.so");
-  write_file(hangdir + "/fltmgrd.conf", "[fltmgrd]\nplugin_dir = " + hangdir + "\n[filter probe2]\ndefault = allow\n");
-  ASSERT_TRUE(start_fltmgrd({"--config", hangdir + "/fltmgrd.conf", "--plugin-dir", FLTPORT_TEST_PROBE_PLUGIN_DIR,
-                             "--load", "probe", "--attach", "probe=" + watched_, "--deadline-ms", "probe=20000",
-                             "--default", "probe=deny"}));
+  write_file(hangdir + "/fltmgrd.conf",
+             "[fltmgrd]\nplugin_dir = " + hangdir + "\n[filter probe2]\ndefault = allow\n");
+  ASSERT_TRUE(start_fltmgrd(
+      {"--config", hangdir + "/fltmgrd.conf", "--plugin-dir", FLTPORT_TEST_PROBE_PLUGIN_DIR, "--load",
+       "probe", "--attach", "probe=" + watched_, "--deadline-ms", "probe=20000", "--default", "probe=deny"}));
   // Another process's open under hangdir is held (and answered by the deadline thread much later).
   OpenProbe held(hangdir + "/fltmgrd.conf");
   EXPECT_EQ(held.result(300ms).error, -1) << "the probe holds opens under hangdir";
@@ -403,9 +415,10 @@ TEST_F(NeverFreeze, ServiceStoppedForAMinuteNeverHoldsAnOpenPastTheDeadline) {
   EXPECT_GT(report.opens, 0u);
   EXPECT_LE(report.worst_us, static_cast<uint64_t>(kDeadlineMs + kDeadlineMargin.count()) * 1000);
   EXPECT_EQ(static_cast<uint64_t>(defaults), report.opens) << "one default per timed-out open";
-  std::printf("[ measured ] service stopped %d s: %llu opens, worst %llu us (deadline %d ms), %lld defaults\n",
-              seconds, static_cast<unsigned long long>(report.opens),
-              static_cast<unsigned long long>(report.worst_us), kDeadlineMs, defaults);
+  std::printf(
+      "[ measured ] service stopped %d s: %llu opens, worst %llu us (deadline %d ms), %lld defaults\n",
+      seconds, static_cast<unsigned long long>(report.opens),
+      static_cast<unsigned long long>(report.worst_us), kDeadlineMs, defaults);
 }
 
 size_t count_entries(const std::string& directory) {
@@ -443,13 +456,15 @@ TEST_F(NeverFreeze, KillNineAtRandomPointsUnderLoad) {
   const size_t fds_after = count_entries(proc + "/fd");
   const size_t threads_after = count_entries(proc + "/task");
   EXPECT_LE(fds_after, fds_before + 2) << "fltmgrd's fds: " << fds_before << " -> " << fds_after;
-  EXPECT_LE(threads_after, threads_before + 16) << "fltmgrd's threads: " << threads_before << " -> " << threads_after;
+  EXPECT_LE(threads_after, threads_before + 16)
+      << "fltmgrd's threads: " << threads_before << " -> " << threads_after;
   EXPECT_TRUE(fltmgrd_->alive());
 
   int host_kills = 0;
   for (int i = 0; i < 40; ++i) {
     if (i > 0) {
-      ASSERT_TRUE(start_fltmgrd({"--deadline-ms", "scanner=" + std::to_string(kDeadlineMs)})) << "iteration " << i;
+      ASSERT_TRUE(start_fltmgrd({"--deadline-ms", "scanner=" + std::to_string(kDeadlineMs)}))
+          << "iteration " << i;
     }
     ASSERT_TRUE(start_service());
     std::this_thread::sleep_for(std::chrono::milliseconds(::rand_r(&seed) % 100));
@@ -462,11 +477,12 @@ TEST_F(NeverFreeze, KillNineAtRandomPointsUnderLoad) {
   ASSERT_TRUE(report.received);
   EXPECT_EQ(report.failures, 0u);
   EXPECT_LT(report.worst_us, static_cast<uint64_t>(kDeadlineMs + kDeadlineMargin.count()) * 1000);
-  std::printf("[ measured ] kill -9: 100 services and %d hosts under load; fltmgrd fds %zu -> %zu, threads %zu -> "
-              "%zu; loader %llu opens, worst %llu us, %llu failed\n",
-              host_kills, fds_before, fds_after, threads_before, threads_after,
-              static_cast<unsigned long long>(report.opens), static_cast<unsigned long long>(report.worst_us),
-              static_cast<unsigned long long>(report.failures));
+  std::printf(
+      "[ measured ] kill -9: 100 services and %d hosts under load; fltmgrd fds %zu -> %zu, threads %zu -> "
+      "%zu; loader %llu opens, worst %llu us, %llu failed\n",
+      host_kills, fds_before, fds_after, threads_before, threads_after,
+      static_cast<unsigned long long>(report.opens), static_cast<unsigned long long>(report.worst_us),
+      static_cast<unsigned long long>(report.failures));
 }
 
 }  // namespace

@@ -55,8 +55,9 @@ static void Crash(const char* name) {
   }
 }
 
-static FLT_PREOP_CALLBACK_STATUS FLTAPI ProbePreCreate(PFLT_CALLBACK_DATA Data, PCFLT_RELATED_OBJECTS FltObjects,
-                                                      PVOID* CompletionContext) {
+static FLT_PREOP_CALLBACK_STATUS FLTAPI ProbePreCreate(PFLT_CALLBACK_DATA Data,
+                                                       PCFLT_RELATED_OBJECTS FltObjects,
+                                                       PVOID* CompletionContext) {
   (void)FltObjects;
   (void)CompletionContext;
   const char* path = Data->FileEvent != NULL ? Data->FileEvent->Path : "";
@@ -76,8 +77,10 @@ static FLT_PREOP_CALLBACK_STATUS FLTAPI ProbePreCreate(PFLT_CALLBACK_DATA Data, 
   return FLT_PREOP_SUCCESS_NO_CALLBACK;
 }
 
-static FLT_POSTOP_CALLBACK_STATUS FLTAPI ProbePostCleanup(PFLT_CALLBACK_DATA Data, PCFLT_RELATED_OBJECTS FltObjects,
-                                                         PVOID CompletionContext, FLT_POST_OPERATION_FLAGS Flags) {
+static FLT_POSTOP_CALLBACK_STATUS FLTAPI ProbePostCleanup(PFLT_CALLBACK_DATA Data,
+                                                          PCFLT_RELATED_OBJECTS FltObjects,
+                                                          PVOID CompletionContext,
+                                                          FLT_POST_OPERATION_FLAGS Flags) {
   (void)FltObjects;
   (void)CompletionContext;
   (void)Flags;
@@ -95,7 +98,7 @@ static const FLT_OPERATION_REGISTRATION Callbacks[] = {
 
 static NTSTATUS FLTAPI ProbeUnload(FLT_FILTER_UNLOAD_FLAGS Flags) {
   (void)Flags;
-  atomic_store(&ProbeUnloading, true);  /* hung callbacks return */
+  atomic_store(&ProbeUnloading, true); /* hung callbacks return */
   FltUnregisterFilter(ProbeFilter);
   ProbeFilter = NULL;
   return STATUS_SUCCESS;

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -28,7 +29,6 @@
 #include <fstream>
 #include <memory>
 #include <mutex>
-#include <atomic>
 #include <optional>
 #include <sstream>
 #include <string>

@@ -226,9 +226,12 @@ std::string host_text(const control::Table& t) {
          field(t, row, "waiting_limit") + ", " + field(t, row, "overload_defaults") +
          " answered by default over it), " + field(t, row, "kernel_queued") + " queued in the kernel, " +
          field(t, row, "post_operations_queued") + " post-operations queued (" +
-         field(t, row, "post_operations_dropped") + " dropped over the bound)\nQueue overflows: " +
-         field(t, row, "permission_overflows") + " permission, " + field(t, row, "notification_overflows") +
-         " notification\n";
+         field(t, row, "post_operations_dropped") +
+         " dropped over the bound)\nQueue overflows: " + field(t, row, "permission_overflows") +
+         " permission, " + field(t, row, "notification_overflows") +
+         " notification\nContent reads: " + field(t, row, "content_reads") + " (" +
+         field(t, row, "content_read_timeouts") + " timed out, " + field(t, row, "content_readers_stuck") +
+         " reader threads stuck now)\n";
 }
 
 std::string absolute_path(const std::string& path) {

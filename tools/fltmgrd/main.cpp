@@ -392,12 +392,16 @@ class Daemon {
                                   {"post_operations_queued", ColumnType::number},
                                   {"post_operations_dropped", ColumnType::number},
                                   {"permission_overflows", ColumnType::number},
-                                  {"notification_overflows", ColumnType::number}});
+                                  {"notification_overflows", ColumnType::number},
+                                  {"content_reads", ColumnType::number},
+                                  {"content_read_timeouts", ColumnType::number},
+                                  {"content_readers_stuck", ColumnType::number}});
+      const auto reads = fltport::content_read_statistics();
       table.add({std::to_string(host.waiting), std::to_string(host.waiting_limit),
                  std::to_string(host.overload_defaults), std::to_string(host.kernel_queued),
                  std::to_string(host.post_operations_queued), std::to_string(host.post_operations_dropped),
-                 std::to_string(host.permission_overflows),
-                 std::to_string(host.notification_overflows)});
+                 std::to_string(host.permission_overflows), std::to_string(host.notification_overflows),
+                 std::to_string(reads.reads), std::to_string(reads.timeouts), std::to_string(reads.stuck)});
       return table.finish(request.start);
     }
     if (request.command == "ports") {

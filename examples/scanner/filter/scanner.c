@@ -91,24 +91,22 @@ static VOID FLTAPI ScannerPortDisconnect(PVOID ConnectionCookie) {
 
 /* ---- scanning ---- */
 
-/* Reads the first bytes of `fd` and asks the service about them. STATUS_SUCCESS with *SafeToOpen
- * set, or the reason there is no verdict (then the caller allows: the classic behaviour). */
-static NTSTATUS ScannerScanFile(int fd, BOOLEAN* SafeToOpen, ULONG* BytesScanned) {
+/* Reads the first bytes of the file (File->FileDescriptor) and asks the service about them.
+ * STATUS_SUCCESS with *SafeToOpen set, or the reason there is no verdict (then the caller allows:
+ * the classic behaviour). The read goes through FltportReadFile, not pread: on a stalled device
+ * (a failing disk, a hung network file system) it gives up at the event's deadline with
+ * STATUS_IO_TIMEOUT, so that open takes the filter's default and this thread is free again. */
+static NTSTATUS ScannerScanFile(PFLTPORT_FILE_EVENT File, BOOLEAN* SafeToOpen, ULONG* BytesScanned) {
   *SafeToOpen = TRUE;
   *BytesScanned = 0;
   if (!atomic_load(&ScannerData.Connected)) return STATUS_PORT_DISCONNECTED;
 
   SCANNER_NOTIFICATION notification;
   memset(&notification, 0, sizeof notification);
-  size_t have = 0;
-  while (have < sizeof notification.Contents) {
-    const ssize_t n = pread(fd, notification.Contents + have, sizeof notification.Contents - have, (off_t)have);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return STATUS_UNSUCCESSFUL;
-    if (n == 0) break;
-    have += (size_t)n;
-  }
-  notification.BytesToScan = (ULONG)have;
+  ULONG have = 0;
+  const NTSTATUS read = FltportReadFile(File, 0, notification.Contents, sizeof notification.Contents, &have);
+  if (read != STATUS_SUCCESS) return read;
+  notification.BytesToScan = have;
   *BytesScanned = notification.BytesToScan;
 
   SCANNER_REPLY reply = {TRUE};
@@ -128,6 +126,8 @@ static const char* ScannerReason(NTSTATUS status) {
   switch (status) {
     case STATUS_TIMEOUT:
       return "the service did not answer in time";
+    case STATUS_IO_TIMEOUT:
+      return "the file could not be read in time (a stalled device?)";
     case STATUS_PORT_DISCONNECTED:
       return "the service disconnected";
     case STATUS_THREAD_IS_TERMINATING:
@@ -156,7 +156,7 @@ static FLT_PREOP_CALLBACK_STATUS FLTAPI ScannerPreCreate(PFLT_CALLBACK_DATA Data
 
   BOOLEAN safe = TRUE;
   ULONG scanned = 0;
-  const NTSTATUS status = ScannerScanFile(file->FileDescriptor, &safe, &scanned);
+  const NTSTATUS status = ScannerScanFile(file, &safe, &scanned);
   if (status != STATUS_SUCCESS) {
     fprintf(stderr, "scanner filter: open of %s by pid %u allowed unscanned: %s (0x%08X)\n", file->Path,
             (unsigned)file->ProcessId, ScannerReason(status), (unsigned)status);
@@ -196,7 +196,9 @@ static FLT_POSTOP_CALLBACK_STATUS FLTAPI ScannerPostCleanup(PFLT_CALLBACK_DATA D
   if (fstat(fd, &info) == 0 && S_ISREG(info.st_mode)) {
     BOOLEAN safe = TRUE;
     ULONG scanned = 0;
-    const NTSTATUS status = ScannerScanFile(fd, &safe, &scanned);
+    file->FileDescriptor = fd; /* FltportReadFile reads the descriptor the event carries */
+    const NTSTATUS status = ScannerScanFile(file, &safe, &scanned);
+    if (own) file->FileDescriptor = -1;
     if (status != STATUS_SUCCESS) {
       fprintf(stderr, "scanner filter: %s written by pid %u not scanned: %s (0x%08X)\n", file->Path,
               (unsigned)file->ProcessId, ScannerReason(status), (unsigned)status);

@@ -1,0 +1,334 @@
+#include "fltmgr/content_reader.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#include "base/log.hpp"
+#include "base/unique_fd.hpp"
+
+namespace fltport {
+
+namespace {
+using Clock = std::chrono::steady_clock;
+// An idle reader thread ends after this long without work; the pool grows again on demand.
+constexpr std::chrono::seconds kIdleThreadLife{30};
+// A read running this long counts as stalled: when every thread a waiting read could use holds
+// one, that read gives up at once instead of waiting out its bound (a healthy disk answers in
+// milliseconds; a queue of reads behind a stalled device would each cost their event the deadline).
+constexpr std::chrono::milliseconds kStalledAfter{200};
+// How often a queued read looks again whether the threads it waits for have stalled.
+constexpr std::chrono::milliseconds kRecheck{25};
+
+long long ms_between(Clock::time_point from, Clock::time_point to) {
+  return static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(to - from).count());
+}
+
+Status status_for_errno(int error) {
+  switch (error) {
+    case EBADF:
+      return STATUS_INVALID_HANDLE;
+    case EISDIR:
+    case EINVAL:
+      return STATUS_INVALID_PARAMETER;
+    case ENOMEM:
+      return STATUS_NO_MEMORY;
+    case EACCES:
+    case EPERM:
+      return STATUS_ACCESS_DENIED;
+    default:
+      return STATUS_UNSUCCESSFUL;
+  }
+}
+}  // namespace
+
+// One read. The fd and the buffer are the job's own, so that a read that outlives its caller
+// touches nothing of the caller's: not its buffer, not its fd number (closed and reused since).
+struct ContentReader::Job {
+  UniqueFd fd;
+  uint64_t offset = 0;
+  dev_t device = 0;
+  std::string path;
+  std::vector<std::byte> data;
+  Clock::time_point asked;
+  // Under Shared::mutex:
+  Clock::time_point started;  // running since
+  enum class State { queued, running, done } state = State::queued;
+  bool caller_gone = false;  // running, and its caller got STATUS_IO_TIMEOUT: the thread is stuck
+  size_t bytes = 0;
+  int error = 0;
+  std::condition_variable finished;
+};
+
+struct ContentReader::Shared {
+  struct Device {
+    size_t busy = 0;  // threads reading on it
+  };
+  size_t max_threads = 0;
+  size_t max_per_device = 0;
+  mutable std::mutex mutex;
+  std::condition_variable work;
+  std::deque<std::shared_ptr<Job>> queue;
+  std::map<dev_t, Device> devices;
+  std::vector<std::shared_ptr<Job>> running;
+  size_t threads = 0;
+  size_t idle = 0;
+  size_t stuck = 0;
+  bool stopping = false;
+  uint64_t reads = 0, timeouts = 0, refused = 0;
+
+  size_t busy_on(dev_t device) const {
+    const auto found = devices.find(device);
+    return found == devices.end() ? 0 : found->second.busy;
+  }
+  bool runnable(const Job& job) const { return busy_on(job.device) < max_per_device; }
+  size_t runnable_count() const {
+    return static_cast<size_t>(
+        std::count_if(queue.begin(), queue.end(), [this](const auto& job) { return runnable(*job); }));
+  }
+  static bool stalled(const Job& job, Clock::time_point now) {
+    return job.caller_gone || now - job.started >= kStalledAfter;
+  }
+  // Every thread `job` could use holds a stalled read: its device's share, or the whole pool.
+  bool blocked(const Job& job, Clock::time_point now) const {
+    const auto all_stalled = [&](bool same_device_only) {
+      return std::all_of(running.begin(), running.end(), [&](const auto& other) {
+        return (same_device_only && other->device != job.device) || stalled(*other, now);
+      });
+    };
+    const bool device_full = busy_on(job.device) >= max_per_device;
+    const bool pool_full = running.size() >= max_threads;  // a thread not in a read will take it
+    return (device_full && all_stalled(true)) || (pool_full && all_stalled(false));
+  }
+  std::shared_ptr<Job> take_runnable() {
+    const auto found =
+        std::find_if(queue.begin(), queue.end(), [this](const auto& job) { return runnable(*job); });
+    if (found == queue.end()) return nullptr;
+    std::shared_ptr<Job> job = std::move(*found);
+    queue.erase(found);
+    return job;
+  }
+};
+
+namespace {
+
+void read_into(ContentReader::Job& job) {
+  size_t have = 0;
+  bool seekable = true;
+  while (have < job.data.size()) {
+    std::byte* at = job.data.data() + have;
+    const size_t want = job.data.size() - have;
+    ssize_t n = seekable ? ::pread(job.fd.fd(), at, want, static_cast<off_t>(job.offset + have)) : -1;
+    if (seekable && n < 0 && errno == ESPIPE) seekable = false;
+    if (!seekable) n = ::read(job.fd.fd(), at, want);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      if (have == 0) job.error = errno;
+      break;
+    }
+    if (n == 0) break;
+    have += static_cast<size_t>(n);
+    if (!seekable) break;  // a pipe or a socket: what is there now
+  }
+  job.bytes = have;
+}
+
+void reader_thread(std::shared_ptr<ContentReader::Shared> shared) noexcept {
+  std::unique_lock lock(shared->mutex);
+  for (;;) {
+    if (shared->stopping) break;
+    std::shared_ptr<ContentReader::Job> job = shared->take_runnable();
+    if (!job) {
+      ++shared->idle;
+      const bool woken = shared->work.wait_for(lock, kIdleThreadLife) == std::cv_status::no_timeout;
+      --shared->idle;
+      if (!woken && shared->runnable_count() == 0) break;
+      continue;
+    }
+    ++shared->devices[job->device].busy;
+    job->state = ContentReader::Job::State::running;
+    job->started = Clock::now();
+    shared->running.push_back(job);
+    lock.unlock();
+    read_into(*job);  // may never return: the thread then stays here, harmless, with its own fd
+    lock.lock();
+    shared->running.erase(std::find(shared->running.begin(), shared->running.end(), job));
+    const auto device = shared->devices.find(job->device);
+    --device->second.busy;
+    const bool caller_gone = job->caller_gone;
+    if (caller_gone) {
+      --shared->stuck;
+    } else {
+      job->state = ContentReader::Job::State::done;
+      job->finished.notify_one();
+    }
+    if (device->second.busy == 0) shared->devices.erase(device);
+    // A read of this device may have waited for this thread: let idle threads look again.
+    if (shared->idle > 0 && !shared->queue.empty()) shared->work.notify_all();
+    lock.unlock();
+    if (caller_gone) {
+      FLTPORT_LOG(info, "fltmgr", "content read of %s returned after %lld ms, after its caller gave up",
+                  job->path.c_str(), ms_between(job->asked, Clock::now()));
+    }
+    job.reset();  // the fd's close, outside the lock (a FUSE close sends a flush)
+    lock.lock();
+  }
+  --shared->threads;
+}
+
+}  // namespace
+
+ContentReader::ContentReader(size_t max_threads, size_t max_per_device)
+    : shared_(std::make_shared<Shared>()) {
+  shared_->max_threads = std::max<size_t>(max_threads, 1);
+  shared_->max_per_device = std::clamp<size_t>(max_per_device, 1, shared_->max_threads);
+}
+
+ContentReader::~ContentReader() {
+  std::lock_guard lock(shared_->mutex);
+  shared_->stopping = true;
+  shared_->work.notify_all();
+}
+
+ContentReader& ContentReader::instance() {
+  // Never destroyed: reader threads stuck in a read at exit must find it there.
+  static ContentReader* const reader = new ContentReader(kMaxContentReaders, kMaxContentReaders / 2);
+  return *reader;
+}
+
+Result<size_t> ContentReader::read(int fd, uint64_t offset, MutableBytes buffer, Clock::time_point until,
+                                   const std::string& path) {
+  const auto asked = Clock::now();
+  {
+    std::lock_guard lock(shared_->mutex);
+    ++shared_->reads;
+  }
+  if (fd < 0) return Status(STATUS_INVALID_HANDLE);
+  const size_t length = std::min(buffer.size(), kMaxContentReadBytes);
+  if (length == 0) return size_t{0};
+  // fstat reads the inode the open already loaded; the read is what may stall.
+  struct stat file {};
+  if (::fstat(fd, &file) != 0) return status_for_errno(errno);
+  if (S_ISDIR(file.st_mode)) return Status(STATUS_INVALID_PARAMETER);
+  auto job = std::make_shared<Job>();
+  job->fd = UniqueFd(::fcntl(fd, F_DUPFD_CLOEXEC, 0));
+  if (!job->fd.valid()) {
+    return errno == EMFILE || errno == ENFILE ? Status(STATUS_INSUFFICIENT_RESOURCES)
+                                              : status_for_errno(errno);
+  }
+  job->offset = offset;
+  job->device = file.st_dev;
+  job->path = path;
+  job->asked = asked;
+  job->data.resize(length);
+
+  std::unique_lock lock(shared_->mutex);
+  if (shared_->stopping) return Status(STATUS_THREAD_IS_TERMINATING);
+  // Refused at once when every thread the read could use holds a stalled read: waiting would cost
+  // its caller the whole bound for nothing.
+  if (shared_->blocked(*job, Clock::now())) return refuse(lock, *job);
+  shared_->queue.push_back(job);
+  const size_t runnable = shared_->runnable_count();
+  if (shared_->idle > 0) shared_->work.notify_all();
+  if (runnable > shared_->idle && shared_->threads < shared_->max_threads) {
+    ++shared_->threads;
+    try {
+      std::thread(reader_thread, shared_).detach();
+    } catch (...) {
+      --shared_->threads;
+      FLTPORT_LOG(error, "fltmgr", "could not start a content reader thread");
+      if (shared_->threads == 0) {
+        shared_->queue.erase(std::find(shared_->queue.begin(), shared_->queue.end(), job));
+        return Status(STATUS_INSUFFICIENT_RESOURCES);
+      }
+    }
+  }
+  for (;;) {
+    if (job->state == Job::State::done) break;
+    const auto now = Clock::now();
+    if (now >= until) break;
+    if (job->state == Job::State::queued && shared_->blocked(*job, now)) {
+      shared_->queue.erase(std::find(shared_->queue.begin(), shared_->queue.end(), job));
+      return refuse(lock, *job);
+    }
+    job->finished.wait_until(lock, std::min(until, now + kRecheck));
+  }
+  if (job->state == Job::State::done) {
+    lock.unlock();
+    if (job->bytes == 0 && job->error != 0) return status_for_errno(job->error);
+    std::copy_n(job->data.begin(), job->bytes, buffer.begin());
+    return job->bytes;
+  }
+  ++shared_->timeouts;
+  const bool running = job->state == Job::State::running;
+  if (running) {
+    job->caller_gone = true;  // the thread keeps the job, its fd and its buffer
+    ++shared_->stuck;
+  } else {
+    shared_->queue.erase(std::find(shared_->queue.begin(), shared_->queue.end(), job));
+  }
+  lock.unlock();
+  FLTPORT_LOG(warning, "fltmgr",
+              "content read of %s (%zu bytes at %llu) not done within %lld ms: STATUS_IO_TIMEOUT%s",
+              path.c_str(), length, static_cast<unsigned long long>(offset), ms_between(asked, until),
+              running ? "; its reader thread stays with it" : " (it waited for a reader thread)");
+  return Status(STATUS_IO_TIMEOUT);
+}
+
+Status ContentReader::refuse(std::unique_lock<std::mutex>& lock, const Job& job) {
+  ++shared_->timeouts;
+  ++shared_->refused;
+  const size_t running = shared_->running.size();
+  lock.unlock();
+  FLTPORT_LOG(
+      warning, "fltmgr",
+      "content read of %s refused with STATUS_IO_TIMEOUT: every reader thread it could use is in a stalled "
+      "read (%zu reads running)",
+      job.path.c_str(), running);
+  return STATUS_IO_TIMEOUT;
+}
+
+ContentReadStatistics ContentReader::statistics() const noexcept {
+  std::lock_guard lock(shared_->mutex);
+  ContentReadStatistics stats;
+  stats.reads = shared_->reads;
+  stats.timeouts = shared_->timeouts;
+  stats.refused = shared_->refused;
+  stats.stuck = shared_->stuck;
+  stats.threads = shared_->threads;
+  return stats;
+}
+
+// ---- the public functions ----
+
+namespace {
+// A pre-operation's read gives up this long after the event's deadline, so that the deadline thread
+// has answered with the filter's default by then: a stalled read always means the default, never a
+// race between it and whatever the filter does on STATUS_IO_TIMEOUT.
+constexpr std::chrono::milliseconds kPastDeadline{50};
+}  // namespace
+
+Result<size_t> read_file_contents(const FileEvent& event, uint64_t offset, MutableBytes buffer) {
+  const auto until = event.deadline != Clock::time_point{} ? event.deadline + kPastDeadline
+                                                           : Clock::now() + kDefaultContentReadTimeout;
+  return ContentReader::instance().read(event.fd, offset, buffer, until, event.path);
+}
+
+Result<size_t> read_file_contents(const FileEvent& event, uint64_t offset, MutableBytes buffer,
+                                  std::chrono::milliseconds timeout) {
+  auto until = Clock::now() + timeout;
+  if (event.deadline != Clock::time_point{}) until = std::min(until, event.deadline + kPastDeadline);
+  return ContentReader::instance().read(event.fd, offset, buffer, until, event.path);
+}
+
+ContentReadStatistics content_read_statistics() noexcept {
+  return ContentReader::instance().statistics();
+}
+
+}  // namespace fltport

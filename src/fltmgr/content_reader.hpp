@@ -1,0 +1,53 @@
+// Bounded content reads: a file's bytes read for a filter on a small pool of reader threads, so that
+// a stalled device (a failing disk, a hung network or FUSE file system) costs the waiting caller its
+// bound and nothing more: the caller gets STATUS_IO_TIMEOUT, the read stays with its thread (which
+// holds its own dup() of the fd and its own buffer), and other events go on. fapolicyd #237.
+#pragma once
+
+#include <fltport/filter.hpp>
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+
+namespace fltport {
+
+class ContentReader {
+ public:
+  // At most `max_threads` reader threads; one device may hold at most `max_per_device` of them, so
+  // that a stuck device leaves the others threads to read with.
+  ContentReader(size_t max_threads, size_t max_per_device);
+  // Threads stuck in a read keep what they need and end when their read returns.
+  ~ContentReader();
+  ContentReader(const ContentReader&) = delete;
+  ContentReader& operator=(const ContentReader&) = delete;
+
+  // The process's pool (kMaxContentReaders threads, half of them per device); never destroyed.
+  static ContentReader& instance();
+
+  // Up to min(buffer.size(), kMaxContentReadBytes) bytes of `fd` at `offset` (a non-seekable fd
+  // from where it is), waiting no later than `until`. STATUS_IO_TIMEOUT when the read has not
+  // finished by then, or at once when every thread it could use is stuck in a read whose caller
+  // gave up. `path` names the file in the log.
+  Result<size_t> read(int fd, uint64_t offset, MutableBytes buffer,
+                      std::chrono::steady_clock::time_point until, const std::string& path);
+
+  ContentReadStatistics statistics() const noexcept;
+
+  struct Job;
+  struct Shared;
+
+ private:
+  Status refuse(std::unique_lock<std::mutex>& lock, const Job& job);
+  std::shared_ptr<Shared> shared_;
+};
+
+}  // namespace fltport
