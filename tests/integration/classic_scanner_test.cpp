@@ -49,22 +49,8 @@ class ClassicScannerTest : public ScannerTest {
   // The classic service with `threads` workers and `requests` outstanding requests each; returns
   // when it says it is connected (every request issued).
   ::testing::AssertionResult start_classic_service(int threads, int requests) {
-    const size_t before = count(read_file(service_log_), "connected to \\ScannerPort");
-    service_ = std::make_unique<Program>(
-        std::vector<std::string>{FLTPORT_TEST_SCANNER_SERVICE_CLASSIC, "-t", std::to_string(threads), "-r",
-                                 std::to_string(requests)},
-        service_log_, false);
-    if (service_->pid() <= 0) return ::testing::AssertionFailure() << "could not start the service";
-    const auto until = Clock::now() + kStartTimeout;
-    while (Clock::now() < until) {
-      if (count(read_file(service_log_), "connected to \\ScannerPort") > before) {
-        return ::testing::AssertionSuccess();
-      }
-      if (!service_->alive()) return ::testing::AssertionFailure() << "the service ended before connecting";
-      std::this_thread::sleep_for(10ms);
-    }
-    return ::testing::AssertionFailure()
-           << "the service did not connect within " << kStartTimeout.count() << " ms";
+    return start_service({FLTPORT_TEST_SCANNER_SERVICE_CLASSIC, "-t", std::to_string(threads), "-r",
+                          std::to_string(requests)});
   }
 
   // Opens every (path, foul) at once, each from its own child, and checks each verdict.

@@ -34,17 +34,8 @@
 #include <thread>
 #include <vector>
 
-#include "support/runtime_dir.hpp"
+#include "support/host_harness.hpp"
 
-#ifndef FLTPORT_TEST_FLTMGRD
-#define FLTPORT_TEST_FLTMGRD ""
-#endif
-#ifndef FLTPORT_TEST_SCANNER_PLUGIN_DIR
-#define FLTPORT_TEST_SCANNER_PLUGIN_DIR ""
-#endif
-#ifndef FLTPORT_TEST_SCANNER_SERVICE
-#define FLTPORT_TEST_SCANNER_SERVICE ""
-#endif
 #ifndef FLTPORT_TEST_STALL_FS
 #define FLTPORT_TEST_STALL_FS ""
 #endif
@@ -53,41 +44,16 @@ namespace fltport {
 namespace {
 
 using namespace std::chrono_literals;
-using Clock = std::chrono::steady_clock;
-using std::chrono::milliseconds;
+using namespace fltport::test;
 
-constexpr milliseconds kStartTimeout = 10s;
-constexpr milliseconds kStopTimeout = 5s;
-constexpr milliseconds kOpenTimeout = 3s;        // any one open, whatever happens (18 in flight at most)
-constexpr int kDeadlineMs = 1000;                // --deadline-ms scanner=1000
-constexpr milliseconds kDeadlineMargin = 100ms;  // the bound past the deadline
+constexpr milliseconds kStallOpenTimeout = 3s;  // any one open, whatever happens (18 in flight at most)
+constexpr int kDeadlineMs = 1000;               // --deadline-ms scanner=1000
 // Nine stalled opens forked at once: each is read by fltmgrd while its workers are busy with the
 // others (a worker takes over reading within 5 ms each), so the last ones arrive, and get their
 // deadline, later than they were started. Measured here: deadline + 35-100 ms.
 constexpr milliseconds kWaveMargin = 250ms;
 // An open that does not touch the stalled files must not wait for them: far below the deadline.
 constexpr long long kQuickMs = 300;
-
-long long ms_since(Clock::time_point start) {
-  return std::chrono::duration_cast<milliseconds>(Clock::now() - start).count();
-}
-
-std::string read_text(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream out;
-  out << in.rdbuf();
-  return out.str();
-}
-
-size_t count(const std::string& text, const std::string& needle) {
-  size_t n = 0;
-  for (size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
-  return n;
-}
-
-bool is_denial(int error) {
-  return error == EPERM || error == EACCES;
-}
 
 bool mounted(const std::string& path) {
   std::ifstream mounts("/proc/self/mounts");
@@ -111,171 +77,6 @@ void watchdog(int) {
   static const char message[] = "stalled_fs_test: watchdog expired; FUSE program killed, mount detached\n";
   [[maybe_unused]] ssize_t written = ::write(STDERR_FILENO, message, sizeof message - 1);
   ::_exit(124);  // the other children die with us (PR_SET_PDEATHSIG)
-}
-
-// ---- child processes ----
-
-// A program run by fork/exec, stdout to a pipe (optional) or its log, stderr to its log. Destroying
-// it kills it with SIGKILL (by pid) and reaps it.
-class Program {
- public:
-  Program(const std::vector<std::string>& argv, const std::string& log_path, bool pipe_stdout) {
-    std::vector<char*> args;
-    for (const std::string& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));
-    args.push_back(nullptr);
-    const int log = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    int out[2] = {-1, -1};
-    if (log < 0 || (pipe_stdout && ::pipe2(out, O_CLOEXEC) != 0)) {
-      if (log >= 0) ::close(log);
-      return;
-    }
-    const pid_t parent = ::getpid();
-    const pid_t pid = ::fork();
-    if (pid == 0) {
-      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-      if (::getppid() != parent) ::_exit(127);
-      ::dup2(pipe_stdout ? out[1] : log, STDOUT_FILENO);
-      ::dup2(log, STDERR_FILENO);
-      ::execv(args[0], args.data());
-      ::_exit(127);
-    }
-    ::close(log);
-    if (pipe_stdout) {
-      ::close(out[1]);
-      stdout_fd_ = out[0];
-    }
-    pid_ = pid;
-  }
-  ~Program() {
-    kill();
-    if (stdout_fd_ >= 0) ::close(stdout_fd_);
-  }
-  Program(const Program&) = delete;
-  Program& operator=(const Program&) = delete;
-
-  pid_t pid() const { return pid_; }
-  bool alive() {
-    if (pid_ <= 0 || reaped_) return false;
-    int status = 0;
-    if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-      reaped_ = true;
-      status_ = status;
-      return false;
-    }
-    return true;
-  }
-  void signal(int number) {
-    if (alive()) ::kill(pid_, number);
-  }
-  bool wait_for_stdout_line(const std::string& line, milliseconds timeout) {
-    const auto until = Clock::now() + timeout;
-    std::string buffer;
-    while (stdout_fd_ >= 0 && Clock::now() < until) {
-      pollfd p{stdout_fd_, POLLIN, 0};
-      const int left =
-          static_cast<int>(std::chrono::duration_cast<milliseconds>(until - Clock::now()).count());
-      if (::poll(&p, 1, std::max(left, 1)) <= 0) continue;
-      char chunk[256];
-      const ssize_t n = ::read(stdout_fd_, chunk, sizeof chunk);
-      if (n <= 0) return false;
-      buffer.append(chunk, static_cast<size_t>(n));
-      for (size_t end; (end = buffer.find('\n')) != std::string::npos; buffer.erase(0, end + 1)) {
-        if (buffer.compare(0, end, line) == 0) return true;
-      }
-    }
-    return false;
-  }
-  std::optional<int> terminate(milliseconds timeout) {
-    signal(SIGTERM);
-    const auto until = Clock::now() + timeout;
-    while (alive() && Clock::now() < until) std::this_thread::sleep_for(10ms);
-    if (alive()) {
-      kill();
-      return std::nullopt;
-    }
-    return reaped_ ? std::optional<int>(status_) : std::nullopt;
-  }
-  void kill() {
-    if (pid_ <= 0 || reaped_) return;
-    ::kill(pid_, SIGKILL);
-    int status = 0;
-    while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
-    }
-    reaped_ = true;
-    status_ = status;
-  }
-
- private:
-  pid_t pid_ = -1;
-  int stdout_fd_ = -1;
-  bool reaped_ = false;
-  int status_ = 0;
-};
-
-// An open(2) by a forked child (an ordinary process the filter sees); start at construction,
-// result() waits (bounded).
-class OpenProbe {
- public:
-  struct Outcome {
-    int error = -1;  // 0: opened; else the errno; -1: no answer
-    long long elapsed_ms = 0;
-  };
-  explicit OpenProbe(const std::string& path) {
-    int fds[2];
-    if (::pipe2(fds, O_CLOEXEC) != 0) return;
-    start_ = Clock::now();
-    const pid_t pid = ::fork();
-    if (pid == 0) {
-      ::alarm(20);
-      const int fd = ::open(path.c_str(), O_RDONLY);
-      // The open's own latency, on the monotonic clock the parent started from.
-      const long long result[2] = {fd >= 0 ? 0 : errno, ms_since(start_)};
-      if (fd >= 0) ::close(fd);
-      [[maybe_unused]] ssize_t written = ::write(fds[1], result, sizeof result);
-      ::_exit(0);
-    }
-    ::close(fds[1]);
-    read_fd_ = fds[0];
-    pid_ = pid;
-  }
-  ~OpenProbe() {
-    if (pid_ > 0) {
-      ::kill(pid_, SIGKILL);
-      ::waitpid(pid_, nullptr, 0);
-    }
-    if (read_fd_ >= 0) ::close(read_fd_);
-  }
-  OpenProbe(const OpenProbe&) = delete;
-  OpenProbe& operator=(const OpenProbe&) = delete;
-
-  Outcome result(milliseconds timeout = kOpenTimeout) {
-    Outcome outcome;
-    pollfd p{read_fd_, POLLIN, 0};
-    outcome.elapsed_ms = -1;
-    if (read_fd_ >= 0 && ::poll(&p, 1, static_cast<int>(timeout.count())) == 1) {
-      long long value[2] = {-1, -1};
-      if (::read(read_fd_, value, sizeof value) == sizeof value) {
-        outcome.error = static_cast<int>(value[0]);
-        outcome.elapsed_ms = value[1];
-      }
-    }
-    if (outcome.elapsed_ms < 0) outcome.elapsed_ms = ms_since(start_);
-    if (pid_ > 0) {
-      ::kill(pid_, SIGKILL);
-      ::waitpid(pid_, nullptr, 0);
-      pid_ = -1;
-    }
-    return outcome;
-  }
-
- private:
-  pid_t pid_ = -1;
-  int read_fd_ = -1;
-  Clock::time_point start_;
-};
-
-OpenProbe::Outcome open_in_child(const std::string& path) {
-  return OpenProbe(path).result();
 }
 
 // ---- the fixture ----
@@ -333,7 +134,7 @@ class StalledFsTest : public ::testing::Test {
       std::this_thread::sleep_for(10ms);
     }
     if (::stat(fuse_path("clean1.txt").c_str(), &file) != 0) {
-      const std::string log = read_text(stall_fs_log_);
+      const std::string log = read_file(stall_fs_log_);
       cleanup_mount();
       GTEST_SKIP() << "the FUSE file system could not be mounted here: " << log;
     }
@@ -349,7 +150,7 @@ class StalledFsTest : public ::testing::Test {
     if (HasFailure() && runtime_) {
       std::fprintf(
           stderr, "---- fltmgrd log ----\n%s---- service log ----\n%s---- stall_fs log ----\n%s----\n",
-          read_text(fltmgrd_log_).c_str(), read_text(service_log_).c_str(), read_text(stall_fs_log_).c_str());
+          read_file(fltmgrd_log_).c_str(), read_file(service_log_).c_str(), read_file(stall_fs_log_).c_str());
     }
     cleanup_mount();
     if (!mount_point_.empty()) {
@@ -406,7 +207,7 @@ class StalledFsTest : public ::testing::Test {
     if (service_->pid() <= 0) return ::testing::AssertionFailure() << "could not start the service";
     const auto until = Clock::now() + kStartTimeout;
     while (Clock::now() < until) {
-      if (count(read_text(service_log_), "connected to \\ScannerPort") > 0)
+      if (count(read_file(service_log_), "connected to \\ScannerPort") > 0)
         return ::testing::AssertionSuccess();
       if (!service_->alive()) return ::testing::AssertionFailure() << "the service ended";
       std::this_thread::sleep_for(10ms);
@@ -417,7 +218,7 @@ class StalledFsTest : public ::testing::Test {
   bool wait_for_stalls(size_t n, milliseconds timeout = 5s) {
     const auto until = Clock::now() + timeout;
     while (Clock::now() < until) {
-      if (count(read_text(stall_fs_log_), "stalling read of") >= n) return true;
+      if (count(read_file(stall_fs_log_), "stalling read of") >= n) return true;
       std::this_thread::sleep_for(5ms);
     }
     return false;
@@ -468,7 +269,7 @@ TEST_F(StalledFsTest, StalledReadTakesTheDefaultAtTheDeadlineWhileOtherOpensGoOn
   ASSERT_TRUE(wait_for_stalls(1)) << "the scanner's read of stall1 never reached the file system";
   const auto during = Clock::now();
   const long long worst = other_opens_go_on(3, true);
-  const auto outcome = stalled.result();
+  const auto outcome = stalled.result(kStallOpenTimeout);
   std::printf(
       "[ stalled  ] open of stall1: %lld ms (deadline %d ms); worst other open during the stall: %lld ms\n",
       outcome.elapsed_ms, kDeadlineMs, worst);
@@ -478,10 +279,10 @@ TEST_F(StalledFsTest, StalledReadTakesTheDefaultAtTheDeadlineWhileOtherOpensGoOn
   EXPECT_LT(ms_since(during), kDeadlineMs + 1000);
   // The read itself gives up just after the deadline (the default answered first), and says so.
   const auto logged_until = Clock::now() + 2s;
-  while (count(read_text(fltmgrd_log_), "STATUS_IO_TIMEOUT") == 0 && Clock::now() < logged_until) {
+  while (count(read_file(fltmgrd_log_), "STATUS_IO_TIMEOUT") == 0 && Clock::now() < logged_until) {
     std::this_thread::sleep_for(10ms);
   }
-  EXPECT_GE(count(read_text(fltmgrd_log_), "STATUS_IO_TIMEOUT"), 1u) << "the timed-out read was not logged";
+  EXPECT_GE(count(read_file(fltmgrd_log_), "STATUS_IO_TIMEOUT"), 1u) << "the timed-out read was not logged";
 
   // The stalled read is still stuck in its thread; once released, stall1 is scanned normally.
   stall_fs_->signal(SIGUSR1);
@@ -523,7 +324,7 @@ TEST_F(StalledFsTest, MoreStalledFilesThanReaderThreadsDoNotBlockOtherOpens) {
   const long long worst = other_opens_go_on(3, false);
   long long slowest = 0;
   for (auto& probe : stalled) {
-    const auto outcome = probe->result();
+    const auto outcome = probe->result(kStallOpenTimeout);
     EXPECT_EQ(outcome.error, 0);
     EXPECT_LE(outcome.elapsed_ms, kDeadlineMs + kWaveMargin.count());
     slowest = std::max(slowest, outcome.elapsed_ms);
@@ -535,7 +336,7 @@ TEST_F(StalledFsTest, MoreStalledFilesThanReaderThreadsDoNotBlockOtherOpens) {
   const long long worst_again = other_opens_go_on(2, false);
   long long slowest_again = 0;
   for (auto& probe : again) {
-    const auto outcome = probe->result();
+    const auto outcome = probe->result(kStallOpenTimeout);
     EXPECT_EQ(outcome.error, 0);
     EXPECT_LE(outcome.elapsed_ms, kDeadlineMs + kWaveMargin.count());
     slowest_again = std::max(slowest_again, outcome.elapsed_ms);
@@ -544,9 +345,9 @@ TEST_F(StalledFsTest, MoreStalledFilesThanReaderThreadsDoNotBlockOtherOpens) {
       "[ stalled  ] 9 stalled opens: slowest %lld ms, then with their reads still stuck: slowest %lld ms; "
       "worst other open: %lld ms, %lld ms\n",
       slowest, slowest_again, worst, worst_again);
-  EXPECT_LE(count(read_text(stall_fs_log_), "stalling read of"), 4u)
+  EXPECT_LE(count(read_file(stall_fs_log_), "stalling read of"), 4u)
       << "one device held more reader threads than its share";
-  EXPECT_GE(count(read_text(fltmgrd_log_), "refused with STATUS_IO_TIMEOUT"), 1u);
+  EXPECT_GE(count(read_file(fltmgrd_log_), "refused with STATUS_IO_TIMEOUT"), 1u);
 
   // fltmgrd stops promptly although reader threads are stuck in the file system.
   const std::optional<int> status = fltmgrd_->terminate(kStopTimeout);
