@@ -216,6 +216,26 @@ extern "C" HANDLE WINAPI CreateIoCompletionPort(HANDLE FileHandle, HANDLE Existi
   return port_handle;
 }
 
+namespace {
+// The wait both GetQueuedCompletionStatus calls share: false with the last error set (WAIT_TIMEOUT,
+// or ERROR_ABANDONED_WAIT_0 once the port is closed), true with 1..max packets.
+bool take_packets(fltport::compat::CompletionPort& port,
+                  std::vector<fltport::compat::CompletionPort::Packet>& packets, size_t max,
+                  DWORD milliseconds) {
+  switch (port.get(packets, max, deadline_after(milliseconds))) {
+    case fltport::compat::CompletionPort::Got::timeout:
+      SetLastError(WAIT_TIMEOUT);
+      return false;
+    case fltport::compat::CompletionPort::Got::closed:
+      SetLastError(ERROR_ABANDONED_WAIT_0);
+      return false;
+    case fltport::compat::CompletionPort::Got::packets:
+      break;
+  }
+  return true;
+}
+}  // namespace
+
 extern "C" BOOL WINAPI GetQueuedCompletionStatus(HANDLE CompletionPort, LPDWORD lpNumberOfBytesTransferred,
                                                  PULONG_PTR lpCompletionKey, LPOVERLAPPED* lpOverlapped,
                                                  DWORD dwMilliseconds) {
@@ -230,16 +250,7 @@ extern "C" BOOL WINAPI GetQueuedCompletionStatus(HANDLE CompletionPort, LPDWORD 
   }
   *lpOverlapped = nullptr;
   std::vector<fltport::compat::CompletionPort::Packet> packets;
-  switch (port->get(packets, 1, deadline_after(dwMilliseconds))) {
-    case fltport::compat::CompletionPort::Got::timeout:
-      SetLastError(WAIT_TIMEOUT);
-      return FALSE;
-    case fltport::compat::CompletionPort::Got::closed:
-      SetLastError(ERROR_ABANDONED_WAIT_0);
-      return FALSE;
-    case fltport::compat::CompletionPort::Got::packets:
-      break;
-  }
+  if (!take_packets(*port, packets, 1, dwMilliseconds)) return FALSE;
   const auto& packet = packets.front();
   *lpNumberOfBytesTransferred = packet.bytes;
   *lpCompletionKey = packet.key;
@@ -267,16 +278,7 @@ extern "C" BOOL WINAPI GetQueuedCompletionStatusEx(HANDLE CompletionPort,
   }
   *ulNumEntriesRemoved = 0;
   std::vector<fltport::compat::CompletionPort::Packet> packets;
-  switch (port->get(packets, ulCount, deadline_after(dwMilliseconds))) {
-    case fltport::compat::CompletionPort::Got::timeout:
-      SetLastError(WAIT_TIMEOUT);
-      return FALSE;
-    case fltport::compat::CompletionPort::Got::closed:
-      SetLastError(ERROR_ABANDONED_WAIT_0);
-      return FALSE;
-    case fltport::compat::CompletionPort::Got::packets:
-      break;
-  }
+  if (!take_packets(*port, packets, ulCount, dwMilliseconds)) return FALSE;
   for (size_t i = 0; i < packets.size(); ++i) {
     OVERLAPPED_ENTRY& entry = lpCompletionPortEntries[i];
     entry.lpCompletionKey = packets[i].key;

@@ -48,19 +48,7 @@ using namespace fltport::test;
 TEST_F(ScannerTest, CleanFileOpensAndFoulFileIsDenied) {
   ASSERT_TRUE(start_fltmgrd());
   ASSERT_TRUE(start_service());
-  write_file(path("clean.txt"), "nothing wrong in here\n");
-  write_file(path("foul.txt"), "this one is foul\n");
-
-  EXPECT_EQ(open_in_child(path("clean.txt")).error, 0);
-  const int denied = open_in_child(path("foul.txt")).error;
-  EXPECT_TRUE(is_denial(denied)) << "open of foul.txt: " << (denied > 0 ? std::strerror(denied) : "opened");
-  EXPECT_GE(count(read_file(service_log_), "FOUL"), 1u);
-
-  // The classic rule looks at the first SCANNER_READ_BUFFER_SIZE bytes only.
-  write_file(path("late.txt"), std::string(SCANNER_READ_BUFFER_SIZE, 'a') + "foul");
-  EXPECT_EQ(open_in_child(path("late.txt")).error, 0);
-  write_file(path("early.txt"), std::string(SCANNER_READ_BUFFER_SIZE - 4, 'a') + "foul");
-  EXPECT_TRUE(is_denial(open_in_child(path("early.txt")).error));
+  expect_the_classic_verdicts<SCANNER_READ_BUFFER_SIZE>();
 
   // Directories are not scanned.
   ASSERT_EQ(::mkdir(path("sub").c_str(), 0755), 0);

@@ -483,6 +483,22 @@ class ScannerTest : public ::testing::Test {
            << "the service did not connect within " << kStartTimeout.count() << " ms";
   }
 
+  // The scanner's verdicts as any service gives them: clean opens, foul is denied, and only the
+  // first SCANNER_READ_BUFFER_SIZE bytes count (the classic rule). Needs scanner.h.
+  template <size_t kReadBufferSize>
+  void expect_the_classic_verdicts() {
+    write_file(path("clean.txt"), "nothing wrong in here\n");
+    write_file(path("foul.txt"), "this one is foul\n");
+    EXPECT_EQ(open_in_child(path("clean.txt")).error, 0);
+    const int denied = open_in_child(path("foul.txt")).error;
+    EXPECT_TRUE(is_denial(denied)) << "open of foul.txt: " << (denied > 0 ? std::strerror(denied) : "opened");
+    EXPECT_GE(count(read_file(service_log_), "FOUL"), 1u);
+    write_file(path("late.txt"), std::string(kReadBufferSize, 'a') + "foul");
+    EXPECT_EQ(open_in_child(path("late.txt")).error, 0);
+    write_file(path("early.txt"), std::string(kReadBufferSize - 4, 'a') + "foul");
+    EXPECT_TRUE(is_denial(open_in_child(path("early.txt")).error));
+  }
+
   // Waits until the service log holds at least `n` occurrences of `needle`.
   bool wait_for_service_lines(const std::string& needle, size_t n, milliseconds timeout = 5s) {
     const auto until = Clock::now() + timeout;
