@@ -112,6 +112,54 @@ FRAME_DECODE = {
     "hello_bad_version": frame(HELLO, 99),
 }
 
+# fltmgrd's control protocol: requests (NUL-separated fields) and response bodies.
+def request(*fields):
+    return b"".join(f.encode() + b"\0" for f in fields)
+
+
+TABLE = (b"FLTCTL/1 next=0\nname\t#events\t@latency_us_log2\n"
+         b"scanner\t12\t1,2,3\nprobe\\tx\t0\t\n")
+
+CONTROL_PROTOCOL = {
+    "stats": request("FLTCTL/1", "stats"),
+    "stats_paged": request("FLTCTL/1", "stats", "7"),
+    "stat": request("FLTCTL/1", "stat", "scanner"),
+    "attach": request("FLTCTL/1", "attach", "scanner", "/srv/inbox"),
+    "host": request("FLTCTL/1", "host"),
+    "bad_version": request("FLTCTL/2", "stats"),
+    "unknown": request("FLTCTL/1", "reboot"),
+    "too_many": request("FLTCTL/1", "load", "a", "b", "c", "d"),
+    "no_nul": b"FLTCTL/1\0stats",
+    "control_byte": request("FLTCTL/1", "load", "a\x01b"),
+    "huge_start": request("FLTCTL/1", "filters", "99999999999"),
+    "table": TABLE,
+    "table_bad_escape": b"FLTCTL/1 next=0\nname\nbad\\q\n",
+    "table_short_row": b"FLTCTL/1 next=3\na\tb\nonly\n",
+}
+
+CONFIG = {
+    "full": b"""# a comment
+[fltmgrd]
+plugin_dir = /opt/filters
+
+[filter scanner]
+altitude    = 320000
+deadline_ms = 3000
+default     = deny
+attach      = /srv/incoming
+attach      = /srv/other
+load        = true
+""",
+    "crlf": b"[filter a]\r\nload = yes\r\n",
+    "relative_attach": b"[filter a]\nattach = srv\n",
+    "bad_number": b"[filter a]\naltitude = 99999999999\n",
+    "key_outside": b"load = true\n",
+    "duplicate": b"[filter a]\n[filter a]\n",
+    "long_line": b"[filter a]\nattach = /" + b"x" * 5000 + b"\n",
+    "control_char": b"[filter a]\nattach = /a\x01b\n",
+    "empty_value": b"[filter a]\ndefault =\n",
+}
+
 
 def write(target, inputs):
     directory = HERE / "corpus" / target
@@ -124,3 +172,5 @@ def write(target, inputs):
 if __name__ == "__main__":
     write("ring_reader", RING_READER)
     write("frame_decode", FRAME_DECODE)
+    write("control_protocol", CONTROL_PROTOCOL)
+    write("config", CONFIG)

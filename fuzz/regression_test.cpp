@@ -14,6 +14,8 @@
 
 extern "C" int fltport_fuzz_ring_reader(const uint8_t* data, size_t size);
 extern "C" int fltport_fuzz_frame_decode(const uint8_t* data, size_t size);
+extern "C" int fltport_fuzz_control_protocol(const uint8_t* data, size_t size);
+extern "C" int fltport_fuzz_config(const uint8_t* data, size_t size);
 
 namespace {
 
@@ -70,8 +72,18 @@ TEST(FuzzCorpus, FrameDecodePrefixes) {
   RunPrefixes("frame_decode", fltport_fuzz_frame_decode);
 }
 
+TEST(FuzzCorpus, ControlProtocol) {
+  RunCorpus("control_protocol", fltport_fuzz_control_protocol);
+  RunPrefixes("control_protocol", fltport_fuzz_control_protocol);
+}
+TEST(FuzzCorpus, Config) {
+  RunCorpus("config", fltport_fuzz_config);
+  RunPrefixes("config", fltport_fuzz_config);
+}
+
 TEST(FuzzCorpus, DegenerateInputs) {
-  for (Entry entry : {Entry{fltport_fuzz_ring_reader}, Entry{fltport_fuzz_frame_decode}}) {
+  for (Entry entry : {Entry{fltport_fuzz_ring_reader}, Entry{fltport_fuzz_frame_decode},
+                      Entry{fltport_fuzz_control_protocol}, Entry{fltport_fuzz_config}}) {
     EXPECT_EQ(entry(nullptr, 0), 0);
     for (uint8_t fill : {uint8_t{0x00}, uint8_t{0x80}, uint8_t{0xFF}}) {
       for (size_t size : {size_t{1}, size_t{24}, size_t{200}, size_t{5000}}) {

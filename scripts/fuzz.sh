@@ -2,7 +2,7 @@
 # Builds the libFuzzer targets (fuzz preset: clang-14, ASan + UBSan) and runs each for N seconds
 # (default 60) on its checked-in corpus, then prints executions, coverage and crashes per target.
 #
-#   scripts/fuzz.sh [seconds] [target...]      targets: ring_reader frame_decode (default: all)
+#   scripts/fuzz.sh [seconds] [target...]      targets: ring_reader frame_decode control_protocol config (default: all)
 #
 # New inputs go to build/fuzz/work/<target>/corpus, never into fuzz/corpus; crashing inputs go to
 # build/fuzz/work/<target>/artifacts. To keep a crasher as a regression input, copy it into
@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 seconds=${1:-60}
 shift || true
 targets=("$@")
-[[ ${#targets[@]} -gt 0 ]] || targets=(ring_reader frame_decode)
+[[ ${#targets[@]} -gt 0 ]] || targets=(ring_reader frame_decode control_protocol config)
 [[ ${seconds} =~ ^[0-9]+$ ]] || { echo "usage: $0 [seconds] [target...]" >&2; exit 2; }
 
 cmake --preset fuzz >/dev/null
