@@ -40,9 +40,11 @@ long long host_field(const std::string& json, const std::string& name) {
   return std::atoll(json.c_str() + at + name.size() + 4);
 }
 
-std::string run_fltmc(const std::string& arguments) {
+// fltmc's output (stdout and stderr); `runtime_dir`: another host's, instead of the test's own.
+std::string run_fltmc(const std::string& arguments, const std::string& runtime_dir = "") {
+  const std::string environment = runtime_dir.empty() ? "" : "FLTPORT_RUNTIME_DIR=" + runtime_dir + " ";
   std::string out;
-  if (FILE* pipe = ::popen((std::string(FLTMC_PATH) + " " + arguments + " 2>&1").c_str(), "r")) {
+  if (FILE* pipe = ::popen((environment + FLTMC_PATH + " " + arguments + " 2>&1").c_str(), "r")) {
     char chunk[4096];
     size_t n;
     while ((n = std::fread(chunk, 1, sizeof chunk, pipe)) > 0) out.append(chunk, n);
@@ -328,14 +330,7 @@ TEST_F(NeverFreeze, TwoHostsOnOverlappingMarksNeverBlockEachOther) {
   // Host B saw the test's opens (the 50 clean ones; the two denied ones only if its group came
   // before host A's, as the kernel stops at the first denial), none of host A's or its service's
   // own accesses (host A's scanner read all 52 files).
-  std::string b_json;
-  if (FILE* pipe = ::popen(
-          ("FLTPORT_RUNTIME_DIR=" + second_runtime + " " + FLTMC_PATH + " stats --json 2>&1").c_str(), "r")) {
-    char chunk[4096];
-    size_t n;
-    while ((n = std::fread(chunk, 1, sizeof chunk, pipe)) > 0) b_json.append(chunk, n);
-    ::pclose(pipe);
-  }
+  const std::string b_json = run_fltmc("stats --json", second_runtime);
   EXPECT_GE(filter_events(b_json, "probe"), 50) << b_json;
   EXPECT_LE(filter_events(b_json, "probe"), 52) << b_json;
 
