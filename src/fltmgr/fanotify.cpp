@@ -389,12 +389,8 @@ Status PermissionGroup::ignore_until_modified(int event_fd, uint64_t mask) {
 
 Status PermissionGroup::flush_marks() {
   if (!fd_.valid()) return STATUS_INVALID_HANDLE;
-  for (const unsigned type : {FAN_MARK_INODE, FAN_MARK_MOUNT, FAN_MARK_FILESYSTEM}) {
-    if (::fanotify_mark(fd_.fd(), FAN_MARK_FLUSH | type, 0, AT_FDCWD, nullptr) != 0) {
-      return status_from_errno(errno);
-    }
-  }
-  return STATUS_SUCCESS;
+  const int error = flush_group_marks(fd_.fd());
+  return error == 0 ? Status(STATUS_SUCCESS) : status_from_errno(error);
 }
 
 Status PermissionGroup::read_events(std::vector<PermissionEvent>& events) {
@@ -482,12 +478,8 @@ void NotificationGroup::close() noexcept {
 
 Status NotificationGroup::flush_marks() {
   if (!fd_.valid()) return STATUS_INVALID_HANDLE;
-  for (const unsigned type : {FAN_MARK_INODE, FAN_MARK_MOUNT, FAN_MARK_FILESYSTEM}) {
-    if (::fanotify_mark(fd_.fd(), FAN_MARK_FLUSH | type, 0, AT_FDCWD, nullptr) != 0) {
-      return status_from_errno(errno);
-    }
-  }
-  return STATUS_SUCCESS;
+  const int error = flush_group_marks(fd_.fd());
+  return error == 0 ? Status(STATUS_SUCCESS) : status_from_errno(error);
 }
 
 NotificationGroup& NotificationGroup::operator=(NotificationGroup&& other) noexcept {

@@ -44,9 +44,7 @@ void close_guarded_groups() noexcept {
   for (auto& slot : guarded_fds) {
     const int fd = slot.exchange(0) - 1;
     if (fd < 0) continue;
-    for (const unsigned type : {FAN_MARK_INODE, FAN_MARK_MOUNT, FAN_MARK_FILESYSTEM}) {
-      ::fanotify_mark(fd, FAN_MARK_FLUSH | type, 0, AT_FDCWD, nullptr);
-    }
+    flush_group_marks(fd);
     ::close(fd);
   }
   closed_by_signal.store(true);
@@ -82,6 +80,16 @@ void on_fatal_signal(int signal_number, siginfo_t* info, void* context) {
 }
 
 }  // namespace
+
+int flush_group_marks(int fd) noexcept {
+  int first_error = 0;
+  for (const unsigned type : {FAN_MARK_INODE, FAN_MARK_MOUNT, FAN_MARK_FILESYSTEM}) {
+    if (::fanotify_mark(fd, FAN_MARK_FLUSH | type, 0, AT_FDCWD, nullptr) != 0 && first_error == 0) {
+      first_error = errno;
+    }
+  }
+  return first_error;
+}
 
 void install_fatal_signal_guard() noexcept {
   static std::once_flag once;

@@ -12,6 +12,10 @@
 
 namespace fltport::fanotify {
 
+// Removes every mark of the group `fd`, of every scope (inode, mount, filesystem); 0, or the first
+// errno. Only system calls: the signal handler uses it, and so do the groups' flush_marks().
+int flush_group_marks(int fd) noexcept;
+
 // Idempotent; called by the filter manager when it opens its groups.
 void install_fatal_signal_guard() noexcept;
 // A group's fd, to flush and close on a fatal signal; forget it before closing it normally.
