@@ -203,6 +203,7 @@ FLTPORT_API Result<size_t> read_file_contents(const FileEvent& event, uint64_t o
 // The process's content reads since it started (all filters together).
 struct ContentReadStatistics {
   uint64_t reads = 0;     // asked for
+  uint64_t from_page_cache = 0;  // of those, read on the caller's thread: all in the page cache of a local file system
   uint64_t timeouts = 0;  // STATUS_IO_TIMEOUT: not finished within their bound, or refused at once
   uint64_t refused = 0;   // of those, refused at once: every thread they could use was stuck
   uint64_t stuck = 0;     // reader threads now in a read whose caller gave up

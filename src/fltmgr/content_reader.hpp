@@ -20,6 +20,11 @@
 
 namespace fltport {
 
+// Whether fd is on a local memory or disk file system, whose cached pages a RWF_NOWAIT read returns
+// without waiting on anyone. Elsewhere (FUSE, network file systems) even a read of cached pages may
+// first ask a server whether they are still valid, so those reads always go to a reader thread.
+bool page_cache_reads_cannot_stall(int fd);
+
 class ContentReader {
  public:
   // At most `max_threads` reader threads; one device may hold at most `max_per_device` of them, so
@@ -34,7 +39,8 @@ class ContentReader {
   static ContentReader& instance();
 
   // Up to min(buffer.size(), kMaxContentReadBytes) bytes of `fd` at `offset` (a non-seekable fd
-  // from where it is), waiting no later than `until`. STATUS_IO_TIMEOUT when the read has not
+  // from where it is), waiting no later than `until`; on the caller's thread when every byte is in
+  // the page cache of a file system where that read cannot stall, else on a reader thread. STATUS_IO_TIMEOUT when the read has not
   // finished by then, or at once when every thread it could use is stuck in a read whose caller
   // gave up. `path` names the file in the log.
   Result<size_t> read(int fd, uint64_t offset, MutableBytes buffer,

@@ -5,7 +5,9 @@
 #include <gtest/gtest.h>
 
 #include <fcntl.h>
+#include <linux/magic.h>
 #include <sys/socket.h>
+#include <sys/statfs.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -188,10 +190,22 @@ TEST(ContentReader, StalledDeviceRefusesAtOnceWhileOtherDevicesReadOn) {
             Status(STATUS_IO_TIMEOUT));
   EXPECT_EQ(reader.statistics().threads, 3u) << "the pool went past its cap";
   EXPECT_EQ(reader.statistics().stuck, 3u);
+  int waiting_sockets[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, waiting_sockets), 0);
+  ASSERT_EQ(::write(waiting_sockets[1], "readable", 8), 8);
   start = Clock::now();
-  EXPECT_EQ(reader.read(file.fd, 0, bytes_of(buffer), start + 2s, "file").status(),
+  EXPECT_EQ(reader.read(waiting_sockets[0], 0, bytes_of(buffer), start + 2s, "socket 2").status(),
             Status(STATUS_IO_TIMEOUT));
   EXPECT_LT(ms_since(start), 100);
+  ::close(waiting_sockets[0]);
+  ::close(waiting_sockets[1]);
+  // Except where nothing can stall: a local file's cached pages are read on the caller's thread.
+  if (page_cache_reads_cannot_stall(file.fd)) {
+    buffer.assign(8, '.');
+    read = reader.read(file.fd, 0, bytes_of(buffer), Clock::now() + 2s, "file");
+    ASSERT_TRUE(read.ok()) << read.status().to_string();
+    EXPECT_EQ(buffer, "elsewher");
+  }
 
   // The devices recover: reads go on.
   one.release();
@@ -216,15 +230,51 @@ TEST(ContentReader, ReadWaitsInTheQueueForABusyThreadWithinItsBound) {
     std::this_thread::sleep_for(50ms);
     [[maybe_unused]] ssize_t written = ::write(slow.write_end, "done", 4);
   });
-  TempFile file("queued");
+  StuckPipe queued;  // readable at once, but never from the page cache: it needs a thread
+  ASSERT_EQ(::write(queued.write_end, "queued", 6), 6);
   std::string buffer(6, '.');
-  const auto read = reader.read(file.fd, 0, bytes_of(buffer), Clock::now() + 2s, "queued");
+  const auto read = reader.read(queued.read_end, 0, bytes_of(buffer), Clock::now() + 2s, "queued");
   writer.join();
   slow_reader.join();
   ASSERT_TRUE(read.ok()) << read.status().to_string();
   EXPECT_EQ(buffer, "queued");
   EXPECT_EQ(slow_buffer, "done");
   EXPECT_EQ(reader.statistics().threads, 1u);
+}
+
+// A scan of a file just written (the common case) costs no hand-over to a reader thread and back;
+// pages not in the cache still go to the pool, where a stalled device costs only the bound.
+TEST(ContentReader, CachedPagesOfALocalFileAreReadOnTheCallersThread) {
+  TempFile file("in the page cache");
+  if (!page_cache_reads_cannot_stall(file.fd)) GTEST_SKIP() << "/tmp is not a local file system fltport knows";
+  ContentReader reader(2, 1);
+  std::string buffer(6, '.');
+  auto read = reader.read(file.fd, 3, bytes_of(buffer), Clock::now() + 2s, "cached");
+  ASSERT_TRUE(read.ok()) << read.status().to_string();
+  EXPECT_EQ(*read, 6u);
+  EXPECT_EQ(buffer, "the pa");
+  EXPECT_EQ(reader.statistics().from_page_cache, 1u);
+  EXPECT_EQ(reader.statistics().threads, 0u) << "a cached read went to a reader thread";
+  // At and past the end of the file: nothing to read, and nothing that could wait.
+  read = reader.read(file.fd, 100, bytes_of(buffer), Clock::now() + 2s, "past the end");
+  ASSERT_TRUE(read.ok());
+  EXPECT_EQ(*read, 0u);
+
+  // Written out and dropped from the cache: the read needs the disk, so a reader thread does it.
+  // (tmpfs pages are the file itself: they never leave.)
+  struct statfs file_system {};
+  ASSERT_EQ(::fstatfs(file.fd, &file_system), 0);
+  if (file_system.f_type == TMPFS_MAGIC || file_system.f_type == RAMFS_MAGIC) return;
+  ASSERT_EQ(::fdatasync(file.fd), 0);
+  ASSERT_EQ(::posix_fadvise(file.fd, 0, 0, POSIX_FADV_DONTNEED), 0);
+  buffer.assign(6, '.');
+  read = reader.read(file.fd, 0, bytes_of(buffer), Clock::now() + 2s, "uncached");
+  ASSERT_TRUE(read.ok()) << read.status().to_string();
+  EXPECT_EQ(buffer, "in the");
+  const auto stats = reader.statistics();
+  EXPECT_EQ(stats.reads, 3u);
+  EXPECT_EQ(stats.from_page_cache, 2u) << "the uncached read was counted as cached";
+  EXPECT_EQ(stats.threads, 1u);
 }
 
 TEST(ContentReader, EventReadIsBoundedByTheEventsDeadline) {

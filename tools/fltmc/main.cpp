@@ -230,6 +230,7 @@ std::string host_text(const control::Table& t) {
          " dropped over the bound)\nQueue overflows: " + field(t, row, "permission_overflows") +
          " permission, " + field(t, row, "notification_overflows") +
          " notification\nContent reads: " + field(t, row, "content_reads") + " (" +
+         field(t, row, "content_reads_from_page_cache") + " from the page cache, " +
          field(t, row, "content_read_timeouts") + " timed out, " + field(t, row, "content_readers_stuck") +
          " reader threads stuck now)\n";
 }

@@ -394,6 +394,7 @@ class Daemon {
                                   {"permission_overflows", ColumnType::number},
                                   {"notification_overflows", ColumnType::number},
                                   {"content_reads", ColumnType::number},
+                                  {"content_reads_from_page_cache", ColumnType::number},
                                   {"content_read_timeouts", ColumnType::number},
                                   {"content_readers_stuck", ColumnType::number}});
       const auto reads = fltport::content_read_statistics();
@@ -401,7 +402,8 @@ class Daemon {
                  std::to_string(host.overload_defaults), std::to_string(host.kernel_queued),
                  std::to_string(host.post_operations_queued), std::to_string(host.post_operations_dropped),
                  std::to_string(host.permission_overflows), std::to_string(host.notification_overflows),
-                 std::to_string(reads.reads), std::to_string(reads.timeouts), std::to_string(reads.stuck)});
+                 std::to_string(reads.reads), std::to_string(reads.from_page_cache), std::to_string(reads.timeouts),
+                 std::to_string(reads.stuck)});
       return table.finish(request.start);
     }
     if (request.command == "ports") {
