@@ -12,7 +12,8 @@ set(FLTPORT_WIN32_SPELLINGS_DIR ${PROJECT_BINARY_DIR}/fltport-win32-spellings)
 
 # canonical file -> the other spellings in use
 set(fltport_win32_spellings
-  "windows.h:Windows.h,WINDOWS.H,windef.h,WinDef.h,winbase.h,WinBase.h,winnt.h,WinNT.h,winerror.h,WinError.h,minwindef.h,basetsd.h,BaseTsd.h,sal.h,specstrings.h,synchapi.h,processthreadsapi.h,ioapiset.h,heapapi.h,handleapi.h,errhandlingapi.h"
+  "windows.h:Windows.h,WINDOWS.H,windef.h,WinDef.h,winbase.h,WinBase.h,winnt.h,WinNT.h,winerror.h,WinError.h,minwindef.h,basetsd.h,BaseTsd.h,sal.h,specstrings.h,synchapi.h,processthreadsapi.h,ioapiset.h,heapapi.h,handleapi.h,errhandlingapi.h,minwinbase.h,guiddef.h,libloaderapi.h,stringapiset.h,winnls.h,WinNls.h,timezoneapi.h,sysinfoapi.h"
+  "excpt.h:Excpt.h"
   "fltuser.h:fltUser.h,FltUser.h,FLTUSER.H"
   "fltuserstructures.h:fltUserStructures.h,FltUserStructures.h"
   "winioctl.h:WinIoCtl.h,winIoCtl.h,Winioctl.h,WINIOCTL.H"

@@ -132,6 +132,10 @@ typedef struct _INSTANCE_FULL_INFORMATION {
   USHORT FilterNameBufferOffset;
 } INSTANCE_FULL_INFORMATION, *PINSTANCE_FULL_INFORMATION;
 
+/* The longest instance name, in characters (fltUserStructures.h). */
+#define INSTANCE_NAME_MAX_CHARS 255
+#define INSTANCE_NAME_MAX_BYTES (INSTANCE_NAME_MAX_CHARS * sizeof(WCHAR))
+
 typedef struct _FILTER_VOLUME_BASIC_INFORMATION {
   USHORT FilterVolumeNameLength; /* bytes, no terminating NUL */
   WCHAR FilterVolumeName[1];
@@ -171,6 +175,28 @@ FLTPORT_API HRESULT WINAPI FilterVolumeFindFirst(FILTER_VOLUME_INFORMATION_CLASS
 FLTPORT_API HRESULT WINAPI FilterVolumeFindNext(HANDLE hVolumeFind, FILTER_VOLUME_INFORMATION_CLASS dwInformationClass,
                                                 LPVOID lpBuffer, DWORD dwBufferSize, LPDWORD lpBytesReturned);
 FLTPORT_API HRESULT WINAPI FilterVolumeFindClose(HANDLE hVolumeFind);
+
+/* The instances of every filter on one volume (directory path, resolved as FilterAttach resolves
+ * it), in the rules above: InstanceFullInformation entries; no instance there: ERROR_NO_MORE_ITEMS. */
+FLTPORT_API HRESULT WINAPI FilterVolumeInstanceFindFirst(LPCWSTR lpVolumeName,
+                                                         INSTANCE_INFORMATION_CLASS dwInformationClass,
+                                                         LPVOID lpBuffer, DWORD dwBufferSize,
+                                                         LPDWORD lpBytesReturned,
+                                                         LPHANDLE lpVolumeInstanceFind);
+FLTPORT_API HRESULT WINAPI FilterVolumeInstanceFindNext(HANDLE hVolumeInstanceFind,
+                                                        INSTANCE_INFORMATION_CLASS dwInformationClass,
+                                                        LPVOID lpBuffer, DWORD dwBufferSize,
+                                                        LPDWORD lpBytesReturned);
+FLTPORT_API HRESULT WINAPI FilterVolumeInstanceFindClose(HANDLE hVolumeInstanceFind);
+
+/* The DOS name of a volume. Windows answers a drive letter ("C:"); here a volume is a directory
+ * and there are no drive letters, so its DOS name is its own path, resolved (absolute, no "..",
+ * no symbolic link): what a user types to reach it. Needs no fltmgrd. dwDosNameBufferSize is in
+ * WCHARs, the NUL included; too small: HRESULT_FROM_WIN32(ERROR_INSUFFICIENT_BUFFER). A path that
+ * does not exist: HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND); not a directory:
+ * HRESULT_FROM_WIN32(ERROR_INVALID_NAME); NULL, or a relative path that does not exist: E_INVALIDARG. */
+FLTPORT_API HRESULT WINAPI FilterGetDosName(LPCWSTR lpVolumeName, LPWSTR lpDosName,
+                                            DWORD dwDosNameBufferSize);
 
 FLTPORT_END_C
 /* ======================= end of the management calls ======================= */

@@ -5,6 +5,7 @@
 
 #include <limits.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 
 #include <cstddef>
 #include <cstring>
@@ -89,7 +90,7 @@ using Entry = std::vector<std::byte>;
 // Snapshot of a list, walked by FindNext.
 class FindHandle final : public HandleObject {
  public:
-  enum class Kind { filters, instances, volumes };
+  enum class Kind { filters, instances, volumes, volume_instances };
   FindHandle(Kind kind, std::vector<Entry> entries) : kind(kind), entries_(std::move(entries)) {}
   void close() noexcept override {}
 
@@ -369,4 +370,58 @@ extern "C" HRESULT WINAPI FilterVolumeFindNext(HANDLE hVolumeFind,
 
 extern "C" HRESULT WINAPI FilterVolumeFindClose(HANDLE hVolumeFind) {
   return find_close(FindHandle::Kind::volumes, hVolumeFind);
+}
+
+extern "C" HRESULT WINAPI FilterVolumeInstanceFindFirst(LPCWSTR lpVolumeName,
+                                                        INSTANCE_INFORMATION_CLASS dwInformationClass,
+                                                        LPVOID lpBuffer, DWORD dwBufferSize,
+                                                        LPDWORD lpBytesReturned,
+                                                        LPHANDLE lpVolumeInstanceFind) {
+  if (lpBytesReturned == nullptr || lpVolumeInstanceFind == nullptr) return E_INVALIDARG;
+  *lpBytesReturned = 0;
+  *lpVolumeInstanceFind = INVALID_HANDLE_VALUE;
+  if (dwInformationClass != InstanceFullInformation) return E_INVALIDARG;
+  std::string path;
+  if (HRESULT hr = path_argument(lpVolumeName, path); hr != S_OK) return hr;
+  auto result = run("instances", {});
+  if (!result.status.ok()) return failure(result);
+  std::vector<Entry> entries;
+  for (const auto& row : result.table.rows) {
+    if (cell(result.table, row, "volume") != path) continue;
+    Entry entry;
+    if (!instance_entry(cell(result.table, row, "instance"), cell(result.table, row, "altitude"), path,
+                        cell(result.table, row, "filter"), entry))
+      continue;  // a path too long for USHORT offsets
+    entries.push_back(std::move(entry));
+  }
+  return find_first(FindHandle::Kind::volume_instances, std::move(entries), lpBuffer, dwBufferSize,
+                    lpBytesReturned, lpVolumeInstanceFind);
+}
+
+extern "C" HRESULT WINAPI FilterVolumeInstanceFindNext(HANDLE hVolumeInstanceFind,
+                                                       INSTANCE_INFORMATION_CLASS dwInformationClass,
+                                                       LPVOID lpBuffer, DWORD dwBufferSize,
+                                                       LPDWORD lpBytesReturned) {
+  if (dwInformationClass != InstanceFullInformation) return E_INVALIDARG;
+  return find_next(FindHandle::Kind::volume_instances, hVolumeInstanceFind, lpBuffer, dwBufferSize,
+                   lpBytesReturned);
+}
+
+extern "C" HRESULT WINAPI FilterVolumeInstanceFindClose(HANDLE hVolumeInstanceFind) {
+  return find_close(FindHandle::Kind::volume_instances, hVolumeInstanceFind);
+}
+
+// A volume is a directory and has no drive letter: its DOS name is its resolved path (see fltuser.h).
+extern "C" HRESULT WINAPI FilterGetDosName(LPCWSTR lpVolumeName, LPWSTR lpDosName,
+                                           DWORD dwDosNameBufferSize) {
+  if (lpDosName == nullptr) return E_INVALIDARG;
+  std::string path;
+  if (HRESULT hr = path_argument(lpVolumeName, path); hr != S_OK) return hr;
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND);
+  if (!S_ISDIR(st.st_mode)) return HRESULT_FROM_WIN32(ERROR_INVALID_NAME);
+  const std::wstring wide = to_wide(path);
+  if (wide.size() + 1 > dwDosNameBufferSize) return kInsufficientBuffer;
+  std::memcpy(lpDosName, wide.c_str(), (wide.size() + 1) * sizeof(WCHAR));
+  return S_OK;
 }

@@ -6,8 +6,11 @@
  * Use: cc -I$(pkg-config --variable=win32includedir fltport) service.c $(pkg-config --libs fltport)
  *
  * Header-only additions below: the remaining base types, HRESULT macros, Interlocked*, and a few
- * ntdef.h helpers services use. Unlike Windows' windows.h it pulls in no GUI, registry or service
- * control API: those do not exist here (see docs/porting.md). It does not include <stdio.h>.
+ * ntdef.h helpers services use. Then, as Windows' windows.h does, the headers of the rest of the
+ * subset: <excpt.h> (__try/__finally as C macros), "fltport_winbase.h" (FormatMessage, LoadLibrary,
+ * MultiByteToWideChar, FILETIME/SYSTEMTIME ...) and "fltport_mscrt.h" (sprintf_s, fopen_s,
+ * _stricmp ...; it includes <stdio.h>). Unlike Windows' windows.h it pulls in no GUI, registry or
+ * service control API: those do not exist here (see docs/porting.md).
  */
 #ifndef FLTPORT_COMPAT_WINDOWS_H
 #define FLTPORT_COMPAT_WINDOWS_H
@@ -225,5 +228,10 @@ static inline PVOID InterlockedCompareExchangePointer(PVOID volatile* Destinatio
 static inline __attribute__((noreturn)) void ExitProcess(UINT uExitCode) {
   exit((int)uExitCode);
 }
+
+/* ---- The rest of the subset ---- */
+#include "excpt.h"
+#include "fltport_mscrt.h"
+#include "fltport_winbase.h"
 
 #endif /* FLTPORT_COMPAT_WINDOWS_H */
