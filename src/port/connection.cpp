@@ -20,6 +20,9 @@ Result<std::shared_ptr<ServiceConnection>> ServiceConnection::connect(const std:
   if (!name) return name.status();
   auto socket = transport::connect_to(transport::socket_path(transport::runtime_directory(), *name));
   if (!socket) return socket.status();
+  // Anyone who can write the runtime directory could listen there: talk only to a filter running
+  // as root or as ourselves, before the hello carries our context and reply channel.
+  if (Status trusted = transport::check_filter_peer(socket->fd(), port_name); !trusted.ok()) return trusted;
 
   auto replies = transport::socket_pair();
   if (!replies) return replies.status();

@@ -19,6 +19,7 @@
 #include "base/intrusive_list.hpp"
 #include "base/ring_queue.hpp"
 #include "port/wait.hpp"
+#include "transport/runtime_dir.hpp"
 #include "transport/shm_ring.hpp"
 #include "transport/unix_socket.hpp"
 #include "wire/frame.hpp"
@@ -177,8 +178,7 @@ class ServerPortCore {
  private:
   static std::mutex& port_registry_mutex();
   static std::vector<std::weak_ptr<ServerPortCore>>& port_registry();
-  ServerPortCore(std::shared_ptr<PortShared> shared, UniqueFd listener, UniqueFd name_lock,
-                 std::string socket_path);
+  ServerPortCore(std::shared_ptr<PortShared> shared, UniqueFd listener, transport::PortName port_name);
   void accept_loop() noexcept;
   void reap_finished_locked();
 
@@ -189,7 +189,7 @@ class ServerPortCore {
 
   const std::shared_ptr<PortShared> shared_;
   UniqueFd listener_;
-  UniqueFd name_lock_;
+  transport::PortName port_name_;  // the runtime directory, the lock on the name, the socket file
   const std::string socket_path_;
   std::thread acceptor_;
 

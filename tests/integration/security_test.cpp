@@ -5,6 +5,9 @@
 #include <fltport/fltkernel.h>
 #include <fltport/fltuser.h>
 
+#include <fltport/port.hpp>
+
+#include <dirent.h>
 #include <unistd.h>
 
 #include <vector>
@@ -37,7 +40,8 @@ struct Peer {
 ChildProcess connecting_child(Signal& port_ready, Signal& results, const Peer& peer) {
   return ChildProcess([&port_ready, &results, peer] {
     CHILD_CHECK(port_ready.wait());
-    if (peer.uid != 0 || peer.gid != 0 || !peer.groups.empty()) CHILD_CHECK(drop_privileges(peer.uid, peer.gid, peer.groups));
+    if (peer.uid != 0 || peer.gid != 0 || !peer.groups.empty())
+      CHILD_CHECK(drop_privileges(peer.uid, peer.gid, peer.groups));
     HANDLE port = nullptr;
     const HRESULT hr = connect_service(&port);
     notify_code(results, hr);
@@ -58,7 +62,8 @@ TEST_F(Security, DefaultDescriptorAdmitsRootAndRefusesOthersWithAccessDenied) {
   ChildProcess root = connecting_child(port_ready, root_result, {0, 0, {}});
   ChildProcess nobody = connecting_child(port_ready, nobody_result, {kNobody, kNogroup, {}});
   CFilter filter;
-  ASSERT_CODE(filter.create_port({.max_connections = 4}), STATUS_SUCCESS);  // FltBuildDefaultSecurityDescriptor
+  ASSERT_CODE(filter.create_port({.max_connections = 4}),
+              STATUS_SUCCESS);  // FltBuildDefaultSecurityDescriptor
   port_ready.notify();
   port_ready.notify();
   EXPECT_CODE(wait_code(root_result), S_OK);
@@ -82,19 +87,47 @@ TEST_F(Security, NullDescriptorAdmitsRootOnly) {
   EXPECT_TRUE(ExitsCleanly(nobody));
 }
 
+// Descriptors the calling process has open.
+int open_descriptors() {
+  int count = 0;
+  if (DIR* dir = ::opendir("/proc/self/fd")) {
+    while (const dirent* entry = ::readdir(dir)) count += entry->d_name[0] != '.';
+    ::closedir(dir);
+  }
+  return count - 1;  // the directory's own
+}
+
 TEST_F(Security, RefusedPeerLeavesNoConnectionBehind) {
-  Signal port_ready, nobody_result, root_ready, root_result;
-  ChildProcess nobody = connecting_child(port_ready, nobody_result, {kNobody, kNogroup, {}});
+  Signal port_ready, nobody_result, nobody_leaked, root_ready, root_result;
+  // The refused service: E_ACCESSDENIED, no handle, and no descriptor left open by the attempt.
+  ChildProcess nobody([&] {
+    CHILD_CHECK(port_ready.wait());
+    CHILD_CHECK(drop_privileges(kNobody, kNogroup));
+    const int before = open_descriptors();
+    HANDLE port = nullptr;
+    const HRESULT hr = connect_service(&port);
+    notify_code(nobody_result, hr);
+    nobody_leaked.notify(static_cast<uint64_t>(open_descriptors() - before));
+    if (hr == S_OK) CloseHandle(port);
+    return 0;
+  });
   ChildProcess root = connecting_child(root_ready, root_result, {0, 0, {}});
   CFilter filter;
   ASSERT_CODE(filter.create_port({.max_connections = 1}), STATUS_SUCCESS);
   port_ready.notify();
   EXPECT_CODE(wait_code(nobody_result), E_ACCESSDENIED);
+  EXPECT_EQ(wait_number(nobody_leaked), 0) << "descriptors left open in the refused service";
+  // The filter's side: no slot taken, no callback run.
+  for (const ServerPortInfo& info : list_server_ports()) EXPECT_EQ(info.connections, 0u) << info.name;
+  EXPECT_EQ(filter.connect_attempts(), 0);
+  EXPECT_EQ(filter.disconnect_count(), 0);
   root_ready.notify();
   EXPECT_CODE(wait_code(root_result), S_OK) << "MaxConnections 1: the refused peer must not hold the slot";
   EXPECT_TRUE(ExitsCleanly(nobody));
   EXPECT_TRUE(ExitsCleanly(root));
   EXPECT_EQ(filter.connect_attempts(), 1);
+  EXPECT_TRUE(filter.wait_disconnects(1));
+  EXPECT_EQ(filter.disconnect_count(), 1) << "the refused peer must not reach DisconnectNotify";
 }
 
 TEST_F(Security, AllowedUidIsAdmittedAndOtherUidsAreRefused) {
@@ -127,7 +160,8 @@ TEST_F(Security, AllowedUidIsAdmittedAndOtherUidsAreRefused) {
 TEST_F(Security, AllowedGidIsAdmittedAsPrimaryOrSupplementaryGroup) {
   Signal port_ready, primary_result, supplementary_result, outsider_result;
   ChildProcess primary = connecting_child(port_ready, primary_result, {kNobody, kScanGroup, {}});
-  ChildProcess supplementary = connecting_child(port_ready, supplementary_result, {kNobody, kNogroup, {kScanGroup}});
+  ChildProcess supplementary =
+      connecting_child(port_ready, supplementary_result, {kNobody, kNogroup, {kScanGroup}});
   ChildProcess outsider = connecting_child(port_ready, outsider_result, {kNobody, kNogroup, {}});
   CFilter filter;
   const ULONG gids[] = {kScanGroup};
@@ -157,7 +191,9 @@ struct ModeCase {
   Peer peer;
   HRESULT expected;
 };
-void PrintTo(const ModeCase& c, std::ostream* os) { *os << c.name; }
+void PrintTo(const ModeCase& c, std::ostream* os) {
+  *os << c.name;
+}
 
 class SecurityMode : public Security, public ::testing::WithParamInterface<ModeCase> {};
 
@@ -184,11 +220,25 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(
         ModeCase{"OwnerWithWriteBit", 0600, kNobody, kScanGroup, {kNobody, kNogroup, {}}, S_OK},
         ModeCase{"OwnerWithReadOnly", 0400, kNobody, kScanGroup, {kNobody, kNogroup, {}}, E_ACCESSDENIED},
-        ModeCase{"NotOwnerUnderOwnerOnlyMode", 0600, kNobody, kScanGroup, {kOtherUid, kNogroup, {}}, E_ACCESSDENIED},
+        ModeCase{"NotOwnerUnderOwnerOnlyMode",
+                 0600,
+                 kNobody,
+                 kScanGroup,
+                 {kOtherUid, kNogroup, {}},
+                 E_ACCESSDENIED},
         ModeCase{"GroupMemberWithGroupWriteBit", 0660, 0, kScanGroup, {kNobody, kScanGroup, {}}, S_OK},
-        ModeCase{"SupplementaryGroupMemberWithGroupWriteBit", 0620, 0, kScanGroup, {kNobody, kNogroup, {kScanGroup}},
+        ModeCase{"SupplementaryGroupMemberWithGroupWriteBit",
+                 0620,
+                 0,
+                 kScanGroup,
+                 {kNobody, kNogroup, {kScanGroup}},
                  S_OK},
-        ModeCase{"GroupMemberWithoutGroupWriteBit", 0640, 0, kScanGroup, {kNobody, kScanGroup, {}}, E_ACCESSDENIED},
+        ModeCase{"GroupMemberWithoutGroupWriteBit",
+                 0640,
+                 0,
+                 kScanGroup,
+                 {kNobody, kScanGroup, {}},
+                 E_ACCESSDENIED},
         ModeCase{"OtherWithOtherWriteBit", 0602, 0, kScanGroup, {kNobody, kNogroup, {}}, S_OK},
         ModeCase{"OtherWithoutOtherWriteBit", 0664, 0, kScanGroup, {kNobody, kNogroup, {}}, E_ACCESSDENIED},
         ModeCase{"RootDespiteModeZero", 0000, kNobody, kScanGroup, {0, 0, {}}, S_OK}),
