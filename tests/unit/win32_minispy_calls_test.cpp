@@ -575,10 +575,17 @@ TEST(Win32FileTime, LocalConversionsUseTheZonesCurrentOffset) {
 }
 
 TEST(Win32FileTime, NowAndCompare) {
+  // The precise clock on both sides: time() reads the coarse one, which may lag a tick behind and
+  // put `after` in the previous second.
+  const auto seconds_now = [] {
+    timespec ts{};
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return ts.tv_sec;
+  };
   FILETIME now;
-  const time_t before = time(nullptr);
+  const time_t before = seconds_now();
   GetSystemTimeAsFileTime(&now);
-  const time_t after = time(nullptr);
+  const time_t after = seconds_now();
   const ULONGLONG seconds = TicksOf(now) / 10000000ull - 11644473600ull;
   EXPECT_GE(seconds, static_cast<ULONGLONG>(before));
   EXPECT_LE(seconds, static_cast<ULONGLONG>(after));
