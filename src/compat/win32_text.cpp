@@ -6,6 +6,8 @@
 #include <cstring>
 #include <string>
 
+#include "compat/wide_text.hpp"
+
 namespace {
 
 enum class Page { utf8, cp1252, latin1, unsupported };
@@ -70,24 +72,6 @@ size_t decode_utf8(const unsigned char* text, size_t size, char32_t& code, bool&
   code = value;
   valid = true;
   return length;
-}
-
-void encode_utf8(char32_t code, std::string& out) {
-  if (code < 0x80) {
-    out.push_back(static_cast<char>(code));
-  } else if (code < 0x800) {
-    out.push_back(static_cast<char>(0xC0 | (code >> 6)));
-    out.push_back(static_cast<char>(0x80 | (code & 0x3F)));
-  } else if (code < 0x10000) {
-    out.push_back(static_cast<char>(0xE0 | (code >> 12)));
-    out.push_back(static_cast<char>(0x80 | ((code >> 6) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | (code & 0x3F)));
-  } else {
-    out.push_back(static_cast<char>(0xF0 | (code >> 18)));
-    out.push_back(static_cast<char>(0x80 | ((code >> 12) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | ((code >> 6) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | (code & 0x3F)));
-  }
 }
 
 // The byte a single-byte code page has for `code`, or -1.
@@ -201,7 +185,7 @@ extern "C" int WINAPI WideCharToMultiByte(UINT CodePage, DWORD dwFlags, LPCWCH l
         code = 0xFFFD;
         used_default = true;
       }
-      encode_utf8(code, out);
+      fltport::compat::append_utf8(code, out);
       continue;
     }
     const int byte = valid ? single_byte(page, code) : -1;

@@ -13,6 +13,7 @@
 #include <cstring>
 
 #include "base/log.hpp"
+#include "transport/unix_socket.hpp"
 
 namespace fltport::transport {
 
@@ -87,14 +88,6 @@ const char* kind_of(int directory_fd, const char* name) noexcept {
 
 bool proc_available() noexcept {
   return ::access("/proc/self/fd", F_OK) == 0;
-}
-
-Result<sockaddr_un> address_of(const std::string& path) {
-  sockaddr_un address{};
-  address.sun_family = AF_UNIX;
-  if (path.size() >= sizeof address.sun_path) return Status(STATUS_OBJECT_NAME_INVALID);
-  std::memcpy(address.sun_path, path.c_str(), path.size() + 1);
-  return address;
 }
 
 Status status_from_errno(int error) noexcept {

@@ -61,6 +61,8 @@ Status status_from_errno(int error) noexcept {
   }
 }
 
+}  // namespace
+
 Result<sockaddr_un> address_of(const std::string& path) {
   sockaddr_un address{};
   address.sun_family = AF_UNIX;
@@ -68,8 +70,6 @@ Result<sockaddr_un> address_of(const std::string& path) {
   std::memcpy(address.sun_path, path.c_str(), path.size() + 1);
   return address;
 }
-
-}  // namespace
 
 Status send_frame(int fd, const wire::FrameHeader& header, ConstBytes payload, Deadline deadline,
                   int passed_fd) noexcept {

@@ -7,6 +7,8 @@
 #include "base/unique_fd.hpp"
 #include "wire/frame.hpp"
 
+#include <sys/un.h>
+
 #include <string>
 
 namespace fltport::transport {
@@ -31,6 +33,8 @@ Result<std::pair<UniqueFd, UniqueFd>> socket_pair();
 // True for an AF_UNIX SOCK_SEQPACKET socket: what a peer passes us must be one.
 bool is_seqpacket_socket(int fd) noexcept;
 
+// The AF_UNIX address of `path`; STATUS_OBJECT_NAME_INVALID when it does not fit.
+Result<sockaddr_un> address_of(const std::string& path);
 Result<UniqueFd> listen_at(const std::string& path);
 // STATUS_OBJECT_NAME_NOT_FOUND when nobody listens there.
 Result<UniqueFd> connect_to(const std::string& path);
