@@ -10,6 +10,7 @@
 #include <string>
 
 #include "support/host_harness.hpp"
+#include "support/scoped_env.hpp"
 
 #ifndef FLTPORT_TEST_PROBE_PLUGIN_DIR
 #define FLTPORT_TEST_PROBE_PLUGIN_DIR ""
@@ -36,28 +37,6 @@ constexpr bool kSanitized = false;
 constexpr milliseconds kReleaseBound = kSanitized ? 3s : 1s;
 // ... and within this of a fatal signal, in every preset (issue 7's bound).
 constexpr milliseconds kFatalReleaseBound = 1s;
-
-// Sets an environment variable for the children started in its lifetime.
-class ScopedEnvironment {
- public:
-  ScopedEnvironment(const char* name, const std::string& value) : name_(name) {
-    if (const char* old = std::getenv(name)) saved_ = old;
-    ::setenv(name, value.c_str(), 1);
-  }
-  ~ScopedEnvironment() {
-    if (saved_) {
-      ::setenv(name_, saved_->c_str(), 1);
-    } else {
-      ::unsetenv(name_);
-    }
-  }
-  ScopedEnvironment(const ScopedEnvironment&) = delete;
-  ScopedEnvironment& operator=(const ScopedEnvironment&) = delete;
-
- private:
-  const char* name_;
-  std::optional<std::string> saved_;
-};
 
 // The sanitizer runtimes catch fatal signals themselves and spend a second or more symbolizing a
 // report before the process dies; a host built with them is told to leave those signals to
@@ -193,8 +172,8 @@ TEST_P(NeverFreezeFatal, GroupsCloseBeforeTheHostDies) {
   ::setrlimit(RLIMIT_CORE, &core);
   const auto saved_cwd = std::filesystem::current_path();
   std::filesystem::current_path(watched_);
-  const ScopedEnvironment asan_options("ASAN_OPTIONS", without_sanitizer_signal_handlers("ASAN_OPTIONS"));
-  const ScopedEnvironment tsan_options("TSAN_OPTIONS", without_sanitizer_signal_handlers("TSAN_OPTIONS"));
+  const ScopedEnv asan_options("ASAN_OPTIONS", without_sanitizer_signal_handlers("ASAN_OPTIONS").c_str());
+  const ScopedEnv tsan_options("TSAN_OPTIONS", without_sanitizer_signal_handlers("TSAN_OPTIONS").c_str());
   const auto started = start_host();
   std::filesystem::current_path(saved_cwd);
   ::setrlimit(RLIMIT_CORE, &saved_core);
@@ -216,7 +195,8 @@ TEST_P(NeverFreezeFatal, GroupsCloseBeforeTheHostDies) {
   const long long released_ms = ms_since(crash);
   const auto status = fltmgrd_->wait_exit(30s);  // a core takes a while to write
   ASSERT_TRUE(status.has_value()) << "fltmgrd did not die";
-  ASSERT_TRUE(WIFSIGNALED(*status)) << "wait status " << *status << "; fltmgrd's log:\n" << read_file(fltmgrd_log_);
+  ASSERT_TRUE(WIFSIGNALED(*status)) << "wait status " << *status << "; fltmgrd's log:\n"
+                                    << read_file(fltmgrd_log_);
   EXPECT_EQ(WTERMSIG(*status), signal_number) << "died of signal " << WTERMSIG(*status);
   EXPECT_LE(released_ms, kFatalReleaseBound.count())
       << "held opens released " << released_ms << " ms after the fault";

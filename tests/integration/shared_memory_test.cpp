@@ -34,6 +34,7 @@
 #include <vector>
 
 #include "support/c_filter.hpp"
+#include "support/scoped_env.hpp"
 #include "support/process.hpp"
 #include "transport/runtime_dir.hpp"
 #include "transport/shm_ring.hpp"
@@ -103,33 +104,6 @@ long long thread_cpu_ms() {
   ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &now);
   return static_cast<long long>(now.tv_sec) * 1000 + now.tv_nsec / 1'000'000;
 }
-
-// Sets (or with nullptr removes) an environment variable for a scope. Only used while the process
-// has no threads of the library (before ports and connections exist, after they are gone).
-class ScopedEnv {
- public:
-  ScopedEnv(const char* name, const char* value) : name_(name) {
-    if (const char* old = std::getenv(name); old != nullptr) previous_ = old;
-    if (value != nullptr) {
-      ::setenv(name, value, 1);
-    } else {
-      ::unsetenv(name);
-    }
-  }
-  ~ScopedEnv() {
-    if (previous_) {
-      ::setenv(name_.c_str(), previous_->c_str(), 1);
-    } else {
-      ::unsetenv(name_.c_str());
-    }
-  }
-  ScopedEnv(const ScopedEnv&) = delete;
-  ScopedEnv& operator=(const ScopedEnv&) = delete;
-
- private:
-  std::string name_;
-  std::optional<std::string> previous_;
-};
 
 // Pins the calling thread, and the threads it starts meanwhile, to the first CPU it may use.
 class ScopedAffinity {
