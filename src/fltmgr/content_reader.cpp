@@ -37,10 +37,12 @@ long long ms_between(Clock::time_point from, Clock::time_point to) {
 // reader thread and back (two wake-ups, most of a scan's cost on a file just written). False when
 // any page is not cached (RWF_NOWAIT: EAGAIN or a short read), or the file system is not known to
 // answer cached reads without waiting.
-bool read_from_page_cache(int fd, const struct stat& file, uint64_t offset, MutableBytes buffer, size_t& bytes) {
+bool read_from_page_cache(int fd, const struct stat& file, uint64_t offset, MutableBytes buffer,
+                          size_t& bytes) {
   if (!S_ISREG(file.st_mode) || !page_cache_reads_cannot_stall(fd)) return false;
   const uint64_t size = file.st_size > 0 ? static_cast<uint64_t>(file.st_size) : 0;
-  const size_t expected = static_cast<size_t>(std::min<uint64_t>(buffer.size(), offset < size ? size - offset : 0));
+  const size_t expected =
+      static_cast<size_t>(std::min<uint64_t>(buffer.size(), offset < size ? size - offset : 0));
   if (expected == 0) {
     bytes = 0;
     return true;
@@ -260,7 +262,8 @@ Result<size_t> ContentReader::read(int fd, uint64_t offset, MutableBytes buffer,
     return status_for_errno(errno);
   }
   size_t cached_bytes = 0;
-  const bool cached = length != 0 && read_from_page_cache(fd, file, offset, buffer.first(length), cached_bytes);
+  const bool cached =
+      length != 0 && read_from_page_cache(fd, file, offset, buffer.first(length), cached_bytes);
   count_read(cached);
   if (length == 0) return size_t{0};
   if (cached) return cached_bytes;

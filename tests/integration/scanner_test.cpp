@@ -115,7 +115,8 @@ TEST_F(ScannerTest, RescanAfterAWriteWithNothingElsePendingDoesNotStopTheHost) {
   std::this_thread::sleep_for(1s);                      // every deadline of those events has passed
   write_file(path("file.txt"), "clean, and written again\n");
   const auto outcome = OpenProbe(path("file.txt")).result(5s);
-  EXPECT_EQ(outcome.error, 0) << (outcome.error == -1 ? "no answer: the host stopped reading its events" : "");
+  EXPECT_EQ(outcome.error, 0) << (outcome.error == -1 ? "no answer: the host stopped reading its events"
+                                                      : "");
   EXPECT_LT(outcome.elapsed_ms, 1000);
 }
 

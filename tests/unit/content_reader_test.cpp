@@ -246,7 +246,8 @@ TEST(ContentReader, ReadWaitsInTheQueueForABusyThreadWithinItsBound) {
 // pages not in the cache still go to the pool, where a stalled device costs only the bound.
 TEST(ContentReader, CachedPagesOfALocalFileAreReadOnTheCallersThread) {
   TempFile file("in the page cache");
-  if (!page_cache_reads_cannot_stall(file.fd)) GTEST_SKIP() << "/tmp is not a local file system fltport knows";
+  if (!page_cache_reads_cannot_stall(file.fd))
+    GTEST_SKIP() << "/tmp is not a local file system fltport knows";
   ContentReader reader(2, 1);
   std::string buffer(6, '.');
   auto read = reader.read(file.fd, 3, bytes_of(buffer), Clock::now() + 2s, "cached");
