@@ -322,11 +322,11 @@ void FilterManagerCore::shutdown() noexcept {
 // ---- events ----
 
 // Waits for events and turns what was queued into tasks. Called by one worker at a time.
-void FilterManagerCore::read_batch(std::vector<Task>& batch) noexcept {
+bool FilterManagerCore::read_batch(std::vector<Task>& batch) noexcept {
   pollfd fds[3] = {{permissions_.fd(), POLLIN, 0}, {notifications_.fd(), POLLIN, 0}, {wake_fd_, POLLIN, 0}};
   if (::poll(fds, 3, -1) < 0) {
     if (errno != EINTR) FLTPORT_LOG(error, "fltmgr", "poll failed: %s", std::strerror(errno));
-    return;
+    return true;
   }
   if (fanotify::groups_closed_by_fatal_signal()) {
     // The process is dying of a signal and its groups are closed (their numbers may be reused):
@@ -342,11 +342,13 @@ void FilterManagerCore::read_batch(std::vector<Task>& batch) noexcept {
     permissions_.read_events(events);
     for (auto& event : events) on_permission_event(event, batch);
   }
+  const size_t permission_tasks = batch.size();
   if ((fds[1].revents & POLLIN) != 0) {
     std::vector<fanotify::Notification> notifications;
     notifications_.read_events(notifications);
     for (const auto& notification : notifications) on_notification(notification, batch);
   }
+  return batch.size() == permission_tasks;
 }
 
 bool FilterManagerCore::exempt(pid_t pid) const {
@@ -748,12 +750,15 @@ void FilterManagerCore::worker() noexcept {
       reading_ = true;
       lock.unlock();
       batch.clear();
-      read_batch(batch);
+      const bool only_permission_events = read_batch(batch);
       lock.lock();
       reading_ = false;
       // Inline only while another worker can take the reading over: with every worker in a
       // callback, the reader keeps reading (and queueing), so deadlines and overload defaults hold.
-      if (batch.size() == 1 && tasks_.empty() && !stopping_ &&
+      // Never post-operations: they have no deadline, so nothing would notice the reading stopped,
+      // and a post-operation that opens a file under its own marks (the scanner rescanning what was
+      // written) would wait for a permission event that nobody reads.
+      if (batch.size() == 1 && only_permission_events && tasks_.empty() && !stopping_ &&
           (idle_workers_ > 0 || workers_.size() < kMaxWorkers)) {
         // One event and nothing queued: run it here, without waking another worker to read. If it
         // runs long, the deadline thread's watch hands the reading to another worker.

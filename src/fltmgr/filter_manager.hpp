@@ -77,7 +77,8 @@ class FilterManagerCore : public std::enable_shared_from_this<FilterManagerCore>
   FilterManagerCore(fanotify::PermissionGroup permissions, fanotify::NotificationGroup notifications,
                     FilterManagerOptions options);
   using Task = std::function<void()>;
-  void read_batch(std::vector<Task>& batch) noexcept;
+  // Appends the tasks of the events read; false when one of them runs post-operations.
+  bool read_batch(std::vector<Task>& batch) noexcept;
   void on_permission_event(fanotify::PermissionEvent& event, std::vector<Task>& batch);
   void on_notification(const fanotify::Notification& notification, std::vector<Task>& batch);
   void deadline_loop() noexcept;

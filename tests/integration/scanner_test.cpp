@@ -104,6 +104,21 @@ TEST_F(ScannerTest, CleanVerdictIsCachedUntilTheFileIsWritten) {
                                  << (denied > 0 ? std::strerror(denied) : "opened");
 }
 
+// The scanner rescans a file when it is closed after a write, opening it by path under its own
+// marks. A host that ran that post-operation on its only reading thread, with no deadline pending
+// to make anyone notice, left the rescan's own open (and every open after it) waiting for ever.
+TEST_F(ScannerTest, RescanAfterAWriteWithNothingElsePendingDoesNotStopTheHost) {
+  ASSERT_TRUE(start_fltmgrd({"--deadline-ms", "scanner=300"}));
+  ASSERT_TRUE(start_service());
+  write_file(path("file.txt"), "clean\n");
+  EXPECT_EQ(open_in_child(path("file.txt")).error, 0);  // scanned, and cached as clean
+  std::this_thread::sleep_for(1s);                      // every deadline of those events has passed
+  write_file(path("file.txt"), "clean, and written again\n");
+  const auto outcome = OpenProbe(path("file.txt")).result(5s);
+  EXPECT_EQ(outcome.error, 0) << (outcome.error == -1 ? "no answer: the host stopped reading its events" : "");
+  EXPECT_LT(outcome.elapsed_ms, 1000);
+}
+
 TEST_F(ScannerTest, StoppedServiceOpensTakeTheDefaultWithinTheDeadline) {
   ASSERT_TRUE(start_fltmgrd(
       {"--deadline-ms", "scanner=" + std::to_string(kDeadlineMs), "--default", "scanner=allow"}));
