@@ -4,10 +4,17 @@
 #
 #   scripts/fuzz.sh [seconds] [target...]      targets: ring_reader frame_decode control_protocol config (default: all)
 #
-# New inputs go to build/fuzz/work/<target>/corpus, never into fuzz/corpus; crashing inputs go to
-# build/fuzz/work/<target>/artifacts. To keep a crasher as a regression input, copy it into
-# fuzz/corpus/<target>/ (the fltport_fuzz_regression test then runs it in every build).
-# FUZZ_JOBS=N runs N fuzzing processes per target (libFuzzer -fork=N).
+# New inputs go to build/fuzz/work/<target>/corpus (<build dir>/work/...), never into fuzz/corpus (libFuzzer writes only
+# to the first corpus directory it is given; the checked-in one is passed second, read-only, and the
+# script fails if fuzz/corpus changed anyway); crashing inputs go to build/fuzz/work/<target>/artifacts.
+# To keep a crasher as a regression input, copy it into fuzz/corpus/<target>/ (the
+# fltport_fuzz_regression test then runs it in every build).
+# Exit status: 0 when every target ran its time without a crash, a leak, a timeout or an out-of-memory.
+#
+# Environment:
+#   FUZZ_JOBS=N               N fuzzing processes per target (libFuzzer -fork=N)
+#   FLTPORT_FUZZ_BUILD_DIR=D  build in D instead of build/fuzz (the preset's directory)
+# scripts/test.sh runs this after the presets with FLTPORT_FUZZ_SECONDS (default 60, 0 skips).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,9 +23,16 @@ shift || true
 targets=("$@")
 [[ ${#targets[@]} -gt 0 ]] || targets=(ring_reader frame_decode control_protocol config)
 [[ ${seconds} =~ ^[0-9]+$ ]] || { echo "usage: $0 [seconds] [target...]" >&2; exit 2; }
+for target in "${targets[@]}"; do
+  [[ -d fuzz/corpus/${target} ]] || { echo "unknown target ${target}" >&2; exit 2; }
+done
 
-cmake --preset fuzz >/dev/null
-cmake --build --preset fuzz -j "$(nproc)"
+build=${FLTPORT_FUZZ_BUILD_DIR:-build/fuzz}
+cmake --preset fuzz -B "${build}" >/dev/null
+cmake --build "${build}" -j "$(nproc)" --target "${targets[@]/#/fltport_fuzz_}"
+
+corpus_state() { find fuzz/corpus -type f -print0 | sort -z | xargs -0 sha1sum; }
+corpus_before=$(corpus_state)
 
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
@@ -26,9 +40,9 @@ export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 summary=()
 failed=0
 for target in "${targets[@]}"; do
-  binary=build/fuzz/fuzz/fltport_fuzz_${target}
+  binary=${build}/fuzz/fltport_fuzz_${target}
   seeds=fuzz/corpus/${target}
-  work=build/fuzz/work/${target}
+  work=${build}/work/${target}
   [[ -x ${binary} && -d ${seeds} ]] || { echo "unknown target ${target}" >&2; exit 2; }
   mkdir -p "${work}/corpus" "${work}/artifacts"
   rm -f "${work}"/artifacts/*
@@ -56,6 +70,11 @@ for target in "${targets[@]}"; do
     grep -m1 -A20 -E '^==[0-9]+==ERROR|fuzz invariant failed|runtime error' "${log}" | sed 's/^/  /' || true
   fi
 done
+
+if [[ $(corpus_state) != "${corpus_before}" ]]; then
+  echo "fuzz/corpus changed during the run: the fuzzers must write only under ${build}/work" >&2
+  failed=1
+fi
 
 echo "=== summary"
 printf '%s\n' "${summary[@]}"

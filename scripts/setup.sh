@@ -10,6 +10,9 @@ packages=(
   libzmq3-dev            # ZeroMQ: a baseline the benchmarks compare against
   gnuplot-nox            # scripts/bench.sh: the latency plot
   clang clang-format clang-tidy
+  clang-14 libclang-rt-14-dev  # the fuzz preset: libFuzzer and clang's ASan/UBSan runtimes (only
+                               # recommended by clang-14, and recommends are not installed here)
+  valgrind               # scripts/valgrind.sh (pulls in libc6-dbg, which memcheck needs on Debian)
 )
 
 missing=()

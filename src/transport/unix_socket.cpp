@@ -80,7 +80,8 @@ Status send_frame(int fd, const wire::FrameHeader& header, ConstBytes payload, D
   msghdr message{};
   message.msg_iov = parts;
   message.msg_iovlen = payload.empty() ? 1 : 2;
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
+  // Zeroed: CMSG_SPACE pads the 4-byte descriptor to 8, and the padding goes to the kernel too.
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
   if (passed_fd >= 0) {
     message.msg_control = control;
     message.msg_controllen = sizeof control;
