@@ -41,7 +41,10 @@ FLTPORT_BEGIN_C
  * lpContext (up to 65535 bytes) to the filter's ConnectNotify. The handle is closed with
  * CloseHandle. Unknown name: HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND); refused by the port's
  * security: E_ACCESSDENIED; too many connections: HRESULT_FROM_WIN32(ERROR_CONNECTION_COUNT_LIMIT);
- * refused by ConnectNotify: its status, converted by FltportHResultFromNtStatus. */
+ * refused by ConnectNotify: its status, converted by FltportHResultFromNtStatus. The filter process
+ * ended, or dropped the connection unanswered (too many connects in progress at once), during the
+ * connect: HRESULT_FROM_WIN32(ERROR_NO_SYSTEM_RESOURCES) or HRESULT_FROM_WIN32(ERROR_INVALID_HANDLE)
+ * (ours: Windows filters cannot end during a connect); trying again later may succeed. */
 FLTPORT_API HRESULT WINAPI FilterConnectCommunicationPort(LPCWSTR lpPortName, DWORD dwOptions,
                                                           LPCVOID lpContext, WORD wSizeOfContext,
                                                           LPSECURITY_ATTRIBUTES lpSecurityAttributes,

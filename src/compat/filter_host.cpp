@@ -1,10 +1,12 @@
 #include "compat/filter_host.hpp"
 
 #include <dlfcn.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include "base/log.hpp"
 #include "compat/flt_objects.hpp"
+#include "transport/runtime_dir.hpp"
 
 namespace fltport::host {
 
@@ -67,6 +69,25 @@ std::string find_plugin(const std::string& name, const std::vector<std::string>&
     }
   }
   return {};
+}
+
+Result<UniqueFd> lock_host(const std::string& directory, const std::string& file_name, std::string& holder) {
+  holder.clear();
+  auto opened = transport::open_runtime_directory(directory);
+  if (!opened) return opened.status();
+  auto lock = transport::open_lock_file(opened->fd(), directory, file_name);
+  if (!lock) return lock.status();
+  if (::flock(lock->fd(), LOCK_EX | LOCK_NB) != 0) {
+    char pid[16] = {};
+    const ssize_t n = ::pread(lock->fd(), pid, sizeof pid - 1, 0);
+    for (ssize_t i = 0; i < n && pid[i] >= '0' && pid[i] <= '9'; ++i) holder += pid[i];
+    return Status(STATUS_OBJECT_NAME_COLLISION);
+  }
+  const std::string pid = std::to_string(::getpid()) + "\n";
+  if (::ftruncate(lock->fd(), 0) != 0 || ::pwrite(lock->fd(), pid.data(), pid.size(), 0) < 0) {
+    // The lock is what matters; the pid is for the message a second host prints.
+  }
+  return lock;
 }
 
 }  // namespace fltport::host

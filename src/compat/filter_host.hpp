@@ -14,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include "base/unique_fd.hpp"
+
 struct _DRIVER_OBJECT;
 
 namespace fltport::host {
@@ -52,5 +54,14 @@ class FLTPORT_API FilterPlugin {
 
 // "<dir>/fltport-filter-<name>.so", then "<dir>/<name>.so", in each directory in turn; "" if none.
 FLTPORT_API std::string find_plugin(const std::string& name, const std::vector<std::string>& directories);
+
+// The host's own lock, "<directory>/<file_name>" (an flock held for the life of the process, so
+// that two hosts never share a runtime directory), opened with the checks a port's lock gets
+// (transport::open_runtime_directory, open_lock_file): no symlink, no FIFO, no one else's file.
+// The holder's pid is written into it. STATUS_OBJECT_NAME_COLLISION when a live process holds it
+// (`holder` then has the pid it wrote, or is empty); STATUS_ACCESS_DENIED when a check fails
+// (logged).
+FLTPORT_API Result<UniqueFd> lock_host(const std::string& directory, const std::string& file_name,
+                                       std::string& holder);
 
 }  // namespace fltport::host

@@ -213,8 +213,9 @@ void reader_thread(std::shared_ptr<ContentReader::Shared> shared) noexcept {
     if (shared->idle > 0 && !shared->queue.empty()) shared->work.notify_all();
     lock.unlock();
     if (caller_gone) {
-      FLTPORT_LOG(info, "fltmgr", "content read of %s returned after %lld ms, after its caller gave up",
-                  job->path.c_str(), ms_between(job->asked, Clock::now()));
+      FLTPORT_LOG_LIMITED(info, "fltmgr",
+                          "content read of %s returned after %lld ms, after its caller gave up",
+                          job->path.c_str(), ms_between(job->asked, Clock::now()));
     }
     job.reset();  // the fd's close, outside the lock (a FUSE close sends a flush)
     lock.lock();
@@ -326,10 +327,10 @@ Result<size_t> ContentReader::read(int fd, uint64_t offset, MutableBytes buffer,
     shared_->queue.erase(std::find(shared_->queue.begin(), shared_->queue.end(), job));
   }
   lock.unlock();
-  FLTPORT_LOG(warning, "fltmgr",
-              "content read of %s (%zu bytes at %llu) not done within %lld ms: STATUS_IO_TIMEOUT%s",
-              path.c_str(), length, static_cast<unsigned long long>(offset), ms_between(asked, until),
-              running ? "; its reader thread stays with it" : " (it waited for a reader thread)");
+  FLTPORT_LOG_LIMITED(warning, "fltmgr",
+                      "content read of %s (%zu bytes at %llu) not done within %lld ms: STATUS_IO_TIMEOUT%s",
+                      path.c_str(), length, static_cast<unsigned long long>(offset), ms_between(asked, until),
+                      running ? "; its reader thread stays with it" : " (it waited for a reader thread)");
   return Status(STATUS_IO_TIMEOUT);
 }
 
@@ -338,7 +339,7 @@ Status ContentReader::refuse(std::unique_lock<std::mutex>& lock, const Job& job)
   ++shared_->refused;
   const size_t running = shared_->running.size();
   lock.unlock();
-  FLTPORT_LOG(
+  FLTPORT_LOG_LIMITED(
       warning, "fltmgr",
       "content read of %s refused with STATUS_IO_TIMEOUT: every reader thread it could use is in a stalled "
       "read (%zu reads running)",

@@ -29,9 +29,8 @@ constexpr size_t kMaxTreeDirectories = 100000;  // directories one tree instance
 constexpr uint64_t kMaxWaiting = 16384;
 constexpr uint64_t kFdsKeptForTheHost = 256;
 constexpr size_t kMaxQueuedPostOperations =
-    16384;                                      // notifications read, waiting for post-operation callbacks
-constexpr size_t kMaxTaskBacklog = 4096;        // events read, waiting for a worker to run their callbacks
-constexpr unsigned kDefaultLogsPerSecond = 10;  // per filter
+    16384;                                // notifications read, waiting for post-operation callbacks
+constexpr size_t kMaxTaskBacklog = 4096;  // events read, waiting for a worker to run their callbacks
 constexpr int kDeadlineThreadNice = -10;
 
 uint64_t waiting_limit() {
@@ -116,30 +115,11 @@ struct FilterEntry {
     callbacks_done.wait(lock, [this] { return running_callbacks == 0; });
   }
 
-  // Defaults are each counted, but logged at most kDefaultLogsPerSecond a second: under a flood the
-  // log must not become the next thing that slows the host down.
-  bool should_log_default(uint64_t& suppressed_before) {
-    const int64_t second =
-        std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now().time_since_epoch())
-            .count();
-    std::lock_guard lock(callbacks_mutex);
-    if (second != log_second) {
-      log_second = second;
-      logged_this_second = 0;
-    }
-    if (logged_this_second >= kDefaultLogsPerSecond) {
-      ++defaults_not_logged;
-      return false;
-    }
-    ++logged_this_second;
-    suppressed_before = std::exchange(defaults_not_logged, 0);
-    return true;
-  }
+  // Defaults are each counted, but logged at most this rate: under a flood the log must not
+  // become the next thing that slows the host down.
+  log::RateLimit default_log{log::kLinesPerSecondPerSite};
 
-  std::mutex callbacks_mutex;  // also guards the log rate's fields
-  int64_t log_second = 0;
-  unsigned logged_this_second = 0;
-  uint64_t defaults_not_logged = 0;
+  std::mutex callbacks_mutex;
   std::condition_variable callbacks_done;
   int running_callbacks = 0;
   bool unregistered = false;
@@ -630,12 +610,13 @@ void FilterManagerCore::take_default(const std::shared_ptr<PermissionRequest>& r
   if (index >= request->chain.size()) return;
   const auto& filter = request->chain[index]->registration;
   uint64_t not_logged = 0;
-  if (request->chain[index]->should_log_default(not_logged)) {
-    FLTPORT_LOG(warning, "fltmgr", "%s: no verdict for %s of %s by pid %d within %lld ms; %s by default%s",
-                filter.name.c_str(), operation_name(request->event.operation), request->event.path.c_str(),
-                static_cast<int>(request->event.pid), static_cast<long long>(filter.deadline.count()),
-                filter.default_decision == Decision::allow ? "allowed" : "denied",
-                not_logged == 0 ? "" : (" (and " + std::to_string(not_logged) + " more not logged)").c_str());
+  if (log::enabled(log::Level::warning) && request->chain[index]->default_log.admit(not_logged)) {
+    log::write_after(not_logged, log::Level::warning, "fltmgr",
+                     "%s: no verdict for %s of %s by pid %d within %lld ms; %s by default",
+                     filter.name.c_str(), operation_name(request->event.operation),
+                     request->event.path.c_str(), static_cast<int>(request->event.pid),
+                     static_cast<long long>(filter.deadline.count()),
+                     filter.default_decision == Decision::allow ? "allowed" : "denied");
   }
   const bool allow = filter.default_decision == Decision::allow;
   resume(request, index, allow ? Verdict::allow() : Verdict::deny(), true);

@@ -210,8 +210,9 @@ void PortConnection::deliver(OutgoingMessage& m, std::unique_lock<std::mutex>& l
         ++credits_;
       } else {
         if (sent == Status(STATUS_TIMEOUT)) {
-          FLTPORT_LOG(warning, "port", "%s: service pid %d asked for messages but stopped reading; closing",
-                      shared_->name.c_str(), static_cast<int>(peer_.pid));
+          FLTPORT_LOG_LIMITED(warning, "port",
+                              "%s: service pid %d asked for messages but stopped reading; closing",
+                              shared_->name.c_str(), static_cast<int>(peer_.pid));
         }
         close_locked(STATUS_PORT_DISCONNECTED);
         m.failure = close_reason_;
@@ -268,8 +269,8 @@ Status PortConnection::send_to_service(const wire::FrameHeader& header, ConstByt
 bool PortConnection::set_up_shared_memory() {
   auto region = transport::SharedRegion::create();
   if (!region) {
-    FLTPORT_LOG(warning, "port", "%s: no shared memory for pid %d; using the socket", shared_->name.c_str(),
-                static_cast<int>(peer_.pid));
+    FLTPORT_LOG_LIMITED(warning, "port", "%s: no shared memory for pid %d; using the socket",
+                        shared_->name.c_str(), static_cast<int>(peer_.pid));
     return false;
   }
   using transport::RingDirection;
@@ -296,8 +297,9 @@ void PortConnection::violation(const char* what) noexcept {
 }
 
 void PortConnection::violation_locked(const char* what) noexcept {
-  FLTPORT_LOG(warning, "port", "%s: closing the connection of pid %d (uid %u): %s", shared_->name.c_str(),
-              static_cast<int>(peer_.pid), static_cast<unsigned>(peer_.uid), what);
+  FLTPORT_LOG_LIMITED(warning, "port", "%s: closing the connection of pid %d (uid %u): %s",
+                      shared_->name.c_str(), static_cast<int>(peer_.pid), static_cast<unsigned>(peer_.uid),
+                      what);
   close_locked(STATUS_PORT_DISCONNECTED);
 }
 
@@ -364,8 +366,8 @@ bool PortConnection::handshake() {
         .ok();
   };
   if (!shared_->security.admits(peer_)) {
-    FLTPORT_LOG(info, "port", "%s: refused pid %d uid %u", shared_->name.c_str(), static_cast<int>(peer_.pid),
-                static_cast<unsigned>(peer_.uid));
+    FLTPORT_LOG_LIMITED(info, "port", "%s: refused pid %d uid %u", shared_->name.c_str(),
+                        static_cast<int>(peer_.pid), static_cast<unsigned>(peer_.uid));
     answer(STATUS_ACCESS_DENIED);
     return false;
   }
@@ -638,8 +640,8 @@ void ServerPortCore::accept_loop() noexcept {
     std::lock_guard lock(mutex_);
     reap_finished_locked();
     if (connections_.size() >= static_cast<size_t>(shared_->max_connections) + kMaxHandshakes) {
-      FLTPORT_LOG(warning, "port", "%s: too many connections in progress; dropping pid %d",
-                  shared_->name.c_str(), static_cast<int>(peer->pid));
+      FLTPORT_LOG_LIMITED(warning, "port", "%s: too many connections in progress; dropping pid %d",
+                          shared_->name.c_str(), static_cast<int>(peer->pid));
       continue;
     }
     auto connection = std::make_shared<PortConnection>(shared_, std::move(*accepted), std::move(*peer));

@@ -234,8 +234,8 @@ Result<PeerCredentials> peer_credentials(int fd) {
   if (::getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &groups_length) == 0) {
     peer.groups.assign(groups, groups + groups_length / sizeof(gid_t));
   } else {
-    FLTPORT_LOG(info, "transport", "no supplementary groups for pid %d: %s", static_cast<int>(peer.pid),
-                std::strerror(errno));
+    FLTPORT_LOG_LIMITED(info, "transport", "no supplementary groups for pid %d: %s",
+                        static_cast<int>(peer.pid), std::strerror(errno));
   }
   return peer;
 }

@@ -11,12 +11,13 @@
 #include <chrono>
 #include <cstring>
 #include <fstream>
+#include <iterator>
 #include <string>
 #include <vector>
 
 #include <fltport/fltuser.h>
-#include <fltport/port.hpp>
 #include <gtest/gtest.h>
+#include <fltport/port.hpp>
 
 #include "control/control_protocol.hpp"
 #include "support/captured_process.hpp"
@@ -128,7 +129,7 @@ TEST(FltmgrdProtocol, TablesEscapeAndPage) {
   EXPECT_EQ(page->next, 0u);
   EXPECT_EQ(rows, 100u);
 
-  EXPECT_FALSE(control::decode_table("FLTCTL/1 next=0\n#n\nabc\n"));  // not a number
+  EXPECT_FALSE(control::decode_table("FLTCTL/1 next=0\n#n\nabc\n"));     // not a number
   EXPECT_FALSE(control::decode_table("FLTCTL/1 next=0\nname\na\tb\n"));  // too many fields
   EXPECT_FALSE(control::decode_table("garbage"));
 }
@@ -165,6 +166,23 @@ TEST(Fltmgrd, SecondDaemonOnTheSameRuntimeDirectoryRefuses) {
   // The first one is unharmed.
   first.signal(SIGTERM);
   EXPECT_EQ(first.finish(2s), 0) << first.err;
+}
+
+// Someone who could write the runtime directory plants fltmgrd.lock as a symlink to a file of
+// theirs: fltmgrd must neither follow it (it would truncate and write its pid there) nor start.
+TEST(Fltmgrd, RefusesALockFilePlantedAsASymlink) {
+  fltport::test::ScopedRuntimeDir runtime;
+  TempDir elsewhere;
+  const std::string victim = elsewhere.path() + "/victim";
+  { std::ofstream(victim) << "keep me\n"; }
+  ASSERT_EQ(::symlink(victim.c_str(), (runtime.path() + "/fltmgrd.lock").c_str()), 0) << std::strerror(errno);
+  Proc daemon(daemon_args());
+  EXPECT_EQ(daemon.finish(5s), 1);
+  EXPECT_NE(daemon.err.find("fltmgrd.lock"), std::string::npos) << daemon.err;
+  EXPECT_EQ(daemon.out.find("ready"), std::string::npos);
+  std::ifstream in(victim);
+  std::string content((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(content, "keep me\n");
 }
 
 TEST(Fltmgrd, UnknownFilterAtStartupFailsClearly) {
@@ -253,8 +271,9 @@ TEST(Fltmgrd, ControlPortRejectsMalformedRequests) {
     std::vector<std::byte> output(fltport::control::kMaxResponseSize);
     auto send = [&](const std::string& bytes) {
       size_t returned = 0;
-      return connection->send(fltport::ConstBytes(reinterpret_cast<const std::byte*>(bytes.data()), bytes.size()),
-                              fltport::MutableBytes(output), returned);
+      return connection->send(
+          fltport::ConstBytes(reinterpret_cast<const std::byte*>(bytes.data()), bytes.size()),
+          fltport::MutableBytes(output), returned);
     };
     using namespace std::string_literals;
     EXPECT_EQ(send("FLTCTL/1\0bogus\0"s), fltport::Status(STATUS_INVALID_PARAMETER));
@@ -267,8 +286,9 @@ TEST(Fltmgrd, ControlPortRejectsMalformedRequests) {
     std::vector<std::byte> tiny(4);
     size_t returned = 0;
     const std::string request = "FLTCTL/1\0filters\0"s;
-    EXPECT_EQ(connection->send(fltport::ConstBytes(reinterpret_cast<const std::byte*>(request.data()), request.size()),
-                               fltport::MutableBytes(tiny), returned),
+    EXPECT_EQ(connection->send(
+                  fltport::ConstBytes(reinterpret_cast<const std::byte*>(request.data()), request.size()),
+                  fltport::MutableBytes(tiny), returned),
               fltport::Status(STATUS_BUFFER_TOO_SMALL));
     EXPECT_LE(returned, tiny.size());
   }
@@ -303,7 +323,8 @@ TEST(Management, ArgumentChecks) {
   EXPECT_EQ(FilterLoad(L""), E_INVALIDARG);
   EXPECT_EQ(FilterLoad(L"../x"), E_INVALIDARG);
   EXPECT_EQ(FilterFindFirst(FilterFullInformation, buffer, sizeof buffer, nullptr, &find), E_INVALIDARG);
-  EXPECT_EQ(FilterFindFirst(FilterAggregateBasicInformation, buffer, sizeof buffer, &returned, &find), E_INVALIDARG);
+  EXPECT_EQ(FilterFindFirst(FilterAggregateBasicInformation, buffer, sizeof buffer, &returned, &find),
+            E_INVALIDARG);
   EXPECT_EQ(FilterInstanceFindFirst(L"x", InstanceBasicInformation, buffer, sizeof buffer, &returned, &find),
             E_INVALIDARG);
   EXPECT_EQ(FilterFindNext(reinterpret_cast<HANDLE>(0x7777770), FilterFullInformation, buffer, sizeof buffer,
@@ -324,8 +345,9 @@ TEST(Management, EmptyDaemonEnumeratesNothing) {
   EXPECT_EQ(find, INVALID_HANDLE_VALUE);
   EXPECT_EQ(FilterVolumeFindFirst(FilterVolumeBasicInformation, buffer, sizeof buffer, &returned, &find),
             HRESULT_FROM_WIN32(ERROR_NO_MORE_ITEMS));
-  EXPECT_EQ(FilterInstanceFindFirst(L"scanner", InstanceFullInformation, buffer, sizeof buffer, &returned, &find),
-            HRESULT_FROM_WIN32(ERROR_NO_MORE_ITEMS));
+  EXPECT_EQ(
+      FilterInstanceFindFirst(L"scanner", InstanceFullInformation, buffer, sizeof buffer, &returned, &find),
+      HRESULT_FROM_WIN32(ERROR_NO_MORE_ITEMS));
   const HRESULT load = FilterLoad(L"nosuchfilter");
   EXPECT_TRUE(FAILED(load));
   EXPECT_EQ(load, HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND));  // as Windows: no such driver file
@@ -336,7 +358,9 @@ TEST(Management, EmptyDaemonEnumeratesNothing) {
 }
 
 #ifdef FLTPORT_TEST_SCANNER_PLUGIN_DIR
-std::wstring wide(const std::string& text) { return std::wstring(text.begin(), text.end()); }
+std::wstring wide(const std::string& text) {
+  return std::wstring(text.begin(), text.end());
+}
 
 TEST(Management, LoadAttachEnumerateDetachUnloadWithTheScanner) {
   const std::string plugin_dir = FLTPORT_TEST_SCANNER_PLUGIN_DIR;
@@ -371,8 +395,9 @@ TEST(Management, LoadAttachEnumerateDetachUnloadWithTheScanner) {
   EXPECT_EQ(FilterFindClose(find), S_OK);
 
   // Instances.
-  ASSERT_EQ(FilterInstanceFindFirst(L"scanner", InstanceFullInformation, buffer, sizeof buffer, &returned, &find),
-            S_OK);
+  ASSERT_EQ(
+      FilterInstanceFindFirst(L"scanner", InstanceFullInformation, buffer, sizeof buffer, &returned, &find),
+      S_OK);
   auto* instance = reinterpret_cast<INSTANCE_FULL_INFORMATION*>(buffer);
   auto text = [&](USHORT offset, USHORT length) {
     return std::wstring(reinterpret_cast<const WCHAR*>(buffer + offset), length / sizeof(WCHAR));
@@ -385,15 +410,17 @@ TEST(Management, LoadAttachEnumerateDetachUnloadWithTheScanner) {
   EXPECT_EQ(FilterInstanceFindClose(find), S_OK);
 
   // Volumes.
-  ASSERT_EQ(FilterVolumeFindFirst(FilterVolumeBasicInformation, buffer, sizeof buffer, &returned, &find), S_OK);
+  ASSERT_EQ(FilterVolumeFindFirst(FilterVolumeBasicInformation, buffer, sizeof buffer, &returned, &find),
+            S_OK);
   auto* volume = reinterpret_cast<FILTER_VOLUME_BASIC_INFORMATION*>(buffer);
   EXPECT_EQ(std::wstring(volume->FilterVolumeName, volume->FilterVolumeNameLength / sizeof(WCHAR)),
             wide(dir.path()));
   EXPECT_EQ(CloseHandle(find), TRUE);  // CloseHandle works on find handles too
 
   EXPECT_EQ(FilterDetach(L"scanner", wide(dir.path()).c_str(), nullptr), S_OK);
-  EXPECT_EQ(FilterInstanceFindFirst(L"scanner", InstanceFullInformation, buffer, sizeof buffer, &returned, &find),
-            HRESULT_FROM_WIN32(ERROR_NO_MORE_ITEMS));
+  EXPECT_EQ(
+      FilterInstanceFindFirst(L"scanner", InstanceFullInformation, buffer, sizeof buffer, &returned, &find),
+      HRESULT_FROM_WIN32(ERROR_NO_MORE_ITEMS));
   EXPECT_EQ(FilterUnload(L"scanner"), S_OK);
   EXPECT_EQ(FilterFindFirst(FilterFullInformation, buffer, sizeof buffer, &returned, &find),
             HRESULT_FROM_WIN32(ERROR_NO_MORE_ITEMS));

@@ -156,29 +156,6 @@ int env_int(const char* name, int fallback) {
   return text != nullptr && *text != '\0' ? std::atoi(text) : fallback;
 }
 
-// What each thread of a process waits for (for a failure message); for a thread in openat, the path.
-std::string describe_tasks(pid_t pid) {
-  std::string text;
-  const std::string proc = "/proc/" + std::to_string(pid);
-  std::error_code error;
-  for (const auto& task : std::filesystem::directory_iterator(proc + "/task", error)) {
-    const std::string syscall = test::read_file(task.path() / "syscall");
-    text += "  task " + task.path().filename().string() + ": " + test::read_file(task.path() / "wchan") +
-            " | " + syscall;
-    unsigned long number = 0, dirfd = 0, address = 0;
-    if (std::sscanf(syscall.c_str(), "%lu %lx %lx", &number, &dirfd, &address) == 3 && number == 257) {
-      char path[256] = {};
-      const int mem = ::open((proc + "/mem").c_str(), O_RDONLY | O_CLOEXEC);
-      if (mem >= 0 && ::pread(mem, path, sizeof path - 1, static_cast<off_t>(address)) > 0) {
-        text += "    openat path: " + std::string(path) + "\n";
-      }
-      if (mem >= 0) ::close(mem);
-    }
-    text += test::read_file(task.path() / "stack");
-  }
-  return text;
-}
-
 // Every fanotify group on the machine: its process and its marks (for a failure message).
 std::string describe_fanotify_groups() {
   std::string text;
@@ -433,14 +410,14 @@ class ScannerLoad {
     std::optional<int> status = files_load_->wait_exit(15s);
     std::string stuck;
     if (!status) {
-      const std::string host = describe_tasks(fltmgrd_pid());
-      stuck = describe_tasks(files_load_->pid()) + "fltmgrd:\n" + host + "fanotify groups:\n" +
+      const std::string host = test::describe_tasks(fltmgrd_pid());
+      stuck = test::describe_tasks(files_load_->pid()) + "fltmgrd:\n" + host + "fanotify groups:\n" +
               describe_fanotify_groups();
       if (host.find("fanotify_handle_event") != std::string::npos) {
         stuck +=
-            "fltmgrd itself waits in open(2) for a permission event that nobody reads (a post-operation "
-            "run inline by the only reader opens a file under its own marks; FLTPORT_SOAK_REWRITES=0 "
-            "avoids the writes that lead there)\n";
+            "fltmgrd itself waits in open(2) for a permission event that nobody reads (as when a "
+            "post-operation ran inline on the only reader and opened a file under the host's own marks, "
+            "fixed in eada836)\n";
       }
     }
     const std::string log = test::read_file(runtime_ + "/files.log");

@@ -15,6 +15,7 @@
 #include <sys/fanotify.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -81,6 +82,62 @@ inline size_t count(const std::string& text, const std::string& needle) {
 // Writes as an ordinary process (this one): the open is scanned, the close after write too.
 inline void write_file(const std::string& path, const std::string& content) {
   std::ofstream(path, std::ios::trunc | std::ios::binary) << content;
+}
+
+// What each thread of a process waits for (for a failure message); for a thread in openat, the path.
+inline std::string describe_tasks(pid_t pid) {
+  std::string text;
+  const std::string proc = "/proc/" + std::to_string(pid);
+  std::error_code error;
+  for (const auto& task : std::filesystem::directory_iterator(proc + "/task", error)) {
+    const std::string syscall = read_file(task.path() / "syscall");
+    text += "  task " + task.path().filename().string() + ": " + read_file(task.path() / "wchan") + " | " +
+            syscall;
+    unsigned long number = 0, dirfd = 0, address = 0;
+    if (std::sscanf(syscall.c_str(), "%lu %lx %lx", &number, &dirfd, &address) == 3 && number == 257) {
+      char path[256] = {};
+      const int mem = ::open((proc + "/mem").c_str(), O_RDONLY | O_CLOEXEC);
+      if (mem >= 0 && ::pread(mem, path, sizeof path - 1, static_cast<off_t>(address)) > 0) {
+        text += "    openat path: " + std::string(path) + "\n";
+      }
+      if (mem >= 0) ::close(mem);
+    }
+    text += read_file(task.path() / "stack");
+  }
+  return text;
+}
+
+// Every fanotify inode mark on this path's inode, in any process on the machine (their fdinfo
+// lines "fanotify ino:<hex> sdev:<hex> ..."): "pid <p> fd <f>" for each. When a host dies, the
+// kernel must have dropped its marks with its groups.
+inline std::vector<std::string> fanotify_marks_on(const std::string& path) {
+  std::vector<std::string> holders;
+  struct stat target {};
+  if (::stat(path.c_str(), &target) != 0) return holders;
+  // fdinfo prints the kernel's dev_t: major << 20 | minor.
+  const unsigned long kernel_dev =
+      (static_cast<unsigned long>(major(target.st_dev)) << 20) | minor(target.st_dev);
+  std::error_code error;
+  for (const auto& process : std::filesystem::directory_iterator("/proc", error)) {
+    const std::string pid = process.path().filename().string();
+    if (pid.empty() || pid[0] < '0' || pid[0] > '9') continue;
+    std::error_code fd_error;
+    for (const auto& fd : std::filesystem::directory_iterator(process.path() / "fd", fd_error)) {
+      char link[64] = {};
+      if (::readlink(fd.path().c_str(), link, sizeof link - 1) <= 0) continue;
+      if (std::string(link).find("fanotify") == std::string::npos) continue;
+      const std::string info = read_file(process.path() / "fdinfo" / fd.path().filename());
+      for (size_t at = info.find("fanotify ino:"); at != std::string::npos;
+           at = info.find("fanotify ino:", at + 1)) {
+        unsigned long inode = 0, dev = 0;
+        if (std::sscanf(info.c_str() + at, "fanotify ino:%lx sdev:%lx", &inode, &dev) == 2 &&
+            inode == target.st_ino && dev == kernel_dev) {
+          holders.push_back("pid " + pid + " fd " + fd.path().filename().string());
+        }
+      }
+    }
+  }
+  return holders;
 }
 
 // ---- child processes ----

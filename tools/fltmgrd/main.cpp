@@ -402,8 +402,8 @@ class Daemon {
                  std::to_string(host.overload_defaults), std::to_string(host.kernel_queued),
                  std::to_string(host.post_operations_queued), std::to_string(host.post_operations_dropped),
                  std::to_string(host.permission_overflows), std::to_string(host.notification_overflows),
-                 std::to_string(reads.reads), std::to_string(reads.from_page_cache), std::to_string(reads.timeouts),
-                 std::to_string(reads.stuck)});
+                 std::to_string(reads.reads), std::to_string(reads.from_page_cache),
+                 std::to_string(reads.timeouts), std::to_string(reads.stuck)});
       return table.finish(request.start);
     }
     if (request.command == "ports") {
@@ -532,34 +532,20 @@ class Daemon {
   bool filtering_stopped_ = false;  // main thread only
 };
 
-// Holds "<runtime dir>/fltmgrd.lock" for the life of the process; -1 when another fltmgrd has it.
-int take_lock(const std::string& runtime_dir) {
-  if (::mkdir(runtime_dir.c_str(), 0755) != 0 && errno != EEXIST) {
-    say("cannot create the runtime directory %s: %s", runtime_dir.c_str(), std::strerror(errno));
-    return -1;
+// Holds "<runtime dir>/fltmgrd.lock" for the life of the process; empty when another fltmgrd has
+// it or the directory or file fails its checks (said why).
+fltport::UniqueFd take_lock(const std::string& runtime_dir) {
+  std::string holder;
+  auto lock = fltport::host::lock_host(runtime_dir, "fltmgrd.lock", holder);
+  if (lock) return std::move(*lock);
+  if (lock.status() == Status(STATUS_OBJECT_NAME_COLLISION)) {
+    say("another fltmgrd is already running on %s (%s/fltmgrd.lock is held%s%s); not starting",
+        runtime_dir.c_str(), runtime_dir.c_str(), holder.empty() ? "" : " by pid ", holder.c_str());
+  } else {
+    say("cannot take %s/fltmgrd.lock: %s; not starting", runtime_dir.c_str(),
+        lock.status().to_string().c_str());
   }
-  const std::string path = runtime_dir + "/fltmgrd.lock";
-  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
-  if (fd < 0) {
-    say("cannot open %s: %s", path.c_str(), std::strerror(errno));
-    return -1;
-  }
-  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
-    char pid[32] = {};
-    const ssize_t n = ::pread(fd, pid, sizeof pid - 1, 0);
-    if (n > 0) pid[n] = '\0';
-    for (char* p = pid; *p; ++p)
-      if (*p == '\n') *p = '\0';
-    say("another fltmgrd is already running on %s (%s is held%s%s); not starting", runtime_dir.c_str(),
-        path.c_str(), pid[0] ? " by pid " : "", pid);
-    ::close(fd);
-    return -1;
-  }
-  const std::string pid = std::to_string(::getpid()) + "\n";
-  if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, pid.data(), pid.size(), 0) < 0) {
-    // The lock is what matters; the pid is informational.
-  }
-  return fd;
+  return {};
 }
 
 template <class Handler>
@@ -723,8 +709,8 @@ int run(int argc, char** argv) {
   }
 
   const std::string runtime_dir = runtime_directory();
-  const int lock_fd = take_lock(runtime_dir);
-  if (lock_fd < 0) return 1;
+  const fltport::UniqueFd lock = take_lock(runtime_dir);
+  if (!lock.valid()) return 1;
 
   Daemon daemon(directories, std::move(config), runtime_dir);
   Status status = daemon.start_manager();
@@ -777,7 +763,6 @@ int run(int argc, char** argv) {
   });
   watchdog.detach();
   daemon.shutdown();
-  ::close(lock_fd);
   say("stopped");
   return 0;
 }
