@@ -7,6 +7,7 @@
 // the port suite's results.
 //
 //   fltport-bench-fanotify [--files N] [--json PATH] [--fltmgrd PATH --plugin-dir DIR --service PATH]
+//                          [--service-threads N]   (the scanner service's worker threads; its default: 2)
 #include <fltport/filter.hpp>
 
 #include <fcntl.h>
@@ -282,11 +283,13 @@ std::unique_ptr<Daemon> start_process(const std::vector<std::string>& argv, cons
 // sent to the service), second pass cached.
 std::vector<LatencyStats> scanner(const std::string& directory, const std::vector<std::string>& files,
                                   const std::string& fltmgrd, const std::string& plugin_dir,
-                                  const std::string& service) {
+                                  const std::string& service, const std::string& service_threads) {
   auto host = start_process({fltmgrd, "--foreground", "--plugin-dir", plugin_dir, "--load", "scanner",
                              "--attach", "scanner=" + directory},
                             "fltmgrd: ready");
-  auto scanning = start_process({service}, nullptr);
+  std::vector<std::string> service_command{service};
+  if (!service_threads.empty()) service_command.insert(service_command.end(), {"-t", service_threads});
+  auto scanning = start_process(service_command, nullptr);
   std::this_thread::sleep_for(std::chrono::milliseconds(500));  // it connects within a few ms
   const pid_t host_pid = host->process->pid(), service_pid = scanning->process->pid();
   auto daemons_cpu = [&] {
@@ -313,6 +316,7 @@ int main(int argc, char** argv) {
   std::string fltmgrd = FLTPORT_BENCH_FLTMGRD;
   std::string plugin_dir = FLTPORT_BENCH_PLUGIN_DIR;
   std::string service = FLTPORT_BENCH_SCANNER_SERVICE;
+  std::string service_threads;
   for (int i = 1; i < argc; ++i) {
     const bool has_value = i + 1 < argc;
     if (std::strcmp(argv[i], "--files") == 0 && has_value) {
@@ -325,9 +329,12 @@ int main(int argc, char** argv) {
       plugin_dir = argv[++i];
     } else if (std::strcmp(argv[i], "--service") == 0 && has_value) {
       service = argv[++i];
+    } else if (std::strcmp(argv[i], "--service-threads") == 0 && has_value) {
+      service_threads = argv[++i];
     } else {
       std::fprintf(stderr,
-                   "usage: %s [--files N] [--json PATH] [--fltmgrd PATH --plugin-dir DIR --service PATH]\n",
+                   "usage: %s [--files N] [--json PATH] [--fltmgrd PATH --plugin-dir DIR --service PATH] "
+                   "[--service-threads N]\n",
                    argv[0]);
       return 2;
     }
@@ -366,7 +373,7 @@ int main(int argc, char** argv) {
       [&] { return std::vector{filter_manager(directory, files, true)}; });
   if (!fltmgrd.empty() && !service.empty()) {
     run({"fltmgrd + scanner + service, uncached", "fltmgrd + scanner + service, cached"},
-        [&] { return scanner(directory, files, fltmgrd, plugin_dir, service); });
+        [&] { return scanner(directory, files, fltmgrd, plugin_dir, service, service_threads); });
   }
   std::filesystem::remove_all(directory);
   std::filesystem::remove_all(runtime);

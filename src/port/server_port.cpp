@@ -275,8 +275,11 @@ bool PortConnection::set_up_shared_memory() {
   }
   using transport::RingDirection;
   const auto spin = transport::effective_spin_budget(shared_->spin_budget);
-  // The service is known asleep when its reader of our ring sleeps: then it is not working on
-  // anything of ours, and a reply takes at least a wake-up.
+  // The service is known asleep when its reader of our ring sleeps: then room in that ring takes
+  // at least a wake-up, and a writer waiting for it does not spin. A sender waiting for its reply
+  // does spin though the service slept when the message went: the message itself woke it, and
+  // catching the reply within the budget saves this thread a wake-up of its own (fanotify bench,
+  // scanner path uncached: 92-95 -> 82-83 us per open, 3.1x -> 2.7x the bare responder).
   const auto* service_asleep = &region->control(RingDirection::to_service).consumer_sleeping;
   std::lock_guard lock(mutex_);
   if (closed_) return false;
@@ -286,7 +289,7 @@ bool PortConnection::set_up_shared_memory() {
       transport::WaitPolicy{spin, service_asleep}, region_.sync_key(RingDirection::to_service));
   from_service_ = std::make_unique<transport::RingReader>(
       &region_.control(RingDirection::to_filter), region_.slots(RingDirection::to_filter), reply_socket_.fd(),
-      transport::WaitPolicy{spin, service_asleep}, region_.sync_key(RingDirection::to_filter));
+      transport::WaitPolicy{spin, nullptr}, region_.sync_key(RingDirection::to_filter));
   shared_memory_.store(true, std::memory_order_release);
   return true;
 }
