@@ -76,6 +76,7 @@
 
 #include "base/log.hpp"
 #include "support/c_filter.hpp"
+#include "support/proc_info.hpp"
 #include "support/process.hpp"
 #include "support/raw_client.hpp"
 #include "transport/runtime_dir.hpp"
@@ -223,23 +224,6 @@ ProcessFigures figures_of(pid_t pid) {
     ::closedir(dir);
   }
   return figures;
-}
-
-// What the process's descriptors are (socket:[inode], /memfd:..., pipe:[...]), for a failure message.
-std::string descriptors_of(pid_t pid) {
-  const std::string directory = "/proc/" + std::to_string(pid) + "/fd";
-  std::string text;
-  if (DIR* dir = ::opendir(directory.c_str())) {
-    while (const dirent* entry = ::readdir(dir)) {
-      if (entry->d_name[0] == '.') continue;
-      char target[256] = {};
-      const ssize_t n = ::readlink((directory + "/" + entry->d_name).c_str(), target, sizeof target - 1);
-      text += std::string(entry->d_name) + "=" + (n > 0 ? std::string(target, static_cast<size_t>(n)) : "?") +
-              " ";
-    }
-    ::closedir(dir);
-  }
-  return text;
 }
 
 // CPU time of the whole calling process, in microseconds.

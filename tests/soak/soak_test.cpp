@@ -46,6 +46,7 @@
 
 #include "soak/soak_shared.hpp"
 #include "support/host_harness.hpp"
+#include "support/proc_info.hpp"
 #include "support/runtime_dir.hpp"
 
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
@@ -80,18 +81,7 @@ struct ProcSample {
 // FLTPORT_SOAK_DEBUG=1: what each of a process's fds is, at each sample.
 void print_fds(const char* who, pid_t pid) {
   if (std::getenv("FLTPORT_SOAK_DEBUG") == nullptr) return;
-  const std::string dir_path = "/proc/" + std::to_string(pid) + "/fd";
-  std::string line;
-  if (DIR* dir = ::opendir(dir_path.c_str())) {
-    while (const dirent* entry = ::readdir(dir)) {
-      if (entry->d_name[0] == '.') continue;
-      char target[256] = {};
-      const ssize_t n = ::readlink((dir_path + "/" + entry->d_name).c_str(), target, sizeof target - 1);
-      line += std::string(" ") + entry->d_name + "=" + (n > 0 ? target : "?");
-    }
-    ::closedir(dir);
-  }
-  std::printf("[ debug ] %s fds:%s\n", who, line.c_str());
+  std::printf("[ debug ] %s fds: %s\n", who, test::descriptors_of(pid).c_str());
 }
 
 ProcSample sample(pid_t pid) {
@@ -154,30 +144,6 @@ std::string self_path() {
 int env_int(const char* name, int fallback) {
   const char* text = std::getenv(name);
   return text != nullptr && *text != '\0' ? std::atoi(text) : fallback;
-}
-
-// Every fanotify group on the machine: its process and its marks (for a failure message).
-std::string describe_fanotify_groups() {
-  std::string text;
-  std::error_code error;
-  for (const auto& process : std::filesystem::directory_iterator("/proc", error)) {
-    const std::string name = process.path().filename().string();
-    if (name.empty() || name[0] < '0' || name[0] > '9') continue;
-    std::error_code fd_error;
-    for (const auto& fd : std::filesystem::directory_iterator(process.path() / "fd", fd_error)) {
-      char target[64] = {};
-      if (::readlink(fd.path().c_str(), target, sizeof target - 1) <= 0) continue;
-      if (std::string(target).find("fanotify") == std::string::npos) continue;
-      const std::string info = test::read_file(process.path() / "fdinfo" / fd.path().filename());
-      std::string cmdline = test::read_file(process.path() / "cmdline");
-      std::replace(cmdline.begin(), cmdline.end(), '\0', ' ');
-      text += "  pid " + name + " fd " + fd.path().filename().string() + " (" + cmdline.substr(0, 160) +
-              "): " + std::to_string(test::count(info, "fanotify ino:")) + " inode marks, " +
-              std::to_string(test::count(info, "fanotify mnt_id:")) + " mount marks, " +
-              std::to_string(test::count(info, "fanotify sdev:")) + " filesystem marks\n";
-    }
-  }
-  return text;
 }
 
 // ---- the file load: a process (this binary, --soak-role=files) that opens the watched files and
@@ -412,7 +378,7 @@ class ScannerLoad {
     if (!status) {
       const std::string host = test::describe_tasks(fltmgrd_pid());
       stuck = test::describe_tasks(files_load_->pid()) + "fltmgrd:\n" + host + "fanotify groups:\n" +
-              describe_fanotify_groups();
+              test::describe_fanotify_groups();
       if (host.find("fanotify_handle_event") != std::string::npos) {
         stuck +=
             "fltmgrd itself waits in open(2) for a permission event that nobody reads (as when a "

@@ -107,6 +107,23 @@ inline std::string describe_tasks(pid_t pid) {
   return text;
 }
 
+// Calls visit(pid, fd, fdinfo text) for every fanotify group open in any process on the machine.
+template <class Visit>
+void for_each_fanotify_group(Visit visit) {
+  std::error_code error;
+  for (const auto& process : std::filesystem::directory_iterator("/proc", error)) {
+    const std::string pid = process.path().filename().string();
+    if (pid.empty() || pid[0] < '0' || pid[0] > '9') continue;
+    std::error_code fd_error;
+    for (const auto& fd : std::filesystem::directory_iterator(process.path() / "fd", fd_error)) {
+      char link[64] = {};
+      if (::readlink(fd.path().c_str(), link, sizeof link - 1) <= 0) continue;
+      if (std::string(link).find("fanotify") == std::string::npos) continue;
+      visit(pid, fd.path().filename().string(), read_file(process.path() / "fdinfo" / fd.path().filename()));
+    }
+  }
+}
+
 // Every fanotify inode mark on this path's inode, in any process on the machine (their fdinfo
 // lines "fanotify ino:<hex> sdev:<hex> ..."): "pid <p> fd <f>" for each. When a host dies, the
 // kernel must have dropped its marks with its groups.
@@ -117,27 +134,31 @@ inline std::vector<std::string> fanotify_marks_on(const std::string& path) {
   // fdinfo prints the kernel's dev_t: major << 20 | minor.
   const unsigned long kernel_dev =
       (static_cast<unsigned long>(major(target.st_dev)) << 20) | minor(target.st_dev);
-  std::error_code error;
-  for (const auto& process : std::filesystem::directory_iterator("/proc", error)) {
-    const std::string pid = process.path().filename().string();
-    if (pid.empty() || pid[0] < '0' || pid[0] > '9') continue;
-    std::error_code fd_error;
-    for (const auto& fd : std::filesystem::directory_iterator(process.path() / "fd", fd_error)) {
-      char link[64] = {};
-      if (::readlink(fd.path().c_str(), link, sizeof link - 1) <= 0) continue;
-      if (std::string(link).find("fanotify") == std::string::npos) continue;
-      const std::string info = read_file(process.path() / "fdinfo" / fd.path().filename());
-      for (size_t at = info.find("fanotify ino:"); at != std::string::npos;
-           at = info.find("fanotify ino:", at + 1)) {
-        unsigned long inode = 0, dev = 0;
-        if (std::sscanf(info.c_str() + at, "fanotify ino:%lx sdev:%lx", &inode, &dev) == 2 &&
-            inode == target.st_ino && dev == kernel_dev) {
-          holders.push_back("pid " + pid + " fd " + fd.path().filename().string());
-        }
+  for_each_fanotify_group([&](const std::string& pid, const std::string& fd, const std::string& info) {
+    for (size_t at = info.find("fanotify ino:"); at != std::string::npos;
+         at = info.find("fanotify ino:", at + 1)) {
+      unsigned long inode = 0, dev = 0;
+      if (std::sscanf(info.c_str() + at, "fanotify ino:%lx sdev:%lx", &inode, &dev) == 2 &&
+          inode == target.st_ino && dev == kernel_dev) {
+        holders.push_back("pid " + pid + " fd " + fd);
       }
     }
-  }
+  });
   return holders;
+}
+
+// Every fanotify group on the machine: its process and its marks (for a failure message).
+inline std::string describe_fanotify_groups() {
+  std::string text;
+  for_each_fanotify_group([&](const std::string& pid, const std::string& fd, const std::string& info) {
+    std::string cmdline = read_file("/proc/" + pid + "/cmdline");
+    std::replace(cmdline.begin(), cmdline.end(), '\0', ' ');
+    text += "  pid " + pid + " fd " + fd + " (" + cmdline.substr(0, 160) +
+            "): " + std::to_string(count(info, "fanotify ino:")) + " inode marks, " +
+            std::to_string(count(info, "fanotify mnt_id:")) + " mount marks, " +
+            std::to_string(count(info, "fanotify sdev:")) + " filesystem marks\n";
+  });
+  return text;
 }
 
 // ---- child processes ----
