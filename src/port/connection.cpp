@@ -70,10 +70,7 @@ Result<std::shared_ptr<ServiceConnection>> ServiceConnection::connect(const std:
 
 ServiceConnection::ServiceConnection(UniqueFd socket, UniqueFd reply_socket, transport::SharedRegion region,
                                      std::chrono::nanoseconds spin_budget)
-    : socket_(std::move(socket)),
-      reply_socket_(std::move(reply_socket)),
-      region_(std::move(region)),
-      receive_buffer_(wire::kMaxFrameSize) {
+    : socket_(std::move(socket)), reply_socket_(std::move(reply_socket)), region_(std::move(region)) {
   if (!region_.valid()) return;
   using transport::RingDirection;
   const auto spin = transport::effective_spin_budget(spin_budget);
@@ -202,14 +199,14 @@ bool ServiceConnection::receive_one(Lock& lock, Deadline deadline, bool reader_i
 bool ServiceConnection::receive_frame(Lock& lock, Deadline deadline, bool& responded) {
   reading_ = true;
   lock.unlock();
-  const auto received = from_filter_ ? from_filter_->receive(receive_buffer_, deadline)
-                                     : transport::receive_frame(socket_.fd(), receive_buffer_, deadline);
+  const MutableBytes buffer = receive_buffer_.span();
+  const auto received = from_filter_ ? from_filter_->receive(buffer, deadline)
+                                     : transport::receive_frame(socket_.fd(), buffer, deadline);
   lock.lock();
   reading_ = false;
   bool progressed = true;
   if (received) {
-    const auto decoded =
-        wire::decode(std::span(receive_buffer_).first(*received), wire::Direction::to_service);
+    const auto decoded = wire::decode(buffer.first(*received), wire::Direction::to_service);
     if (decoded.ok()) {
       dispatch(decoded.frame);
       responded = responded || decoded.frame.type() == FrameType::response;

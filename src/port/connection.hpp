@@ -103,7 +103,7 @@ class ServiceConnection {
   bool reading_ = false;
   bool broken_ = false;
   NTSTATUS broken_status_ = STATUS_SUCCESS;
-  std::vector<std::byte> receive_buffer_;  // owned by the current reader
+  wire::FrameBuffer receive_buffer_;  // owned by the current reader
 
   // No allocation per message once warm: the inbox keeps its slots' buffers, and the few ids in
   // flight are found by a scan.

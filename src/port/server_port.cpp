@@ -22,19 +22,6 @@ constexpr size_t kMaxNotifyWorkers = 4;     // MessageNotify calls running at on
 constexpr size_t kWithdrawnMemory = 4096;   // timed-out ids remembered to excuse late replies
 constexpr size_t kMaxHandshakes = 64;       // connections not yet accepted, per port
 
-// A receive buffer that is not zeroed first: recvmsg writes what arrives, and only that is read.
-// (A value-initialised vector zeroes, and so faults in, every page of its 64 or 128 KiB: for a
-// connection that sends one small frame that was most of what it cost the filter, ~100 us of CPU
-// per connection in a flood of them, taken from every other connection on a small machine.)
-class ReceiveBuffer {
- public:
-  explicit ReceiveBuffer(size_t size) : bytes_(new std::byte[size]), size_(size) {}
-  MutableBytes span() const noexcept { return {bytes_.get(), size_}; }
-
- private:
-  std::unique_ptr<std::byte[]> bytes_;
-  size_t size_;
-};
 }  // namespace
 
 PortConnection::PortConnection(std::shared_ptr<PortShared> shared, UniqueFd socket, PeerCredentials peer)
@@ -125,8 +112,9 @@ bool PortConnection::read_reply_channel(std::unique_lock<std::mutex>& lock, Dead
 bool PortConnection::read_reply_frame(std::unique_lock<std::mutex>& lock, Deadline deadline) {
   reply_reader_active_ = true;
   lock.unlock();
-  const auto received = from_service_ ? from_service_->receive(reply_buffer_, deadline)
-                                      : transport::receive_frame(reply_socket_.fd(), reply_buffer_, deadline);
+  const MutableBytes buffer = reply_buffer_->span();
+  const auto received = from_service_ ? from_service_->receive(buffer, deadline)
+                                      : transport::receive_frame(reply_socket_.fd(), buffer, deadline);
   lock.lock();
   reply_reader_active_ = false;
   reply_reader_left_.notify_all();
@@ -141,7 +129,7 @@ bool PortConnection::read_reply_frame(std::unique_lock<std::mutex>& lock, Deadli
     }
     return true;
   }
-  const auto decoded = wire::decode(std::span(reply_buffer_).first(*received), wire::Direction::to_filter);
+  const auto decoded = wire::decode(buffer.first(*received), wire::Direction::to_filter);
   if (!decoded.ok()) {
     violation_locked(decoded.error);
     return true;
@@ -340,7 +328,7 @@ void PortConnection::run() noexcept {
 }
 
 bool PortConnection::handshake() {
-  const ReceiveBuffer buffer(wire::kHeaderSize + kMaxConnectionContextSize);
+  const wire::FrameBuffer buffer(wire::kHeaderSize + kMaxConnectionContextSize);
   UniqueFd passed;
   const auto received =
       transport::receive_frame(socket_.fd(), buffer.span(), Timeout::Clock::now() + kHandshakeLimit, &passed);
@@ -361,7 +349,7 @@ bool PortConnection::handshake() {
     std::lock_guard lock(mutex_);  // close_locked() may be shutting it down from another thread
     if (closed_) return false;
     reply_socket_ = std::move(passed);
-    reply_buffer_.resize(wire::kMaxFrameSize);
+    reply_buffer_.emplace();
   }
   auto answer = [this](NTSTATUS status) {
     return transport::send_frame(socket_.fd(), wire::make_header(FrameType::welcome, 0, 0, status), {},
@@ -415,7 +403,7 @@ bool PortConnection::handshake() {
 }
 
 void PortConnection::receive_loop() {
-  const ReceiveBuffer buffer(wire::kMaxFrameSize);
+  const wire::FrameBuffer buffer;
   for (;;) {
     const auto received = transport::receive_frame(socket_.fd(), buffer.span(), Deadline::max());
     if (!received) {

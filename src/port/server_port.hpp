@@ -12,6 +12,7 @@
 #include <deque>
 #include <list>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <unordered_set>
 #include <vector>
@@ -125,7 +126,7 @@ class PortConnection : public std::enable_shared_from_this<PortConnection> {
   // that waits for a credit takes it and sends its message itself. Without that channel both come
   // on `socket_` through this connection's thread.
   UniqueFd reply_socket_;
-  std::vector<std::byte> reply_buffer_;
+  std::optional<wire::FrameBuffer> reply_buffer_;  // once the service passed its reply channel
   // The shared-memory path: the service's replies and credits come on `from_service_` (with
   // `reply_socket_` carrying only frames too large for a slot), every frame to it on `to_service_`
   // (with `socket_` carrying the large ones). Set in the handshake, before any message can flow.
