@@ -21,7 +21,6 @@ constexpr size_t kMaxPendingRequests = 64;  // FilterSendMessage calls queued fo
 constexpr size_t kMaxNotifyWorkers = 4;     // MessageNotify calls running at once per connection
 constexpr size_t kWithdrawnMemory = 4096;   // timed-out ids remembered to excuse late replies
 constexpr size_t kMaxHandshakes = 64;       // connections not yet accepted, per port
-
 }  // namespace
 
 PortConnection::PortConnection(std::shared_ptr<PortShared> shared, UniqueFd socket, PeerCredentials peer)

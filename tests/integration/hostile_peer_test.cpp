@@ -203,30 +203,6 @@ enum Command : uint64_t {
 
 // ---- figures of a process, from /proc ----
 
-struct ProcessFigures {
-  long rss_kib = -1;
-  int fds = -1;
-  int threads = -1;
-};
-
-ProcessFigures figures_of(pid_t pid) {
-  ProcessFigures figures;
-  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(status, line)) {
-    if (line.rfind("VmRSS:", 0) == 0) figures.rss_kib = std::atol(line.c_str() + 6);
-    if (line.rfind("Threads:", 0) == 0) figures.threads = std::atoi(line.c_str() + 8);
-  }
-  if (DIR* dir = ::opendir(("/proc/" + std::to_string(pid) + "/fd").c_str())) {
-    figures.fds = 0;
-    while (const dirent* entry = ::readdir(dir)) {
-      if (entry->d_name[0] != '.') ++figures.fds;
-    }
-    ::closedir(dir);
-  }
-  return figures;
-}
-
 // CPU time of the whole calling process, in microseconds.
 uint64_t process_cpu_us() {
   rusage usage{};
@@ -1615,7 +1591,7 @@ void HostilePeer::run_case(const HostileCase& c) {
       "%llu "
       "disconnected, "
       "%llu other, longest %llu ms)\n"
-      "[ measured ]   filter RSS %ld -> %ld KiB, fds %d -> %d, threads %d -> %d\n%s",
+      "[ measured ]   filter RSS %ld -> %ld KiB, fds %ld -> %ld, threads %ld -> %ld\n%s",
       c.name, transport_label(), undisturbed_p50, medians(2, &PhaseFigures::p99_us), disturbed_p50,
       medians(1, &PhaseFigures::p99_us), ratio, idle_p50, medians(0, &PhaseFigures::p99_us), idle_ratio,
       static_cast<unsigned long long>(samples), medians(0, &PhaseFigures::filter_cpu),

@@ -16,12 +16,12 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdlib>
-#include <filesystem>
 #include <mutex>
 #include <thread>
 
 #include "support/c_filter.hpp"
 #include "support/host_harness.hpp"
+#include "support/proc_info.hpp"
 #include "support/process.hpp"
 
 namespace fltport::test {
@@ -34,16 +34,6 @@ int64_t now_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
              std::chrono::steady_clock::now().time_since_epoch())
       .count();
-}
-
-size_t count_entries(const char* directory) {
-  size_t n = 0;
-  std::error_code error;
-  for (auto it = std::filesystem::directory_iterator(directory, error);
-       !error && it != std::filesystem::directory_iterator(); it.increment(error)) {
-    ++n;
-  }
-  return n;
 }
 
 // What a service call may return once the filter is gone: the port handle no longer leads
@@ -85,15 +75,13 @@ uint64_t serve_one_filter(Signal& connected, Signal& killed, uint64_t& detail, u
   std::mutex mutex;
   std::condition_variable ended_cv;
   int ended = 0;
-  std::atomic<int64_t> last_end_ns{0};
+  int64_t last_end_ns = 0;  // when the later of the two calls returned
   std::atomic<uint64_t> got{0}, sent{0};
   HRESULT getter_end = S_OK, sender_end = S_OK;
   auto finish = [&](HRESULT& slot, HRESULT result) {
-    int64_t t = now_ns();
-    int64_t seen = last_end_ns.load();
-    while (t > seen && !last_end_ns.compare_exchange_weak(seen, t)) {
-    }
+    const int64_t end_ns = now_ns();
     std::lock_guard lock(mutex);
+    last_end_ns = std::max(last_end_ns, end_ns);
     slot = result;
     ++ended;
     ended_cv.notify_all();
@@ -143,13 +131,13 @@ uint64_t serve_one_filter(Signal& connected, Signal& killed, uint64_t& detail, u
     detail = static_cast<uint32_t>(sender_end);
     return kSenderStatus;
   }
-  if (kill_time && last_end_ns.load() > static_cast<int64_t>(*kill_time)) {
-    worst_release_us = std::max<uint64_t>(worst_release_us, (last_end_ns.load() - *kill_time) / 1000);
-  }
-  if (kill_time && last_end_ns.load() - static_cast<int64_t>(*kill_time) >
-                       std::chrono::duration_cast<std::chrono::nanoseconds>(kReleasedWithin).count()) {
-    detail = static_cast<uint64_t>((last_end_ns.load() - static_cast<int64_t>(*kill_time)) / 1000000);
-    return kReleasedLate;
+  if (kill_time) {
+    const int64_t released_ns = last_end_ns - static_cast<int64_t>(*kill_time);
+    if (released_ns > 0) worst_release_us = std::max<uint64_t>(worst_release_us, released_ns / 1000);
+    if (released_ns > std::chrono::duration_cast<std::chrono::nanoseconds>(kReleasedWithin).count()) {
+      detail = static_cast<uint64_t>(released_ns / 1000000);
+      return kReleasedLate;
+    }
   }
   if (!CloseHandle(port)) return kCloseFailed;
   return kHeld;
@@ -173,14 +161,16 @@ TEST_F(KillLoop, FilterProcessKilledAtRandomPointsWhileAServiceWorksWithIt) {
       round_result.notify(failure | (detail << 8));
       if (failure == kNotReleased) return 3;
       if (round == 0) {
-        fds_start = count_entries("/proc/self/fd");
-        threads_start = count_entries("/proc/self/task");
+        const ProcessFigures start = figures_of(::getpid());
+        fds_start = static_cast<size_t>(start.fds);
+        threads_start = static_cast<size_t>(start.threads);
       }
     }
     report.notify(fds_start);
-    report.notify(count_entries("/proc/self/fd"));
+    const ProcessFigures end = figures_of(::getpid());
+    report.notify(static_cast<uint64_t>(end.fds));
     report.notify(threads_start);
-    report.notify(count_entries("/proc/self/task"));
+    report.notify(static_cast<uint64_t>(end.threads));
     report.notify(messages);
     report.notify(sends);
     report.notify(connects);

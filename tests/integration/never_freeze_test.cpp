@@ -10,6 +10,7 @@
 #include <string>
 
 #include "support/host_harness.hpp"
+#include "support/proc_info.hpp"
 #include "support/scoped_env.hpp"
 
 #ifndef FLTPORT_TEST_PROBE_PLUGIN_DIR
@@ -431,16 +432,6 @@ TEST_F(NeverFreeze, ServiceStoppedForAMinuteNeverHoldsAnOpenPastTheDeadline) {
       static_cast<unsigned long long>(report.worst_us), kDeadlineMs, defaults);
 }
 
-size_t count_entries(const std::string& directory) {
-  std::error_code error;
-  size_t n = 0;
-  for (auto it = std::filesystem::directory_iterator(directory, error);
-       !error && it != std::filesystem::directory_iterator(); it.increment(error)) {
-    ++n;
-  }
-  return n;
-}
-
 // Issue 6, faults: kill -9 at random points under load. 100 times the service (fltmgrd's fds and
 // threads stay flat, opens go on), then 40 times fltmgrd itself with its service connected (opens
 // under the dead host's marks go on at once; nothing of it is left).
@@ -451,9 +442,7 @@ TEST_F(NeverFreeze, KillNineAtRandomPointsUnderLoad) {
   ASSERT_TRUE(start_service());
   Loader loader(files, 200s, 2);
   std::this_thread::sleep_for(200ms);
-  const std::string proc = "/proc/" + std::to_string(fltmgrd_->pid());
-  const size_t fds_before = count_entries(proc + "/fd");
-  const size_t threads_before = count_entries(proc + "/task");
+  const ProcessFigures before = figures_of(fltmgrd_->pid());
   unsigned seed = 12345;
   for (int i = 0; i < 100; ++i) {
     if (i > 0) {
@@ -463,11 +452,10 @@ TEST_F(NeverFreeze, KillNineAtRandomPointsUnderLoad) {
     service_->kill();
   }
   std::this_thread::sleep_for(300ms);  // the last disconnect is handled
-  const size_t fds_after = count_entries(proc + "/fd");
-  const size_t threads_after = count_entries(proc + "/task");
-  EXPECT_LE(fds_after, fds_before + 2) << "fltmgrd's fds: " << fds_before << " -> " << fds_after;
-  EXPECT_LE(threads_after, threads_before + 16)
-      << "fltmgrd's threads: " << threads_before << " -> " << threads_after;
+  const ProcessFigures after = figures_of(fltmgrd_->pid());
+  EXPECT_LE(after.fds, before.fds + 2) << "fltmgrd's fds: " << before.fds << " -> " << after.fds;
+  EXPECT_LE(after.threads, before.threads + 16)
+      << "fltmgrd's threads: " << before.threads << " -> " << after.threads;
   EXPECT_TRUE(fltmgrd_->alive());
 
   int host_kills = 0;
@@ -495,9 +483,9 @@ TEST_F(NeverFreeze, KillNineAtRandomPointsUnderLoad) {
   const std::vector<std::string> marks = fanotify_marks_on(watched_);
   EXPECT_TRUE(marks.empty()) << "marks left on " << watched_ << ": " << ::testing::PrintToString(marks);
   std::printf(
-      "[ measured ] kill -9: 100 services and %d hosts under load; fltmgrd fds %zu -> %zu, threads %zu -> "
-      "%zu; loader %llu opens, worst %llu us, %llu failed; fanotify marks left on the directory: %zu\n",
-      host_kills, fds_before, fds_after, threads_before, threads_after,
+      "[ measured ] kill -9: 100 services and %d hosts under load; fltmgrd fds %ld -> %ld, threads %ld -> "
+      "%ld; loader %llu opens, worst %llu us, %llu failed; fanotify marks left on the directory: %zu\n",
+      host_kills, before.fds, after.fds, before.threads, after.threads,
       static_cast<unsigned long long>(report.opens), static_cast<unsigned long long>(report.worst_us),
       static_cast<unsigned long long>(report.failures), marks.size());
 }

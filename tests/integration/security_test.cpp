@@ -7,12 +7,12 @@
 
 #include <fltport/port.hpp>
 
-#include <dirent.h>
 #include <unistd.h>
 
 #include <vector>
 
 #include "support/c_filter.hpp"
+#include "support/proc_info.hpp"
 #include "support/process.hpp"
 
 namespace fltport::test {
@@ -89,12 +89,7 @@ TEST_F(Security, NullDescriptorAdmitsRootOnly) {
 
 // Descriptors the calling process has open.
 int open_descriptors() {
-  int count = 0;
-  if (DIR* dir = ::opendir("/proc/self/fd")) {
-    while (const dirent* entry = ::readdir(dir)) count += entry->d_name[0] != '.';
-    ::closedir(dir);
-  }
-  return count - 1;  // the directory's own
+  return static_cast<int>(figures_of(::getpid()).fds) - 1;  // less the listing's own
 }
 
 TEST_F(Security, RefusedPeerLeavesNoConnectionBehind) {

@@ -22,7 +22,6 @@
 // Environment: FLTPORT_SOAK_SECONDS (5..840, default 600), FLTPORT_SOAK_SEED (default 6),
 // FLTPORT_SOAK_SCANNER=0 (no fanotify half), FLTPORT_SOAK_REWRITES=0 (the file load only opens),
 // FLTPORT_SOAK_DEBUG=1 (the filter process's fds at each sample).
-#include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -72,38 +71,13 @@ constexpr long long kWorstOpenMs = 3000;  // any open, service up or down (deadl
 
 // ---- /proc ----
 
-struct ProcSample {
-  long rss_kib = -1;
-  long fds = -1;
-  long threads = -1;
-};
-
 // FLTPORT_SOAK_DEBUG=1: what each of a process's fds is, at each sample.
 void print_fds(const char* who, pid_t pid) {
   if (std::getenv("FLTPORT_SOAK_DEBUG") == nullptr) return;
   std::printf("[ debug ] %s fds: %s\n", who, test::descriptors_of(pid).c_str());
 }
 
-ProcSample sample(pid_t pid) {
-  ProcSample s;
-  const std::string proc = "/proc/" + std::to_string(pid);
-  std::ifstream status(proc + "/status");
-  std::string line;
-  while (std::getline(status, line)) {
-    if (line.rfind("VmRSS:", 0) == 0) s.rss_kib = std::atol(line.c_str() + 6);
-    if (line.rfind("Threads:", 0) == 0) s.threads = std::atol(line.c_str() + 8);
-  }
-  if (DIR* dir = ::opendir((proc + "/fd").c_str())) {
-    s.fds = 0;
-    while (const dirent* entry = ::readdir(dir)) {
-      if (entry->d_name[0] != '.') ++s.fds;
-    }
-    ::closedir(dir);
-  }
-  return s;
-}
-
-void keep_peak(ProcSample& peak, const ProcSample& now) {
+void keep_peak(test::ProcessFigures& peak, const test::ProcessFigures& now) {
   peak.rss_kib = std::max(peak.rss_kib, now.rss_kib);
   peak.fds = std::max(peak.fds, now.fds);
   peak.threads = std::max(peak.threads, now.threads);
@@ -115,14 +89,15 @@ std::string mib(long kib) {
   return text;
 }
 
-std::string describe(const ProcSample& start, const ProcSample& end, const ProcSample& peak) {
+std::string describe(const test::ProcessFigures& start, const test::ProcessFigures& end,
+                     const test::ProcessFigures& peak) {
   return "RSS " + mib(start.rss_kib) + " -> " + mib(end.rss_kib) + ", fds " + std::to_string(start.fds) +
          " -> " + std::to_string(end.fds) + ", threads " + std::to_string(start.threads) + " -> " +
          std::to_string(end.threads) + " (peak under load: RSS " + mib(peak.rss_kib) + ", " +
          std::to_string(peak.fds) + " fds, " + std::to_string(peak.threads) + " threads)";
 }
 
-void expect_flat(const char* who, const ProcSample& start, const ProcSample& end) {
+void expect_flat(const char* who, const test::ProcessFigures& start, const test::ProcessFigures& end) {
   EXPECT_GT(start.fds, 0) << who;
   EXPECT_LE(end.fds, start.fds + kFdSlack) << who << ": fds " << start.fds << " -> " << end.fds;
   EXPECT_LE(end.threads, start.threads + kThreadSlack)
@@ -334,7 +309,8 @@ class ScannerLoad {
     }
   }
 
-  void report_and_check(const ProcSample& start, const ProcSample& end, const ProcSample& peak) {
+  void report_and_check(const test::ProcessFigures& start, const test::ProcessFigures& end,
+                        const test::ProcessFigures& peak) {
     EXPECT_EQ(service_failures_, 0) << failure_text_;
     EXPECT_TRUE(files_stopped_);
     const uint64_t opens = shared_->file_opens, open_failures = shared_->file_open_failures;
@@ -458,7 +434,7 @@ TEST_F(Soak, MixedLoadWithClientChurn) {
   uint64_t hung_calls = 0;
   std::string crash_text;
   int target = 12;
-  ProcSample filter_peak, fltmgrd_peak;
+  test::ProcessFigures filter_peak, fltmgrd_peak;
   auto last_sample = Clock::now();
 
   auto reap = [&] {
@@ -512,8 +488,8 @@ TEST_F(Soak, MixedLoadWithClientChurn) {
     check_calls();
     if (Clock::now() - last_sample >= 1s) {
       last_sample = Clock::now();
-      keep_peak(filter_peak, sample(filter.pid()));
-      if (scanner) keep_peak(fltmgrd_peak, sample(scanner->fltmgrd_pid()));
+      keep_peak(filter_peak, test::figures_of(filter.pid()));
+      if (scanner) keep_peak(fltmgrd_peak, test::figures_of(scanner->fltmgrd_pid()));
     }
     ASSERT_TRUE(filter.alive()) << "the filter process ended:\n" << test::read_file(filter_log);
     if (scanner) {
@@ -547,7 +523,7 @@ TEST_F(Soak, MixedLoadWithClientChurn) {
     // Threads that are ending (a connection's) leave within moments: wait until the count is steady.
     long previous = -1;
     for (int steady = 0, rounds = 0; steady < 3 && rounds < 50; ++rounds) {
-      const long now = sample(filter.pid()).threads;
+      const long now = test::figures_of(filter.pid()).threads;
       steady = now == previous ? steady + 1 : 0;
       previous = now;
       std::this_thread::sleep_for(100ms);
@@ -560,8 +536,9 @@ TEST_F(Soak, MixedLoadWithClientChurn) {
   ASSERT_FALSE(HasFatalFailure());
   ASSERT_TRUE(quiesce());
   print_fds("filter start", filter.pid());
-  const ProcSample filter_start = sample(filter.pid());
-  const ProcSample fltmgrd_start = scanner ? sample(scanner->fltmgrd_pid()) : ProcSample{};
+  const test::ProcessFigures filter_start = test::figures_of(filter.pid());
+  const test::ProcessFigures fltmgrd_start =
+      scanner ? test::figures_of(scanner->fltmgrd_pid()) : test::ProcessFigures{};
   const uint64_t sent_at_start = shared->sent.load();
   if (scanner) scanner->resume();
   run_for(duration - std::chrono::duration_cast<milliseconds>(Clock::now() - load_start));
@@ -569,8 +546,9 @@ TEST_F(Soak, MixedLoadWithClientChurn) {
   const auto load_ms = std::chrono::duration_cast<milliseconds>(Clock::now() - load_start).count();
   ASSERT_TRUE(quiesce());
   print_fds("filter end", filter.pid());
-  const ProcSample filter_end = sample(filter.pid());
-  const ProcSample fltmgrd_end = scanner ? sample(scanner->fltmgrd_pid()) : ProcSample{};
+  const test::ProcessFigures filter_end = test::figures_of(filter.pid());
+  const test::ProcessFigures fltmgrd_end =
+      scanner ? test::figures_of(scanner->fltmgrd_pid()) : test::ProcessFigures{};
   const uint64_t sent_between = shared->sent.load() - sent_at_start;
 
   // Stop: the filter's senders end, it closes its port and unregisters.
