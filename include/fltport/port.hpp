@@ -94,6 +94,10 @@ enum class PortTransport : uint8_t { shared_memory, socket };
 // while it lasts; a wake-up from sleep costs ~10 us on a VM. 0 = sleep at once. The environment
 // variable FLTPORT_SPIN_NS overrides it. No spinning when the peer is known to be asleep.
 inline constexpr std::chrono::nanoseconds kDefaultSpinBudget{50'000};
+// A service's default is longer: its reader waits for the filter's next message, and between two
+// file operations of one process lies the kernel's own round trip (~35 us on a 2-vCPU VM), which
+// a 50 us budget misses often enough to put the service to sleep on every other event.
+inline constexpr std::chrono::nanoseconds kDefaultServiceSpinBudget{100'000};
 
 struct ReplyInfo {
   size_t length = 0;                       // bytes copied into the reply buffer
@@ -211,7 +215,7 @@ struct ConnectOptions {
   ConstBytes context;
   bool sync_handle = false;  // FLT_PORT_FLAG_SYNC_HANDLE
   PortTransport transport = PortTransport::shared_memory;
-  std::chrono::nanoseconds spin_budget = kDefaultSpinBudget;
+  std::chrono::nanoseconds spin_budget = kDefaultServiceSpinBudget;
 };
 
 // The service's connection to a port (FilterConnectCommunicationPort). Move-only; every member

@@ -68,8 +68,13 @@ class ServiceConnection {
   // Waits, reading frames when nobody else does, until `ready()` or the connection breaks.
   template <class Ready>
   Status pump(Lock& lock, Ready ready, bool getter, Deadline deadline);
+  // With the rings: waits on the ring's bell as the standby, until the filter publishes while
+  // nobody reads, the reader hands this thread something, or the connection breaks.
+  bool wait_as_standby(Lock& lock, Waiter& self, Deadline deadline);
+  void wake(Waiter& waiter) noexcept;
   void wake_for_arrivals(bool reader_is_getter, bool responded) noexcept;
-  // Called by a thread that stops reading: wakes one waiter to read in its place.
+  // Called by a thread that stops reading: someone must read in its place, now (a sleeper on the
+  // socket path) or once the filter publishes (the standby, on the rings).
   void hand_over_reading() noexcept;
   // Takes frames that already arrived (a withdrawal crossing our reply) without waiting.
   void drain_arrived(Lock& lock);
@@ -100,6 +105,11 @@ class ServiceConnection {
   std::thread watcher_;
   std::mutex mutex_;
   IntrusiveList<Waiter, &Waiter::hook> sleepers_;
+  // With the rings, one waiter sleeps on the ring's bell rather than its condition variable: a
+  // reader that takes its message leaves the ring to it without a wake-up, and takes the reading
+  // back itself if it returns before the next message (a service answering one event at a time
+  // then costs no system call however many threads wait).
+  Waiter* standby_ = nullptr;
   bool reading_ = false;
   bool broken_ = false;
   NTSTATUS broken_status_ = STATUS_SUCCESS;

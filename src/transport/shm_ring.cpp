@@ -79,8 +79,16 @@ bool sleep_unless(std::atomic<uint32_t>& sleeping, std::atomic<uint32_t>& bell, 
   return sleep;
 }
 
-void wake_if_sleeping(std::atomic<uint32_t>& sleeping, std::atomic<uint32_t>& bell) noexcept {
-  if (sleeping.load(std::memory_order_seq_cst) != 0) ring_bell(bell);
+int64_t steady_ns() noexcept {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(Timeout::Clock::now().time_since_epoch())
+      .count();
+}
+
+void wake_if_sleeping(std::atomic<uint32_t>& sleeping, std::atomic<uint32_t>& bell,
+                      std::atomic<int64_t>* rung_at = nullptr) noexcept {
+  if (sleeping.load(std::memory_order_seq_cst) == 0) return;
+  if (rung_at != nullptr) rung_at->store(steady_ns(), std::memory_order_relaxed);
+  ring_bell(bell);
 }
 
 inline void cpu_relax() noexcept {
@@ -100,9 +108,7 @@ bool AdaptiveSpin::spin_until(Ready ready, Deadline deadline) noexcept {
   if (budget.count() <= 0) return ready();
   const auto start = Timeout::Clock::now();
   const Deadline end = std::min(deadline, start + budget);
-  // After a short pure spin, each round also yields: when the peer waits for our CPU (more
-  // runnable threads than CPUs), it runs at once instead of after our whole budget.
-  const Deadline pure_spin_end = std::min(end, start + kPureSpin);
+  const Deadline pure_spin_end = std::min(end, start + policy_.pure_spin);
   for (unsigned i = 1;; ++i) {
     if (ready()) {
       current_ns_.store(std::min(policy_.spin.count(), budget.count() * 2), std::memory_order_relaxed);
@@ -121,11 +127,11 @@ bool AdaptiveSpin::spin_until(Ready ready, Deadline deadline) noexcept {
   return ready();
 }
 
-void AdaptiveSpin::after_sleep(std::chrono::nanoseconds waited) noexcept {
+void AdaptiveSpin::after_sleep(std::chrono::nanoseconds peer_took) noexcept {
   const int64_t budget = current_ns_.load(std::memory_order_relaxed);
-  if (waited <= policy_.spin) {
+  if (peer_took <= policy_.spin) {
     // Spinning that long would have saved the sleep: spin longer next time.
-    current_ns_.store(std::min(policy_.spin.count(), std::max(budget, 2 * waited.count())),
+    current_ns_.store(std::min(policy_.spin.count(), std::max(budget, 2 * peer_took.count())),
                       std::memory_order_relaxed);
   } else {
     // The peer takes longer than any spin we allow (it is slow, or shares our CPU and needs it).
@@ -259,7 +265,7 @@ Status RingWriter::send(const wire::FrameHeader& header, ConstBytes payload, Dea
   RingControl& c = *control_;
   sync_release(sync_key_);
   c.head.store(head_, std::memory_order_seq_cst);
-  wake_if_sleeping(c.consumer_sleeping, c.data_bell);
+  wake_if_sleeping(c.consumer_sleeping, c.data_bell, &c.data_rung_at_ns);
   return STATUS_SUCCESS;
 }
 
@@ -322,13 +328,25 @@ Result<size_t> RingReader::receive(MutableBytes buffer, Deadline deadline) noexc
   bool slept = false;
   for (;;) {
     auto taken = take(buffer);
-    if (slept && taken) spin_.after_sleep(Timeout::Clock::now() - started);
+    if (slept && taken) {
+      // Our own wake-up (10-15 us on a VM) is no reason to spin less: judge the budget by when the
+      // producer rang, if its stamp (the peer's word, so only trusted within our wait) says so.
+      const auto woke = Timeout::Clock::now();
+      const auto rung = Deadline(std::chrono::nanoseconds(c.data_rung_at_ns.load(std::memory_order_relaxed)));
+      spin_.after_sleep(rung >= started && rung <= woke ? rung - started : woke - started);
+    }
     if (taken || taken.status() != Status(STATUS_NO_MORE_ENTRIES)) return taken;
     if (stopped_.load(std::memory_order_acquire)) return Status(STATUS_PORT_DISCONNECTED);
     if (deadline == Deadline::min()) return Status(STATUS_TIMEOUT);
     const auto now = Timeout::Clock::now();
     if (now >= deadline) return Status(STATUS_TIMEOUT);
-    if (started == Deadline{}) started = now;
+    if (started == Deadline{}) {
+      started = now;
+      // We read from here on: a record need not ring the bell (see leave()). Written only when
+      // set, since the producer reads this line after every record.
+      if (c.consumer_sleeping.load(std::memory_order_relaxed) != 0)
+        c.consumer_sleeping.store(0, std::memory_order_relaxed);
+    }
     if (spin_.spin_until(ready, deadline)) continue;
     auto nothing_yet = [&] {
       return c.head.load(std::memory_order_seq_cst) == tail_ && !stopped_.load(std::memory_order_seq_cst);
@@ -344,6 +362,22 @@ bool RingReader::readable() const noexcept {
 void RingReader::stop() noexcept {
   stopped_.store(true, std::memory_order_seq_cst);
   if (control_ != nullptr) ring_bell(control_->data_bell);
+}
+
+bool RingReader::leave() noexcept {
+  RingControl& c = *control_;
+  // The flag first, then the look (both seq_cst, as in sleep_unless): either the producer sees
+  // the flag and rings, or we see its record.
+  c.consumer_sleeping.store(1, std::memory_order_seq_cst);
+  return c.head.load(std::memory_order_seq_cst) != tail_ || stopped_.load(std::memory_order_seq_cst);
+}
+
+void RingReader::wait_for_bell(uint32_t seen, Deadline deadline) const noexcept {
+  futex_wait(control_->data_bell, seen, deadline);
+}
+
+void RingReader::ring() const noexcept {
+  ring_bell(control_->data_bell);
 }
 
 // ---- settings ----

@@ -39,8 +39,11 @@ struct RingControl {
   alignas(64) std::atomic<uint32_t> producer_sleeping{0};  // producer: waits for room
   std::atomic<uint32_t> room_bell{0};                      // futex word the producer sleeps on
   alignas(64) std::atomic<uint32_t> tail{0};               // consumer: records consumed
-  alignas(64) std::atomic<uint32_t> consumer_sleeping{0};  // consumer: waits for data
+  alignas(64) std::atomic<uint32_t> consumer_sleeping{0};  // consumer: waits for data, or nobody reads
   std::atomic<uint32_t> data_bell{0};                      // futex word the consumer sleeps on
+  // Written by the producer when it rings data_bell (steady clock, ns): lets the consumer tell
+  // how long the producer took from how long its own wake-up took. Only a hint for the spin budget.
+  std::atomic<int64_t> data_rung_at_ns{0};
 };
 static_assert(std::atomic<uint32_t>::is_always_lock_free, "futex words must be plain words");
 
@@ -86,6 +89,9 @@ struct WaitPolicy {
   // The peer's "I sleep" flag on the other ring: a peer that sleeps answers no sooner than a
   // wake-up, so spinning for it only burns the CPU it needs.
   const std::atomic<uint32_t>* peer_sleeping = nullptr;
+  // Spinning without yielding for this long, then each round also yields: a thread woken on our
+  // CPU (more runnable threads than CPUs) runs at once instead of after our whole budget.
+  std::chrono::nanoseconds pure_spin{20'000};
 };
 
 // The spin half of a spin-then-sleep wait, with a budget that adapts to how the peer answers.
@@ -93,13 +99,13 @@ struct WaitPolicy {
 class AdaptiveSpin {
  public:
   static constexpr int64_t kSpinShrinkFloor = 32;  // never below budget / 32 while spinning is on
-  static constexpr std::chrono::nanoseconds kPureSpin{20'000};  // then spin and yield
   explicit AdaptiveSpin(WaitPolicy policy = {}) noexcept
       : policy_(policy), current_ns_(policy.spin.count()) {}
   template <class Ready>
   bool spin_until(Ready ready, Deadline deadline) noexcept;
-  // After a wait that ended in sleep: `waited` = the whole wait, spin and sleep.
-  void after_sleep(std::chrono::nanoseconds waited) noexcept;
+  // After a wait that ended in sleep: `peer_took` = from the start of the wait until the peer
+  // published (not counting our wake-up, which no spin could have saved us).
+  void after_sleep(std::chrono::nanoseconds peer_took) noexcept;
   std::chrono::nanoseconds current() const noexcept {
     return std::chrono::nanoseconds(current_ns_.load(std::memory_order_relaxed));
   }
@@ -160,6 +166,16 @@ class RingReader {
   bool readable() const noexcept;
   // Makes a waiting receive() return, and every later one once the ring is empty. Any thread.
   void stop() noexcept;
+
+  // For callers whose threads take turns reading (ServiceConnection): between two turns nobody
+  // spins on the ring, so the producer must ring the bell for a thread that waits in
+  // wait_for_bell() meanwhile. leave() says so (the next receive() that has to wait takes it
+  // back) and returns true when a record came before that was seen: the caller sees it read.
+  bool leave() noexcept;
+  uint32_t bell() const noexcept { return control_->data_bell.load(std::memory_order_seq_cst); }
+  // Returns when the bell rang since `seen` was read, at `deadline`, or spuriously.
+  void wait_for_bell(uint32_t seen, Deadline deadline) const noexcept;
+  void ring() const noexcept;  // wakes every thread in wait_for_bell() or asleep in receive()
   const char* error() const noexcept { return error_; }
 
  private:

@@ -836,6 +836,98 @@ TEST_P(SharedMemoryData, ManyRoundTripsFromEightFilterThreadsToFourServiceThread
 
 INSTANTIATE_TEST_SUITE_P(SharedMemory, SharedMemoryData, ::testing::Values(kShm, kSocket), transport_param_name);
 
+// Service threads take turns at the ring: while one handles a message, another stands by on the
+// ring's bell, and the first takes the reading back without waking anyone if it returns before
+// the next message. One filter thread sends one message at a time after gaps from none to longer
+// than any spin, and now and then a burst comes from eight threads at once, so that a message
+// finds the service in every state: its reader spinning, its reader asleep, nobody reading with
+// the standby asleep, and several waiting to be handed out. Every message must be answered within
+// the send's timeout, and a standby's own timeout must hold.
+class SharedMemoryTakingTurns : public SharedMemoryTest,
+                                public ::testing::WithParamInterface<std::chrono::nanoseconds> {};
+
+TEST_P(SharedMemoryTakingTurns, MessagesOneAtATimeAndInBurstsAreAllAnsweredByFourServiceThreads) {
+  constexpr int kServiceThreads = 4;
+  constexpr int kMessages = 1500;
+  constexpr int kBurstEvery = 100;
+  constexpr int kBurstThreads = 8;
+  const auto spin = GetParam();
+  Signal port_ready, waited_alone, results;
+  ChildProcess service([&] {
+    CHILD_CHECK(port_ready.wait(15s));
+    auto connection = Connection::connect(kName, connect_options(kShm, spin));
+    CHILD_CHECK(connection.ok());
+    CHILD_CHECK(connection->transport() == kShm);
+    std::atomic<int> timed_out{0}, waiting_alone{0}, replied{0}, failures{0};
+    auto serve = [&] {
+      std::vector<uint8_t> buffer(256);
+      // Nothing comes yet: each thread's wait ends on time, whether it reads, stands by or sleeps.
+      const auto start = std::chrono::steady_clock::now();
+      auto info = connection->get_message(mbytes(buffer), Timeout(100ms));
+      if (code_of(info) == STATUS_TIMEOUT && std::chrono::steady_clock::now() - start < 5s) ++timed_out;
+      ++waiting_alone;
+      info = connection->get_message(mbytes(buffer), Timeout(30s));
+      while (info.ok() && info->wants_reply) {
+        ++replied;
+        info = connection->reply_and_get(info->id, cbytes(buffer.data(), info->length), STATUS_SUCCESS,
+                                         mbytes(buffer), Timeout(30s));
+      }
+      if (!info.ok()) ++failures;
+    };
+    std::vector<std::thread> threads;
+    for (int i = 0; i < kServiceThreads; ++i) threads.emplace_back(serve);
+    while (waiting_alone.load() < kServiceThreads) std::this_thread::sleep_for(1ms);
+    waited_alone.notify(static_cast<uint64_t>(timed_out.load()));
+    for (std::thread& thread : threads) thread.join();
+    results.notify(static_cast<uint64_t>(replied.load()));
+    results.notify(static_cast<uint64_t>(failures.load()));
+    return 0;
+  });
+  ShmFilter filter;
+  auto port = ServerPort::create(filter.options(1, kShm, spin));
+  ASSERT_TRUE(port.ok()) << port.status().to_string();
+  port_ready.notify();
+  ASSERT_TRUE(filter.wait_connections(1));
+  ClientPort& client = filter.client(0);
+  EXPECT_EQ(wait_number(waited_alone, 15s), kServiceThreads) << "get_message calls that timed out on time";
+
+  auto echoes = [&client](uint32_t seed) {
+    const std::vector<uint8_t> message = pattern(16 + seed % 200, seed);
+    std::vector<uint8_t> reply(256);
+    auto sent = client.send(cbytes(message), mbytes(reply), Timeout(5s));
+    return sent.ok() && sent->length == message.size() && std::equal(message.begin(), message.end(), reply.begin());
+  };
+  constexpr std::chrono::microseconds kGaps[] = {0us, 0us, 20us, 150us, 1000us};
+  int answered = 0;
+  int sent = 0;
+  for (int i = 0; i < kMessages; ++i) {
+    std::this_thread::sleep_for(kGaps[i % std::size(kGaps)]);
+    if (i % kBurstEvery == kBurstEvery / 2) {
+      std::atomic<int> burst_answered{0};
+      std::vector<std::thread> burst;
+      for (int t = 0; t < kBurstThreads; ++t) {
+        burst.emplace_back([&, t] { burst_answered += echoes(static_cast<uint32_t>(i * 16 + t)) ? 1 : 0; });
+      }
+      for (std::thread& thread : burst) thread.join();
+      answered += burst_answered.load();
+      sent += kBurstThreads;
+    } else {
+      answered += echoes(static_cast<uint32_t>(i * 16)) ? 1 : 0;
+      ++sent;
+    }
+    ASSERT_EQ(answered, sent) << "message " << i << " was not answered within 5 s";
+  }
+  for (int i = 0; i < kServiceThreads; ++i) EXPECT_CODE(post_stop(client).code(), STATUS_SUCCESS);
+  EXPECT_EQ(wait_number(results, 30s), sent) << "replies the service sent";
+  EXPECT_EQ(wait_number(results), 0) << "failed service calls";
+  EXPECT_TRUE(ExitsCleanly(service));
+}
+
+INSTANTIATE_TEST_SUITE_P(SharedMemory, SharedMemoryTakingTurns,
+                         ::testing::Values(std::chrono::nanoseconds{0}, kDefaultSpinBudget,
+                                           kDefaultServiceSpinBudget),
+                         [](const auto& info) { return "Spin" + std::to_string(info.param.count() / 1000) + "us"; });
+
 // =================================================================================================
 // 3. Full rings
 // =================================================================================================

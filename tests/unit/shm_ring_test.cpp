@@ -585,6 +585,117 @@ TEST_F(ShmRing, WriterTimesOutOnAFullOverflowSocketAndPublishesNothing) {
   EXPECT_FALSE(readable(reader_fd_.fd())) << "no stray datagram of the failed send";
 }
 
+// ---- the spin budget ----
+
+TEST(AdaptiveSpinBudget, GrowsWhenThePeerCameWithinTheConfiguredBudgetAndHalvesWhenNot) {
+  AdaptiveSpin spin(WaitPolicy{100us});
+  EXPECT_EQ(spin.current(), 100us);
+  spin.after_sleep(500us);
+  EXPECT_EQ(spin.current(), 50us);
+  spin.after_sleep(1ms);
+  EXPECT_EQ(spin.current(), 25us);
+  spin.after_sleep(40us);  // spinning 80 us would have caught it
+  EXPECT_EQ(spin.current(), 80us);
+  spin.after_sleep(90us);
+  EXPECT_EQ(spin.current(), 100us) << "never beyond the configured budget";
+  for (int i = 0; i < 20; ++i) spin.after_sleep(1s);
+  EXPECT_EQ(spin.current(), std::chrono::nanoseconds(100us) / AdaptiveSpin::kSpinShrinkFloor)
+      << "never below a 32nd of it";
+}
+
+// A reader's own wake-up is no reason to spin less: the budget is judged by when the producer
+// rang (its stamp), not by when the reader woke.
+TEST_F(ShmRing, TheSpinBudgetFollowsWhenTheProducerRangNotWhenTheReaderWoke) {
+  constexpr auto kBudget = 20ms;
+  open(kBudget);
+  // 1. The producer comes 50 ms after the reader started waiting: half the budget.
+  std::thread late_writer([&] {
+    EXPECT_TRUE(eventually([&] { return control().consumer_sleeping.load() != 0; }));
+    std::this_thread::sleep_for(50ms);
+    EXPECT_EQ(send(1, 8), Status(STATUS_SUCCESS));
+  });
+  EXPECT_TRUE(ReceivesFrame(1, 8, after(20s)));
+  late_writer.join();
+  EXPECT_EQ(reader_->spin_budget(), kBudget / 2);
+
+  // 2. The producer's stamp says it rang within the configured budget; the reader wakes 60 ms
+  // later (as a slow wake-up would): the budget grows back.
+  const auto launched = Clock::now();
+  Result<size_t> received = Status(STATUS_UNSUCCESSFUL);
+  std::thread reader([&] { received = receive(after(20s)); });
+  while (control().consumer_sleeping.load() == 0 && Clock::now() - launched < 10s) std::this_thread::yield();
+  const auto asleep = Clock::now();
+  ASSERT_LT(asleep - launched, kBudget) << "the reader took too long to start for this test to mean anything";
+  std::this_thread::sleep_for(60ms);
+  // Spinning lasted kBudget / 2 before the sleep: the wait started no later than this.
+  const auto stamp = asleep - kBudget / 2;
+  put_record(1, header_for(2, 0));
+  control().data_rung_at_ns.store(std::chrono::nanoseconds(stamp.time_since_epoch()).count());
+  control().head.store(2);
+  control().data_bell.fetch_add(1);
+  ::syscall(SYS_futex, reinterpret_cast<uint32_t*>(&control().data_bell), FUTEX_WAKE, INT_MAX, nullptr,
+            nullptr, 0);
+  reader.join();
+  ASSERT_TRUE(received) << received.status().to_string();
+  // The stamp says the producer took under kBudget / 2 beyond the spin: grown to twice that, at
+  // least kept; the 60 ms wait alone would have halved it to kBudget / 4.
+  EXPECT_GE(reader_->spin_budget(), kBudget / 2);
+}
+
+TEST_F(ShmRing, AProducerStampOutsideTheWaitIsIgnoredAndTheRecordStillArrives) {
+  uint64_t id = 0;
+  for (const int64_t stamp : {int64_t{0}, int64_t{-1}, INT64_MIN, INT64_MAX}) {
+    open(200us);
+    Result<size_t> received = Status(STATUS_UNSUCCESSFUL);
+    std::thread reader([&] { received = receive(after(20s)); });
+    EXPECT_TRUE(eventually([&] { return control().consumer_sleeping.load() != 0; }));
+    std::this_thread::sleep_for(5ms);
+    put_record(0, header_for(++id, 0));
+    control().data_rung_at_ns.store(stamp);
+    control().head.store(1);
+    control().data_bell.fetch_add(1);
+    ::syscall(SYS_futex, reinterpret_cast<uint32_t*>(&control().data_bell), FUTEX_WAKE, INT_MAX, nullptr,
+              nullptr, 0);
+    reader.join();
+    ASSERT_TRUE(received) << stamp << ": " << received.status().to_string();
+    EXPECT_TRUE(IsFrame(frame(*received), id, 0));
+    // Judged by the wait itself (5 ms and more, beyond the budget): halved, within its bounds.
+    EXPECT_EQ(reader_->spin_budget(), 100us) << stamp;
+  }
+}
+
+// ---- leave(): readers taking turns ----
+
+TEST_F(ShmRing, AfterLeaveARecordRingsTheBellForWhoeverWaitsOnIt) {
+  open(50us);
+  EXPECT_FALSE(reader_->leave()) << "nothing there yet";
+  const uint32_t seen = reader_->bell();
+  std::atomic<bool> woke{false};
+  std::thread standby([&] {
+    reader_->wait_for_bell(seen, after(20s));
+    woke = true;
+  });
+  ASSERT_EQ(send(1, 8), Status(STATUS_SUCCESS));  // the producer sees nobody reads: it rings
+  standby.join();
+  EXPECT_TRUE(woke.load());
+  EXPECT_NE(reader_->bell(), seen);
+  EXPECT_TRUE(ReceivesFrame(1, 8, now()));
+  // The next receive that has to wait takes the reading back: records no longer ring.
+  EXPECT_EQ(receive(after(1ms)).status(), Status(STATUS_TIMEOUT));
+  EXPECT_EQ(control().consumer_sleeping.load(), 0u);
+  const uint32_t quiet = reader_->bell();
+  ASSERT_EQ(send(2, 8), Status(STATUS_SUCCESS));
+  EXPECT_EQ(reader_->bell(), quiet) << "a reader that reads needs no bell";
+  EXPECT_TRUE(ReceivesFrame(2, 8, now()));
+}
+
+TEST_F(ShmRing, LeaveReportsARecordThatCameBeforeIt) {
+  ASSERT_EQ(send(1, 8), Status(STATUS_SUCCESS));
+  EXPECT_TRUE(reader_->leave()) << "the producer did not ring for it: the caller must see it read";
+  EXPECT_TRUE(ReceivesFrame(1, 8, now()));
+  EXPECT_FALSE(reader_->leave());
+}
+
 // ---- stop() ----
 
 TEST_F(ShmRing, StopWakesASleepingReader) {
