@@ -148,6 +148,7 @@ else
   note "UNEXPECTED: the clean file should open"
   failures=$((failures + 1))
 fi
+sleep 0.1  # the service prints its verdict just after sending it
 show_logs
 
 step "Opening foul.txt as an ordinary process: cat $watched/foul.txt"
@@ -162,6 +163,7 @@ else
   note "cat failed, but not with a denial: $output"
   failures=$((failures + 1))
 fi
+sleep 0.1
 show_logs
 
 step "Tearing down"

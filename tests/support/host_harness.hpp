@@ -570,7 +570,7 @@ class ScannerTest : public ::testing::Test {
     EXPECT_EQ(open_in_child(path("clean.txt")).error, 0);
     const int denied = open_in_child(path("foul.txt")).error;
     EXPECT_TRUE(is_denial(denied)) << "open of foul.txt: " << (denied > 0 ? std::strerror(denied) : "opened");
-    EXPECT_GE(count(read_file(service_log_), "FOUL"), 1u);
+    EXPECT_TRUE(wait_for_service_lines("FOUL", 1)) << "the service printed no FOUL verdict";
     write_file(path("late.txt"), std::string(kReadBufferSize, 'a') + "foul");
     EXPECT_EQ(open_in_child(path("late.txt")).error, 0);
     write_file(path("early.txt"), std::string(kReadBufferSize - 4, 'a') + "foul");

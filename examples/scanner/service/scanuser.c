@@ -52,6 +52,7 @@ typedef struct _SCANNER_THREAD_CONTEXT {
 
 static atomic_int g_running_workers;
 static atomic_bool g_stopping;
+static pid_t g_pid; /* printed on every line: getpid() is a system call each time */
 
 /* The classic rule: a buffer holding "foul" anywhere is unsafe. Contents are bytes, not a string. */
 static BOOLEAN ScanBuffer(const UCHAR* buffer, ULONG size) {
@@ -97,18 +98,22 @@ static void* ScannerWorker(void* argument) {
     ULONG size = message.Notification.BytesToScan;
     if (size > SCANNER_READ_BUFFER_SIZE) size = SCANNER_READ_BUFFER_SIZE;
     const BOOLEAN foul = ScanBuffer(message.Notification.Contents, size);
+
+    /* The verdict first, the line after: the process whose open waits for it should not wait for
+     * our output as well. */
+    hr = S_OK;
+    if (message.MessageHeader.ReplyLength != 0) { /* 0: the filter wants no answer */
+      SCANNER_REPLY_MESSAGE reply;
+      memset(&reply, 0, sizeof reply);
+      reply.ReplyHeader.Status = 0;
+      reply.ReplyHeader.MessageId = message.MessageHeader.MessageId;
+      reply.Reply.SafeToOpen = !foul;
+      hr = FilterReplyMessage(context->Port, &reply.ReplyHeader, (DWORD)SCANNER_REPLY_MESSAGE_SIZE);
+    }
     char preview[40];
     Preview(message.Notification.Contents, size, preview, sizeof preview);
-    printf("scanner: %d %s  (message %llu, %u bytes: \"%s\")\n", (int)getpid(), foul ? "FOUL" : "clean",
+    printf("scanner: %d %s  (message %llu, %u bytes: \"%s\")\n", (int)g_pid, foul ? "FOUL" : "clean",
            (unsigned long long)message.MessageHeader.MessageId, (unsigned)size, preview);
-
-    if (message.MessageHeader.ReplyLength == 0) continue; /* the filter wants no answer */
-    SCANNER_REPLY_MESSAGE reply;
-    memset(&reply, 0, sizeof reply);
-    reply.ReplyHeader.Status = 0;
-    reply.ReplyHeader.MessageId = message.MessageHeader.MessageId;
-    reply.Reply.SafeToOpen = !foul;
-    hr = FilterReplyMessage(context->Port, &reply.ReplyHeader, (DWORD)SCANNER_REPLY_MESSAGE_SIZE);
     if (hr == HRESULT_FROM_WIN32(ERROR_INVALID_HANDLE)) {
       why = atomic_load(&g_stopping) ? "stop requested" : "the filter closed the port";
       break;
@@ -117,7 +122,8 @@ static void* ScannerWorker(void* argument) {
       printf("scanner: message %llu answered too late: the filter stopped waiting\n",
              (unsigned long long)message.MessageHeader.MessageId);
     } else if (FAILED(hr)) {
-      fprintf(stderr, "scanner: worker %d: FilterReplyMessage failed: 0x%08X\n", context->Index, (unsigned)hr);
+      fprintf(stderr, "scanner: worker %d: FilterReplyMessage failed: 0x%08X\n", context->Index,
+              (unsigned)hr);
     }
   }
   printf("scanner: worker %d ends: %s\n", context->Index, why);
@@ -162,7 +168,8 @@ int main(int argc, char** argv) {
   sigaddset(&stop_signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
 
-  SCANNER_CONNECTION_CONTEXT connection_context = {(ULONG)getpid()};
+  g_pid = getpid();
+  SCANNER_CONNECTION_CONTEXT connection_context = {(ULONG)g_pid};
   HANDLE port = INVALID_HANDLE_VALUE;
   HRESULT hr = HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND);
   for (int attempt = 0; attempt < SCANNER_CONNECT_TRIES; ++attempt) {
@@ -182,7 +189,8 @@ int main(int argc, char** argv) {
                                                            : "");
     return 1;
   }
-  printf("scanner: connected to \\ScannerPort, %d worker thread%s\n", thread_count, thread_count == 1 ? "" : "s");
+  printf("scanner: connected to \\ScannerPort, %d worker thread%s\n", thread_count,
+         thread_count == 1 ? "" : "s");
 
   pthread_t threads[SCANNER_MAX_THREAD_COUNT];
   SCANNER_THREAD_CONTEXT contexts[SCANNER_MAX_THREAD_COUNT];
