@@ -387,6 +387,20 @@ Status PermissionGroup::ignore_until_modified(int event_fd, uint64_t mask) {
   }
 }
 
+Status PermissionGroup::stop_ignoring(int event_fd, uint64_t mask) {
+  if (!fd_.valid() || event_fd < 0) return STATUS_INVALID_HANDLE;
+  if (!capabilities_.pre_access) mask &= ~kPreAccess;
+  const unsigned flags =
+      FAN_MARK_REMOVE | (capabilities_.ignore_marks ? FAN_MARK_IGNORE : FAN_MARK_IGNORED_MASK);
+  // ENOENT: the kernel dropped the mark already (the modification did).
+  if (::fanotify_mark(fd_.fd(), flags, mask, event_fd, nullptr) == 0 || errno == ENOENT)
+    return STATUS_SUCCESS;
+  const int error = errno;
+  FLTPORT_LOG_LIMITED(warning, kComponent, "could not take back the ignore mark 0x%llx on event fd %d: %s",
+                      static_cast<unsigned long long>(mask), event_fd, std::strerror(error));
+  return status_from_errno(error);
+}
+
 Status PermissionGroup::flush_marks() {
   if (!fd_.valid()) return STATUS_INVALID_HANDLE;
   const int error = flush_group_marks(fd_.fd());

@@ -83,6 +83,8 @@ class PermissionGroup {
   // Verdict cache: no more `mask` events for this file until it is modified (the kernel drops an
   // ignore mark without FAN_MARK_IGNORED_SURV_MODIFY on modification).
   Status ignore_until_modified(int event_fd, uint64_t mask);
+  // Takes back what ignore_until_modified() did (a file that changed before the mark was there).
+  Status stop_ignoring(int event_fd, uint64_t mask);
   Status flush_marks();  // every mark of this group, all scopes
   // Closes the group: the kernel allows every event still unanswered. Nothing else may use it then.
   void close() noexcept;

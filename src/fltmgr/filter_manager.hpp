@@ -72,6 +72,14 @@ class FilterManagerCore : public std::enable_shared_from_this<FilterManagerCore>
     timespec modified;
     timespec changed;
     off_t size;
+    static FileVersion of(const struct stat& file) noexcept {
+      return {file.st_mtim, file.st_ctim, file.st_size};
+    }
+    bool operator==(const FileVersion& other) const noexcept {
+      return size == other.size && modified.tv_sec == other.modified.tv_sec &&
+             modified.tv_nsec == other.modified.tv_nsec && changed.tv_sec == other.changed.tv_sec &&
+             changed.tv_nsec == other.changed.tv_nsec;
+    }
   };
 
   FilterManagerCore(fanotify::PermissionGroup permissions, fanotify::NotificationGroup notifications,
@@ -101,7 +109,8 @@ class FilterManagerCore : public std::enable_shared_from_this<FilterManagerCore>
                  std::vector<std::shared_ptr<InstanceCounters>>& instances) const;
   bool exempt(pid_t pid) const;
   // The user-space verdict cache: allowed with caching before, and unchanged since.
-  bool known_clean(int fd);
+  // Looks at the file (`file`, `stated`: what the verdict will be about) and its cached verdict.
+  bool known_clean(int fd, struct stat& file, bool& stated);
 
   fanotify::PermissionGroup permissions_;
   fanotify::NotificationGroup notifications_;

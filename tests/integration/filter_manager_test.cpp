@@ -11,6 +11,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <cstring>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -182,6 +183,36 @@ TEST_F(FilterManagerTest, CleanVerdictIsCachedUntilTheFileIsWritten) {
   write_file(path, "changed");  // this process is exempt: the write makes no event but drops the cache
   EXPECT_EQ(open_in_child(path), 0);
   EXPECT_EQ(scans.load(), 2) << "a written file is scanned again";
+}
+
+// A write through an fd opened earlier, while the filter decides, makes no event and comes before
+// the ignore mark is there to be dropped: the verdict (about the file as it was) must not be
+// cached for the file as it is now.
+TEST_F(FilterManagerTest, AFileWrittenWhileItsVerdictIsMadeIsScannedAgainOnItsNextOpen) {
+  const std::string path = directory_ + "/racy.txt";
+  write_file(path, "clean");
+  const int writer = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
+  ASSERT_GE(writer, 0) << std::strerror(errno);
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{writer};
+  std::atomic<int> scans{0};
+  std::atomic<bool> wrote{false};
+  ASSERT_TRUE(manager_
+                  ->register_filter(filter("scanner", 100,
+                                           [&](const FileEvent&, PendingOperation&) {
+                                             if (++scans == 1) wrote = ::write(writer, " foul", 5) == 5;
+                                             return PreResult::now(Verdict::allow(true));
+                                           }))
+                  .ok());
+  ASSERT_TRUE(manager_->attach("scanner", directory_).ok());
+  EXPECT_EQ(open_in_child(path), 0);
+  ASSERT_TRUE(wrote.load());
+  EXPECT_EQ(open_in_child(path), 0);
+  EXPECT_EQ(scans.load(), 2) << "the file changed while its first verdict was made: its next open is scanned";
+  EXPECT_EQ(open_in_child(path), 0);
+  EXPECT_EQ(scans.load(), 2) << "the second verdict, about an unchanged file, is cached";
 }
 
 TEST_F(FilterManagerTest, AFilterThatNeverAnswersTakesItsDefaultAtTheDeadline) {
