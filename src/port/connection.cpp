@@ -172,10 +172,13 @@ Status ServiceConnection::pump(Lock& lock, Ready ready, bool getter, Deadline de
 bool ServiceConnection::wait_as_standby(Lock& lock, Waiter& self, Deadline deadline) {
   standby_ = &self;
   // Read under the lock: whatever would wake us later (a record after leave(), wake(), fail())
-  // changes the bell after this, so the wait below cannot miss it.
+  // changes the bell after this, so the wait below cannot miss it; unless the filter, which can
+  // write the bell, puts the old value back. Our own wake-ups (close(), a message handed to us)
+  // must not depend on it: the wait ends at least every kStandbySlice to look at our own state.
+  constexpr std::chrono::milliseconds kStandbySlice{100};
   const uint32_t seen = from_filter_->bell();
   lock.unlock();
-  from_filter_->wait_for_bell(seen, deadline);
+  from_filter_->wait_for_bell(seen, std::min(deadline, Timeout::Clock::now() + kStandbySlice));
   lock.lock();
   standby_ = nullptr;
   return deadline == Deadline::max() || Timeout::Clock::now() < deadline;

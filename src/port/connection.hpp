@@ -107,8 +107,9 @@ class ServiceConnection {
   IntrusiveList<Waiter, &Waiter::hook> sleepers_;
   // With the rings, one waiter sleeps on the ring's bell rather than its condition variable: a
   // reader that takes its message leaves the ring to it without a wake-up, and takes the reading
-  // back itself if it returns before the next message (a service answering one event at a time
-  // then costs no system call however many threads wait).
+  // back itself if it returns before the next message: a service answering one event at a time
+  // costs no system call however many threads wait, as long as its reader catches the next
+  // message spinning (once the reader sleeps too, a record wakes both, as a hand-over did).
   Waiter* standby_ = nullptr;
   bool reading_ = false;
   bool broken_ = false;

@@ -323,6 +323,10 @@ Result<size_t> RingReader::receive(MutableBytes buffer, Deadline deadline) noexc
   auto ready = [&] {
     return c.head.load(std::memory_order_acquire) != tail_ || stopped_.load(std::memory_order_relaxed);
   };
+  // We read from here on: a record need not ring the bell (see leave()). Written only when set,
+  // since the producer reads this line after every record.
+  if (c.consumer_sleeping.load(std::memory_order_relaxed) != 0)
+    c.consumer_sleeping.store(0, std::memory_order_relaxed);
   // The clock only once there is nothing to take: a busy pair reads it on no round trip.
   Deadline started{};
   bool slept = false;
@@ -340,13 +344,7 @@ Result<size_t> RingReader::receive(MutableBytes buffer, Deadline deadline) noexc
     if (deadline == Deadline::min()) return Status(STATUS_TIMEOUT);
     const auto now = Timeout::Clock::now();
     if (now >= deadline) return Status(STATUS_TIMEOUT);
-    if (started == Deadline{}) {
-      started = now;
-      // We read from here on: a record need not ring the bell (see leave()). Written only when
-      // set, since the producer reads this line after every record.
-      if (c.consumer_sleeping.load(std::memory_order_relaxed) != 0)
-        c.consumer_sleeping.store(0, std::memory_order_relaxed);
-    }
+    if (started == Deadline{}) started = now;
     if (spin_.spin_until(ready, deadline)) continue;
     auto nothing_yet = [&] {
       return c.head.load(std::memory_order_seq_cst) == tail_ && !stopped_.load(std::memory_order_seq_cst);
@@ -367,8 +365,13 @@ void RingReader::stop() noexcept {
 bool RingReader::leave() noexcept {
   RingControl& c = *control_;
   // The flag first, then the look (both seq_cst, as in sleep_unless): either the producer sees
-  // the flag and rings, or we see its record.
-  c.consumer_sleeping.store(1, std::memory_order_seq_cst);
+  // the flag and rings, or we see its record. A flag already up is not written again (the
+  // producer reads its line after every record); the fence orders the look all the same.
+  if (c.consumer_sleeping.load(std::memory_order_relaxed) == 0) {
+    c.consumer_sleeping.store(1, std::memory_order_seq_cst);
+  } else {
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+  }
   return c.head.load(std::memory_order_seq_cst) != tail_ || stopped_.load(std::memory_order_seq_cst);
 }
 
