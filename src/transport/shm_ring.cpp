@@ -365,13 +365,8 @@ void RingReader::stop() noexcept {
 bool RingReader::leave() noexcept {
   RingControl& c = *control_;
   // The flag first, then the look (both seq_cst, as in sleep_unless): either the producer sees
-  // the flag and rings, or we see its record. A flag already up is not written again (the
-  // producer reads its line after every record); the fence orders the look all the same.
-  if (c.consumer_sleeping.load(std::memory_order_relaxed) == 0) {
-    c.consumer_sleeping.store(1, std::memory_order_seq_cst);
-  } else {
-    std::atomic_thread_fence(std::memory_order_seq_cst);
-  }
+  // the flag and rings, or we see its record.
+  c.consumer_sleeping.store(1, std::memory_order_seq_cst);
   return c.head.load(std::memory_order_seq_cst) != tail_ || stopped_.load(std::memory_order_seq_cst);
 }
 
