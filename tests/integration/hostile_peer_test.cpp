@@ -78,6 +78,7 @@
 #include "support/c_filter.hpp"
 #include "support/proc_info.hpp"
 #include "support/process.hpp"
+#include "support/ring_bell.hpp"
 #include "support/raw_client.hpp"
 #include "support/scoped_env.hpp"
 #include "transport/runtime_dir.hpp"
@@ -1080,11 +1081,6 @@ bool hung_up_within(const std::vector<int>& sockets, std::chrono::milliseconds t
   }
 }
 
-void ring_the_bell(std::atomic<uint32_t>& bell) {
-  bell.fetch_add(1, std::memory_order_seq_cst);
-  ::syscall(SYS_futex, reinterpret_cast<uint32_t*>(&bell), FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0);
-}
-
 // Writes one bad record (or a bad index) into the ring to the filter at `base`.
 void corrupt_ring(std::byte* base, unsigned variant, uint64_t taken_id, std::mt19937_64& random) {
   using transport::kFlagOnSocket;
@@ -1130,7 +1126,7 @@ void corrupt_ring(std::byte* base, unsigned variant, uint64_t taken_id, std::mt1
   }
   std::memcpy(slot, &header, sizeof header);
   control.head.store(new_head, std::memory_order_seq_cst);
-  ring_the_bell(control.data_bell);
+  test::ring_bell_as_peer(control.data_bell);
 }
 
 void attack_ring_corruption(AttackContext& ctx, std::mt19937_64& random) {

@@ -36,6 +36,7 @@
 #include "support/c_filter.hpp"
 #include "support/scoped_env.hpp"
 #include "support/process.hpp"
+#include "support/ring_bell.hpp"
 #include "transport/runtime_dir.hpp"
 #include "transport/shm_ring.hpp"
 #include "transport/unix_socket.hpp"
@@ -225,11 +226,6 @@ Status post_stop(ClientPort& client) {
 
 // ---- the rings driven by hand (internal transport helpers): hostile or hand-written peers ----
 
-void ring_bell(std::atomic<uint32_t>& bell) {
-  bell.fetch_add(1, std::memory_order_seq_cst);
-  ::syscall(SYS_futex, reinterpret_cast<uint32_t*>(&bell), FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0);
-}
-
 FrameHeader header_of(const std::vector<std::byte>& frame) {
   FrameHeader header;
   if (frame.size() >= wire::kHeaderSize) std::memcpy(&header, frame.data(), wire::kHeaderSize);
@@ -261,7 +257,7 @@ class RawWriter {
     head_ = head;
     control_->head.store(head_, std::memory_order_seq_cst);
     if (always_ring || control_->consumer_sleeping.load(std::memory_order_seq_cst) != 0) {
-      ring_bell(control_->data_bell);
+      test::ring_bell_as_peer(control_->data_bell);
     }
   }
 
@@ -295,7 +291,7 @@ class RawReader {
     }
     ++tail_;
     control_->tail.store(tail_, std::memory_order_seq_cst);
-    if (control_->producer_sleeping.load(std::memory_order_seq_cst) != 0) ring_bell(control_->room_bell);
+    if (control_->producer_sleeping.load(std::memory_order_seq_cst) != 0) test::ring_bell_as_peer(control_->room_bell);
     return frame;
   }
   // Polls (we never say we sleep, so the peer never needs to ring for us).

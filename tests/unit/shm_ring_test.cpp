@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "support/process.hpp"
+#include "support/ring_bell.hpp"
 #include "transport/shm_ring.hpp"
 #include "transport/unix_socket.hpp"
 #include "wire/frame.hpp"
@@ -632,9 +633,7 @@ TEST_F(ShmRing, TheSpinBudgetFollowsWhenTheProducerRangNotWhenTheReaderWoke) {
   put_record(1, header_for(2, 0));
   control().data_rung_at_ns.store(std::chrono::nanoseconds(stamp.time_since_epoch()).count());
   control().head.store(2);
-  control().data_bell.fetch_add(1);
-  ::syscall(SYS_futex, reinterpret_cast<uint32_t*>(&control().data_bell), FUTEX_WAKE, INT_MAX, nullptr,
-            nullptr, 0);
+  test::ring_bell_as_peer(control().data_bell);
   reader.join();
   ASSERT_TRUE(received) << received.status().to_string();
   // The stamp says the producer took under kBudget / 2 beyond the spin: grown to twice that, at
@@ -653,9 +652,7 @@ TEST_F(ShmRing, AProducerStampOutsideTheWaitIsIgnoredAndTheRecordStillArrives) {
     put_record(0, header_for(++id, 0));
     control().data_rung_at_ns.store(stamp);
     control().head.store(1);
-    control().data_bell.fetch_add(1);
-    ::syscall(SYS_futex, reinterpret_cast<uint32_t*>(&control().data_bell), FUTEX_WAKE, INT_MAX, nullptr,
-              nullptr, 0);
+    test::ring_bell_as_peer(control().data_bell);
     reader.join();
     ASSERT_TRUE(received) << stamp << ": " << received.status().to_string();
     EXPECT_TRUE(IsFrame(frame(*received), id, 0));
@@ -777,8 +774,7 @@ TEST_F(ShmRing, AHeadBeyondTheTailWakesASleepingReaderWithADataError) {
   std::thread reader([&] { result = receive(after(20s)); });
   EXPECT_TRUE(eventually([&] { return control().consumer_sleeping.load() != 0; }));
   control().head.store(1000);
-  control().data_bell.fetch_add(1);
-  ::syscall(SYS_futex, reinterpret_cast<uint32_t*>(&control().data_bell), FUTEX_WAKE, 1, nullptr, nullptr, 0);
+  test::ring_bell_as_peer(control().data_bell);
   reader.join();
   EXPECT_EQ(result.status(), Status(STATUS_DATA_ERROR));
   EXPECT_NE(reader_->error(), nullptr);
