@@ -79,6 +79,7 @@
 #include "support/proc_info.hpp"
 #include "support/process.hpp"
 #include "support/ring_bell.hpp"
+#include "support/sanitized.hpp"
 #include "support/raw_client.hpp"
 #include "support/scoped_env.hpp"
 #include "transport/runtime_dir.hpp"
@@ -113,18 +114,6 @@ constexpr double kP50Bound = 2.0;                    // hostile p50 / undisturbe
 constexpr long kRssGrowthBoundKib = 6 * 1024;
 constexpr auto kClosedWithin = 3s;          // a hostile connection is closed within this
 constexpr unsigned kWatchdogSeconds = 110;  // below ctest's 120 s for the socket copies
-
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-constexpr bool kSanitized = true;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-constexpr bool kSanitized = true;
-#else
-constexpr bool kSanitized = false;
-#endif
-#else
-constexpr bool kSanitized = false;
-#endif
 
 bool socket_forced() {
   const char* forced = std::getenv("FLTPORT_TRANSPORT");

@@ -26,14 +26,6 @@ namespace {
 using namespace std::chrono_literals;
 using namespace fltport::test;
 
-// Under a sanitizer, freed memory is kept in quarantine (RSS says little), and everything runs
-// slower.
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-constexpr bool kSanitized = true;
-#else
-constexpr bool kSanitized = false;
-#endif
-
 // Every open held by a host that stops completes within this of the stop.
 constexpr milliseconds kReleaseBound = kSanitized ? 3s : 1s;
 // ... and within this of a fatal signal, in every preset (issue 7's bound).
@@ -243,8 +235,9 @@ TEST_F(NeverFreeze, FloodOfOpensWithASlowFilterKeepsLatencyAndMemoryBounded) {
   // A flood: the 256 openers went round four times each or more. (About 5500 opens on a quiet dev
   // build, 4500 under TSan, 2600 under TSan with the rest of the suite running beside it.)
   EXPECT_GT(report.opens, 256u * 4) << "the flood was not one";
-  // Deadline 100 ms, plus the way through the kernel and a loaded machine (2 cores, 128 openers).
-  EXPECT_LT(report.worst_us, 100'000u + 400'000u);
+  // Deadline 100 ms, plus the way through the kernel and a loaded machine (2 cores, 256 openers):
+  // 130-190 ms measured on a dev build, up to 300 ms under TSan beside another test.
+  EXPECT_LT(report.worst_us, 100'000u + (kSanitized ? 900'000u : 400'000u));
   EXPECT_GT(host_field(during, "waiting"), 0) << during;
   EXPECT_GT(host_field(during, "waiting_limit"), 1000) << during;
   EXPECT_EQ(host_field(after, "waiting"), 0) << after;

@@ -47,12 +47,7 @@
 #include "support/host_harness.hpp"
 #include "support/proc_info.hpp"
 #include "support/runtime_dir.hpp"
-
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define FLTPORT_SOAK_SANITIZED 1
-#else
-#define FLTPORT_SOAK_SANITIZED 0
-#endif
+#include "support/sanitized.hpp"
 
 namespace fltport::soak {
 namespace {
@@ -102,7 +97,7 @@ void expect_flat(const char* who, const test::ProcessFigures& start, const test:
   EXPECT_LE(end.fds, start.fds + kFdSlack) << who << ": fds " << start.fds << " -> " << end.fds;
   EXPECT_LE(end.threads, start.threads + kThreadSlack)
       << who << ": threads " << start.threads << " -> " << end.threads;
-  if (!FLTPORT_SOAK_SANITIZED) {
+  if (!test::kSanitized) {
     EXPECT_LE(end.rss_kib, start.rss_kib + kRssSlackKib + start.rss_kib / 10)
         << who << ": RSS " << start.rss_kib << " -> " << end.rss_kib << " KiB";
   }

@@ -607,38 +607,49 @@ TEST(AdaptiveSpinBudget, GrowsWhenThePeerCameWithinTheConfiguredBudgetAndHalvesW
 // A reader's own wake-up is no reason to spin less: the budget is judged by when the producer
 // rang (its stamp), not by when the reader woke.
 TEST_F(ShmRing, TheSpinBudgetFollowsWhenTheProducerRangNotWhenTheReaderWoke) {
-  constexpr auto kBudget = 20ms;
-  open(kBudget);
-  // 1. The producer comes 50 ms after the reader started waiting: half the budget.
-  std::thread late_writer([&] {
-    EXPECT_TRUE(eventually([&] { return control().consumer_sleeping.load() != 0; }));
-    std::this_thread::sleep_for(50ms);
-    EXPECT_EQ(send(1, 8), Status(STATUS_SUCCESS));
-  });
-  EXPECT_TRUE(ReceivesFrame(1, 8, after(20s)));
-  late_writer.join();
-  EXPECT_EQ(reader_->spin_budget(), kBudget / 2);
+  constexpr auto kBudget = 50ms;
+  // Step 2 means something only if the reader thread spun undisturbed; a loaded machine (a sanitizer
+  // build beside another test) can hold it off its CPU longer than that: then the whole scenario
+  // runs again on a fresh ring.
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    open(kBudget);
+    // 1. The producer comes 125 ms after the reader started waiting: half the budget.
+    std::thread late_writer([&] {
+      EXPECT_TRUE(eventually([&] { return control().consumer_sleeping.load() != 0; }));
+      std::this_thread::sleep_for(125ms);
+      EXPECT_EQ(send(1, 8), Status(STATUS_SUCCESS));
+    });
+    EXPECT_TRUE(ReceivesFrame(1, 8, after(20s)));
+    late_writer.join();
+    EXPECT_EQ(reader_->spin_budget(), kBudget / 2);
 
-  // 2. The producer's stamp says it rang within the configured budget; the reader wakes 60 ms
-  // later (as a slow wake-up would): the budget grows back.
-  const auto launched = Clock::now();
-  Result<size_t> received = Status(STATUS_UNSUCCESSFUL);
-  std::thread reader([&] { received = receive(after(20s)); });
-  while (control().consumer_sleeping.load() == 0 && Clock::now() - launched < 10s) std::this_thread::yield();
-  const auto asleep = Clock::now();
-  ASSERT_LT(asleep - launched, kBudget) << "the reader took too long to start for this test to mean anything";
-  std::this_thread::sleep_for(60ms);
-  // Spinning lasted kBudget / 2 before the sleep: the wait started no later than this.
-  const auto stamp = asleep - kBudget / 2;
-  put_record(1, header_for(2, 0));
-  control().data_rung_at_ns.store(std::chrono::nanoseconds(stamp.time_since_epoch()).count());
-  control().head.store(2);
-  test::ring_bell_as_peer(control().data_bell);
-  reader.join();
-  ASSERT_TRUE(received) << received.status().to_string();
-  // The stamp says the producer took under kBudget / 2 beyond the spin: grown to twice that, at
-  // least kept; the 60 ms wait alone would have halved it to kBudget / 4.
-  EXPECT_GE(reader_->spin_budget(), kBudget / 2);
+    // 2. The producer's stamp says it rang within the configured budget; the reader wakes 150 ms
+    // later (as a slow wake-up would): the budget grows back.
+    const auto launched = Clock::now();
+    Result<size_t> received = Status(STATUS_UNSUCCESSFUL);
+    std::thread reader([&] { received = receive(after(20s)); });
+    while (control().consumer_sleeping.load() == 0 && Clock::now() - launched < 10s) std::this_thread::yield();
+    const auto asleep = Clock::now();
+    if (asleep - launched >= kBudget) {  // held off its CPU: this attempt proves nothing
+      EXPECT_EQ(send(2, 8), Status(STATUS_SUCCESS));
+      reader.join();
+      continue;
+    }
+    std::this_thread::sleep_for(150ms);
+    // Spinning lasted kBudget / 2 before the sleep: the wait started no later than this.
+    const auto stamp = asleep - kBudget / 2;
+    put_record(1, header_for(2, 0));
+    control().data_rung_at_ns.store(std::chrono::nanoseconds(stamp.time_since_epoch()).count());
+    control().head.store(2);
+    test::ring_bell_as_peer(control().data_bell);
+    reader.join();
+    ASSERT_TRUE(received) << received.status().to_string();
+    // The stamp says the producer took under kBudget / 2 beyond the spin: grown to twice that, at
+    // least kept; the 150 ms wait alone would have halved it to kBudget / 4.
+    EXPECT_GE(reader_->spin_budget(), kBudget / 2);
+    return;
+  }
+  GTEST_SKIP() << "the reader thread never spun undisturbed in 5 attempts (a loaded machine)";
 }
 
 TEST_F(ShmRing, AProducerStampOutsideTheWaitIsIgnoredAndTheRecordStillArrives) {
