@@ -5,6 +5,7 @@
 
 #include <fltport/result.hpp>
 
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include <array>
@@ -59,6 +60,9 @@ struct FileEvent {
   std::string old_path;    // rename only
   std::string executable;  // the process's executable, when the filter asked for it
   bool is_directory = false;
+  // Pre-operations: fd's fstat when the event came (st_mode 0 when unknown), the version of the file
+  // a cached verdict is about; read it here rather than ask the kernel again.
+  struct stat file_status {};
   // The flags the kernel reports with the event: fanotify's mask bits (FAN_OPEN_PERM,
   // FAN_OPEN_EXEC_PERM, FAN_ACCESS_PERM, FAN_PRE_ACCESS, FAN_CLOSE_WRITE, FAN_CREATE, FAN_DELETE,
   // FAN_RENAME, FAN_ATTRIB, FAN_ONDIR). fanotify does not report the opener's own open flags.

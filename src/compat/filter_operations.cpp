@@ -47,6 +47,8 @@ struct CallbackFrame {
     file.GroupId = event.gid;
     file.IsDirectory = event.is_directory;
     file.KernelFlags = event.kernel_flags;
+    file.FileMode = event.file_status.st_mode;
+    file.FileSize = event.file_status.st_size;
     file.HasRange = event.range_offset.has_value();
     // Alive while the filter may read through it: see FltportReadFile.
     file.FltportReserved = const_cast<FileEvent*>(&event);
@@ -185,10 +187,11 @@ extern "C" NTSTATUS FLTAPI FltportReadFile(PFLTPORT_FILE_EVENT file, ULONGLONG o
   // The event the frame was made from gives the bound; a FLTPORT_FILE_EVENT the filter made itself
   // has none, and gets the post-operation bound.
   fltport::FileEvent bound;
+  bound.fd = file->FileDescriptor;
   if (const auto* event = static_cast<const fltport::FileEvent*>(file->FltportReserved)) {
     bound.deadline = event->deadline;
+    if (event->fd == bound.fd) bound.file_status = event->file_status;  // not a file the filter opened
   }
-  bound.fd = file->FileDescriptor;
   bound.path = file->Path != nullptr ? file->Path : "";
   auto read = fltport::read_file_contents(bound, offset, {static_cast<std::byte*>(buffer), length});
   if (!read) return read.status().code();

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstring>
 #include <thread>
@@ -33,13 +34,36 @@ long long ms_between(Clock::time_point from, Clock::time_point to) {
   return static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(to - from).count());
 }
 
+// page_cache_reads_cannot_stall, remembered per device on each thread for a second: a statfs per
+// read cost as much as the read. (A device number freed by an unmount can come back for another
+// file system; the second bounds that, and RWF_NOWAIT still refuses to wait where a file system
+// cannot honour it.)
+bool page_cache_reads_cannot_stall_on(int fd, dev_t device) {
+  struct Known {
+    dev_t device = 0;
+    bool cannot_stall = false;
+    Clock::time_point until{};
+  };
+  constexpr std::chrono::seconds kKeepFileSystemType{1};
+  thread_local std::array<Known, 4> known{};
+  thread_local size_t next = 0;
+  const auto now = Clock::now();
+  for (const Known& entry : known) {
+    if (entry.device == device && now < entry.until) return entry.cannot_stall;
+  }
+  const bool cannot_stall = page_cache_reads_cannot_stall(fd);
+  known[next] = Known{device, cannot_stall, now + kKeepFileSystemType};
+  next = (next + 1) % known.size();
+  return cannot_stall;
+}
+
 // The read on the caller's thread when every byte asked for is in the page cache: no hand-over to a
 // reader thread and back (two wake-ups, most of a scan's cost on a file just written). False when
 // any page is not cached (RWF_NOWAIT: EAGAIN or a short read), or the file system is not known to
 // answer cached reads without waiting.
 bool read_from_page_cache(int fd, const struct stat& file, uint64_t offset, MutableBytes buffer,
                           size_t& bytes) {
-  if (!S_ISREG(file.st_mode) || !page_cache_reads_cannot_stall(fd)) return false;
+  if (!S_ISREG(file.st_mode) || !page_cache_reads_cannot_stall_on(fd, file.st_dev)) return false;
   const uint64_t size = file.st_size > 0 ? static_cast<uint64_t>(file.st_size) : 0;
   const size_t expected =
       static_cast<size_t>(std::min<uint64_t>(buffer.size(), offset < size ? size - offset : 0));
@@ -244,7 +268,7 @@ ContentReader& ContentReader::instance() {
 }
 
 Result<size_t> ContentReader::read(int fd, uint64_t offset, MutableBytes buffer, Clock::time_point until,
-                                   const std::string& path) {
+                                   const std::string& path, const struct stat* known) {
   const auto asked = Clock::now();
   const auto count_read = [this](bool from_page_cache) {
     std::lock_guard lock(shared_->mutex);
@@ -258,7 +282,9 @@ Result<size_t> ContentReader::read(int fd, uint64_t offset, MutableBytes buffer,
   const size_t length = std::min(buffer.size(), kMaxContentReadBytes);
   // fstat reads the inode the open already loaded; the read is what may stall.
   struct stat file {};
-  if (length != 0 && ::fstat(fd, &file) != 0) {
+  if (length != 0 && known != nullptr) {
+    file = *known;
+  } else if (length != 0 && ::fstat(fd, &file) != 0) {
     count_read(false);
     return status_for_errno(errno);
   }
@@ -366,19 +392,23 @@ namespace {
 // has answered with the filter's default by then: a stalled read always means the default, never a
 // race between it and whatever the filter does on STATUS_IO_TIMEOUT.
 constexpr std::chrono::milliseconds kPastDeadline{50};
+
+const struct stat* known_status(const FileEvent& event) {
+  return event.file_status.st_mode != 0 ? &event.file_status : nullptr;
+}
 }  // namespace
 
 Result<size_t> read_file_contents(const FileEvent& event, uint64_t offset, MutableBytes buffer) {
   const auto until = event.deadline != Clock::time_point{} ? event.deadline + kPastDeadline
                                                            : Clock::now() + kDefaultContentReadTimeout;
-  return ContentReader::instance().read(event.fd, offset, buffer, until, event.path);
+  return ContentReader::instance().read(event.fd, offset, buffer, until, event.path, known_status(event));
 }
 
 Result<size_t> read_file_contents(const FileEvent& event, uint64_t offset, MutableBytes buffer,
                                   std::chrono::milliseconds timeout) {
   auto until = Clock::now() + timeout;
   if (event.deadline != Clock::time_point{}) until = std::min(until, event.deadline + kPastDeadline);
-  return ContentReader::instance().read(event.fd, offset, buffer, until, event.path);
+  return ContentReader::instance().read(event.fd, offset, buffer, until, event.path, known_status(event));
 }
 
 ContentReadStatistics content_read_statistics() noexcept {

@@ -6,6 +6,7 @@
 
 #include <fltport/filter.hpp>
 
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include <chrono>
@@ -42,9 +43,9 @@ class ContentReader {
   // from where it is), waiting no later than `until`; on the caller's thread when every byte is in
   // the page cache of a file system where that read cannot stall, else on a reader thread. STATUS_IO_TIMEOUT when the read has not
   // finished by then, or at once when every thread it could use is stuck in a read whose caller
-  // gave up. `path` names the file in the log.
-  Result<size_t> read(int fd, uint64_t offset, MutableBytes buffer,
-                      std::chrono::steady_clock::time_point until, const std::string& path);
+  // gave up. `path` names the file in the log; `known`, when given, is fd's fstat (the event's).
+  Result<size_t> read(int fd, uint64_t offset, MutableBytes buffer, std::chrono::steady_clock::time_point until,
+                      const std::string& path, const struct stat* known = nullptr);
 
   ContentReadStatistics statistics() const noexcept;
 

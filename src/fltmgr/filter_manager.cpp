@@ -139,9 +139,7 @@ struct PermissionRequest {
   std::atomic<size_t> deciding{0};                           // chain position whose verdict is awaited
   std::atomic<bool> answered{false};
   bool counted_waiting = false;  // in FilterManagerCore::waiting_ until answered
-  bool cache = true;    // every allow so far asked for caching (touched by one deciding thread at a time)
-  struct stat seen {};  // the file when the event came: the version the filters judge
-  bool stated = false;
+  bool cache = true;  // every allow so far asked for caching (touched by one deciding thread at a time)
 };
 
 // A verdict of chain position `index`, in its filter's and its instance's counters.
@@ -388,7 +386,7 @@ void FilterManagerCore::on_permission_event(fanotify::PermissionEvent& kernel_ev
     permissions_.respond(fd, true);
     return;
   }
-  if (known_clean(fd, request->seen, request->stated)) {
+  if (known_clean(fd, event.file_status)) {
     for (const auto& filter : request->chain) filter->cache_hits.fetch_add(1, std::memory_order_relaxed);
     std::shared_lock groups(groups_mutex_);
     permissions_.respond(fd, true);
@@ -448,9 +446,11 @@ void FilterManagerCore::on_permission_event(fanotify::PermissionEvent& kernel_ev
   batch.push_back([this, request] { continue_chain(request, 0); });
 }
 
-bool FilterManagerCore::known_clean(int fd, struct stat& file, bool& stated) {
-  stated = ::fstat(fd, &file) == 0;
-  if (!stated) return false;
+bool FilterManagerCore::known_clean(int fd, struct stat& file) {
+  if (::fstat(fd, &file) != 0) {
+    file.st_mode = 0;  // unknown: no verdict cached either
+    return false;
+  }
   std::lock_guard lock(mutex_);
   const auto found = clean_files_.find({file.st_dev, file.st_ino});
   if (found == clean_files_.end()) return false;
@@ -684,20 +684,21 @@ bool FilterManagerCore::answer(PermissionRequest& request, bool allow, int error
   if (request.counted_waiting) waiting_.fetch_sub(1);
   std::shared_lock groups(groups_mutex_);
   if (!groups_open_) return false;
-  if (allow && cache && request.stated) {
+  const struct stat& seen = request.event.file_status;
+  if (allow && cache && seen.st_mode != 0) {
     // Before the answer, not after: a process that writes the moment its open is allowed must find
     // the ignore mark there to be dropped, and the cache entry already holding the old state. The
     // verdict is about the file as it was when the event came; a write since then (through an fd
     // opened earlier) did not drop a mark that was not there yet: a file that looks changed once
     // the mark is on gets it taken back, and no entry.
     const int fd = request.fd.fd();
-    const FileVersion judged = FileVersion::of(request.seen);
+    const FileVersion judged = FileVersion::of(seen);
     const bool marked = permissions_.ignore_until_modified(fd, request.mask).ok();
     struct stat now {};
     if (::fstat(fd, &now) == 0 && FileVersion::of(now) == judged) {
       std::lock_guard lock(mutex_);
       if (clean_files_.size() >= kCleanFileCacheLimit) clean_files_.clear();
-      clean_files_[{request.seen.st_dev, request.seen.st_ino}] = judged;
+      clean_files_[{seen.st_dev, seen.st_ino}] = judged;
     } else if (marked) {
       permissions_.stop_ignoring(fd, request.mask);
     }

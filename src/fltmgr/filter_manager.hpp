@@ -109,8 +109,9 @@ class FilterManagerCore : public std::enable_shared_from_this<FilterManagerCore>
                  std::vector<std::shared_ptr<InstanceCounters>>& instances) const;
   bool exempt(pid_t pid) const;
   // The user-space verdict cache: allowed with caching before, and unchanged since.
-  // Looks at the file (`file`, `stated`: what the verdict will be about) and its cached verdict.
-  bool known_clean(int fd, struct stat& file, bool& stated);
+  // Looks at the file (`file`: what the verdict will be about; st_mode 0 if fstat failed) and its
+  // cached verdict.
+  bool known_clean(int fd, struct stat& file);
 
   fanotify::PermissionGroup permissions_;
   fanotify::NotificationGroup notifications_;

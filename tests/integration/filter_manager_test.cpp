@@ -6,6 +6,7 @@
 
 #include <fcntl.h>
 #include <sys/fanotify.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -119,6 +120,39 @@ TEST_F(FilterManagerTest, DenyReachesTheOpeningProcessAndAllowLetsItOpen) {
   EXPECT_EQ(instances[0].events, 2u) << "per-instance statistics";
   EXPECT_EQ(instances[0].allowed, 1u);
   EXPECT_EQ(instances[0].denied, 1u);
+}
+
+// The host's fstat of the event's file comes with the event, so that neither the filter nor the
+// content read asks the kernel again: it is the file's (inode, size, type), and reading through it
+// gives the file's bytes.
+TEST_F(FilterManagerTest, AnEventCarriesItsFilesStatusAndReadsWithIt) {
+  const std::string path = directory_ + "/seven.txt";
+  write_file(path, "7 bytes");
+  struct stat expected {};
+  ASSERT_EQ(::stat(path.c_str(), &expected), 0);
+  std::mutex mutex;
+  struct stat seen {};
+  std::string contents;
+  ASSERT_TRUE(manager_
+                  ->register_filter(filter("status", 100,
+                                           [&](const FileEvent& event, PendingOperation&) {
+                                             std::string buffer(16, '.');
+                                             auto read = read_file_contents(
+                                                 event, 0, {reinterpret_cast<std::byte*>(buffer.data()), buffer.size()});
+                                             std::lock_guard lock(mutex);
+                                             seen = event.file_status;
+                                             if (read) contents = buffer.substr(0, *read);
+                                             return PreResult::now(Verdict::allow());
+                                           }))
+                  .ok());
+  ASSERT_TRUE(manager_->attach("status", directory_).ok());
+  EXPECT_EQ(open_in_child(path), 0);
+  std::lock_guard lock(mutex);
+  EXPECT_EQ(seen.st_ino, expected.st_ino);
+  EXPECT_EQ(seen.st_dev, expected.st_dev);
+  EXPECT_EQ(seen.st_size, 7);
+  EXPECT_TRUE(S_ISREG(seen.st_mode));
+  EXPECT_EQ(contents, "7 bytes");
 }
 
 TEST_F(FilterManagerTest, PendingVerdictCompletedFromAnotherThread) {

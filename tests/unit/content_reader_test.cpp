@@ -278,6 +278,32 @@ TEST(ContentReader, CachedPagesOfALocalFileAreReadOnTheCallersThread) {
   EXPECT_EQ(stats.threads, 1u);
 }
 
+// With the event's status the read asks the kernel nothing more before reading: it reads the file as
+// that status describes it (here an older, shorter version), and a status of something that is not
+// a regular file sends the read to a reader thread as a fresh fstat would.
+TEST(ContentReader, AKnownStatusIsTheVersionRead) {
+  TempFile file("0123456789");
+  if (!page_cache_reads_cannot_stall(file.fd))
+    GTEST_SKIP() << "/tmp is not a local file system fltport knows";
+  struct stat status {};
+  ASSERT_EQ(::fstat(file.fd, &status), 0);
+  ContentReader reader(2, 1);
+  std::string buffer(10, '.');
+  status.st_size = 4;
+  auto read = reader.read(file.fd, 0, bytes_of(buffer), Clock::now() + 2s, "known", &status);
+  ASSERT_TRUE(read.ok()) << read.status().to_string();
+  EXPECT_EQ(*read, 4u);
+  EXPECT_EQ(buffer.substr(0, 4), "0123");
+  EXPECT_EQ(reader.statistics().from_page_cache, 1u);
+  status.st_mode = S_IFIFO | 0600;
+  buffer.assign(10, '.');
+  read = reader.read(file.fd, 0, bytes_of(buffer), Clock::now() + 2s, "known", &status);
+  ASSERT_TRUE(read.ok()) << read.status().to_string();
+  EXPECT_EQ(buffer, "0123456789");
+  EXPECT_EQ(reader.statistics().from_page_cache, 1u);
+  EXPECT_EQ(reader.statistics().threads, 1u);
+}
+
 TEST(ContentReader, EventReadIsBoundedByTheEventsDeadline) {
   StuckPipe pipe;
   FileEvent event;

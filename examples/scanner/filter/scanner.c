@@ -151,8 +151,10 @@ static FLT_PREOP_CALLBACK_STATUS FLTAPI ScannerPreCreate(PFLT_CALLBACK_DATA Data
   /* The service's own opens are never scanned: it would wait on itself. */
   const unsigned service = atomic_load(&ScannerData.UserProcessId);
   if (service != 0 && file->ProcessId == service) return FLT_PREOP_SUCCESS_NO_CALLBACK;
+  mode_t mode = file->FileMode; /* the host's fstat of the event's file; 0 when it had none */
   struct stat info;
-  if (fstat(file->FileDescriptor, &info) != 0 || !S_ISREG(info.st_mode)) return FLT_PREOP_SUCCESS_NO_CALLBACK;
+  if (mode == 0 && fstat(file->FileDescriptor, &info) == 0) mode = info.st_mode;
+  if (!S_ISREG(mode)) return FLT_PREOP_SUCCESS_NO_CALLBACK;
 
   BOOLEAN safe = TRUE;
   ULONG scanned = 0;
