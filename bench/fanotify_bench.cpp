@@ -3,11 +3,16 @@
 // directory, in one run:
 //   no listener | a bare fanotify responder that allows everything | the filter manager with an
 //   allow-all filter, uncached and cached | fltmgrd + scanner + service, uncached and cached.
+// The sequence runs --rounds times (each round's groups, host and service are new, so every
+// uncached pass is a first look); a row reports its median round, and its ratios are the medians of
+// the ratios within each round: on a shared virtual machine a neighbour's burst moves a single pass
+// by 30 %, and it moves the baseline of the same round with it.
 // Needs root (fanotify permission events). scripts/bench.sh runs it and merges its --json rows into
 // the port suite's results.
 //
-//   fltport-bench-fanotify [--files N] [--json PATH] [--fltmgrd PATH --plugin-dir DIR --service PATH]
-//                          [--service-threads N]   (the scanner service's worker threads; its default: 2)
+//   fltport-bench-fanotify [--files N] [--rounds N] [--json PATH] [--fltmgrd PATH --plugin-dir DIR
+//                          --service PATH] [--service-threads N]   (the scanner service's worker
+//                          threads; its default: 2)
 #include <fltport/filter.hpp>
 
 #include <fcntl.h>
@@ -20,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -308,10 +314,56 @@ struct Row {
   std::optional<LatencyStats> stats;
 };
 
+double median(std::vector<double> values) {
+  if (values.empty()) return 0;
+  std::sort(values.begin(), values.end());
+  const size_t middle = values.size() / 2;
+  return values.size() % 2 == 1 ? values[middle] : (values[middle - 1] + values[middle]) / 2;
+}
+
+// One row over the rounds: its median round (by mean), and its means as ratios to another row's
+// mean of the same round (NaN-free: rounds where either failed are left out).
+struct RoundsOfRow {
+  std::string name;
+  std::vector<std::optional<LatencyStats>> rounds;
+
+  std::optional<LatencyStats> median_round() const {
+    std::vector<const LatencyStats*> measured;
+    for (const auto& round : rounds) {
+      if (round) measured.push_back(&*round);
+    }
+    if (measured.empty()) return std::nullopt;
+    std::sort(measured.begin(), measured.end(),
+              [](const LatencyStats* a, const LatencyStats* b) { return a->mean_us < b->mean_us; });
+    return *measured[(measured.size() - 1) / 2];
+  }
+  std::vector<double> ratios_to(const RoundsOfRow& base) const {
+    std::vector<double> ratios;
+    for (size_t i = 0; i < rounds.size() && i < base.rounds.size(); ++i) {
+      if (rounds[i] && base.rounds[i] && base.rounds[i]->mean_us > 0)
+        ratios.push_back(rounds[i]->mean_us / base.rounds[i]->mean_us);
+    }
+    return ratios;
+  }
+};
+
+std::string ratio_text(const std::vector<double>& ratios) {
+  if (ratios.empty()) return "-";
+  char text[48];
+  if (ratios.size() == 1) {
+    std::snprintf(text, sizeof text, "%.2fx", ratios.front());
+  } else {
+    std::snprintf(text, sizeof text, "%.2fx (%.2f-%.2f)", median(ratios),
+                  *std::min_element(ratios.begin(), ratios.end()), *std::max_element(ratios.begin(), ratios.end()));
+  }
+  return text;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   size_t count = 20000;
+  size_t round_count = 5;
   std::string json_path;
   std::string fltmgrd = FLTPORT_BENCH_FLTMGRD;
   std::string plugin_dir = FLTPORT_BENCH_PLUGIN_DIR;
@@ -321,6 +373,8 @@ int main(int argc, char** argv) {
     const bool has_value = i + 1 < argc;
     if (std::strcmp(argv[i], "--files") == 0 && has_value) {
       count = std::stoul(argv[++i]);
+    } else if (std::strcmp(argv[i], "--rounds") == 0 && has_value) {
+      round_count = std::stoul(argv[++i]);
     } else if (std::strcmp(argv[i], "--json") == 0 && has_value) {
       json_path = argv[++i];
     } else if (std::strcmp(argv[i], "--fltmgrd") == 0 && has_value) {
@@ -333,13 +387,14 @@ int main(int argc, char** argv) {
       service_threads = argv[++i];
     } else {
       std::fprintf(stderr,
-                   "usage: %s [--files N] [--json PATH] [--fltmgrd PATH --plugin-dir DIR --service PATH] "
-                   "[--service-threads N]\n",
+                   "usage: %s [--files N] [--rounds N] [--json PATH] [--fltmgrd PATH --plugin-dir DIR "
+                   "--service PATH] [--service-threads N]\n",
                    argv[0]);
       return 2;
     }
   }
   if (count == 0) count = 1;
+  if (round_count == 0) round_count = 1;
   const fltport::bench::MachineInfo machine = fltport::bench::machine_info();
   char pattern[] = "/tmp/fltport-bench-fan-XXXXXX";
   if (::mkdtemp(pattern) == nullptr) return 1;
@@ -354,70 +409,87 @@ int main(int argc, char** argv) {
     std::ofstream(files.back()) << "clean content " << i;
   }
 
-  std::vector<Row> rows;
-  auto run = [&](const std::vector<std::string>& names,
-                 const std::function<std::vector<LatencyStats>()>& body) {
-    std::fprintf(stderr, "  %s ...\n", names.front().c_str());
-    try {
-      for (auto& stats : body()) rows.push_back({stats.name, std::move(stats)});
-    } catch (const std::exception& error) {
-      std::fprintf(stderr, "  %s failed: %s\n", names.front().c_str(), error.what());
-      for (const auto& name : names) rows.push_back({name, std::nullopt});
-    }
+  std::vector<RoundsOfRow> table;  // in the order the rows first ran
+  auto record = [&table, round_count](size_t round, const std::string& name, std::optional<LatencyStats> stats) {
+    auto found = std::find_if(table.begin(), table.end(), [&](const RoundsOfRow& row) { return row.name == name; });
+    if (found == table.end()) found = table.insert(table.end(), RoundsOfRow{name, {}});
+    found->rounds.resize(round_count);
+    found->rounds[round] = std::move(stats);
   };
-  run({kNoListener}, [&] { return std::vector{open_all_in_child(kNoListener, files)}; });
-  run({kBareResponder}, [&] { return std::vector{bare_responder(directory, files)}; });
-  run({"filter manager, allow-all filter, uncached"},
-      [&] { return std::vector{filter_manager(directory, files, false)}; });
-  run({"filter manager, allow-all filter, cached"},
-      [&] { return std::vector{filter_manager(directory, files, true)}; });
-  if (!fltmgrd.empty() && !service.empty()) {
-    run({"fltmgrd + scanner + service, uncached", "fltmgrd + scanner + service, cached"},
-        [&] { return scanner(directory, files, fltmgrd, plugin_dir, service, service_threads); });
+  for (size_t round = 0; round < round_count; ++round) {
+    std::fprintf(stderr, "round %zu of %zu\n", round + 1, round_count);
+    auto run = [&](const std::vector<std::string>& names,
+                   const std::function<std::vector<LatencyStats>()>& body) {
+      std::fprintf(stderr, "  %s ...\n", names.front().c_str());
+      try {
+        for (auto& stats : body()) {
+          const std::string name = stats.name;  // not stats.name: the argument is moved from first
+          record(round, name, std::move(stats));
+        }
+      } catch (const std::exception& error) {
+        std::fprintf(stderr, "  %s failed: %s\n", names.front().c_str(), error.what());
+        for (const auto& name : names) record(round, name, std::nullopt);
+      }
+    };
+    run({kNoListener}, [&] { return std::vector{open_all_in_child(kNoListener, files)}; });
+    run({kBareResponder}, [&] { return std::vector{bare_responder(directory, files)}; });
+    run({"filter manager, allow-all filter, uncached"},
+        [&] { return std::vector{filter_manager(directory, files, false)}; });
+    run({"filter manager, allow-all filter, cached"},
+        [&] { return std::vector{filter_manager(directory, files, true)}; });
+    if (!fltmgrd.empty() && !service.empty()) {
+      run({"fltmgrd + scanner + service, uncached", "fltmgrd + scanner + service, cached"},
+          [&] { return scanner(directory, files, fltmgrd, plugin_dir, service, service_threads); });
+    }
   }
   std::filesystem::remove_all(directory);
   std::filesystem::remove_all(runtime);
 
+  std::vector<Row> rows;
   std::vector<LatencyStats> measured;
-  for (const Row& row : rows) {
-    if (row.stats) measured.push_back(*row.stats);
+  for (const RoundsOfRow& row : table) {
+    rows.push_back({row.name, row.median_round()});
+    if (rows.back().stats) measured.push_back(*rows.back().stats);
   }
   fltport::bench::assign_floor_ratios(measured, kNoListener);
-  auto mean_of = [&rows](const char* name) {
-    for (const Row& row : rows) {
-      if (row.name == name && row.stats) return row.stats->mean_us;
+  const auto rounds_of = [&table](const char* name) -> const RoundsOfRow* {
+    for (const RoundsOfRow& row : table) {
+      if (row.name == name) return &row;
     }
-    return 0.0;
+    return nullptr;
   };
-  const double no_listener = mean_of(kNoListener), bare = mean_of(kBareResponder);
+  const RoundsOfRow* no_listener = rounds_of(kNoListener);
+  const RoundsOfRow* bare = rounds_of(kBareResponder);
 
-  std::printf("\nopen()+close() of %zu files, each once per pass, in a child process (no warm-up)\n", count);
-  std::printf("%-44s %8s %8s %8s %9s %9s %11s %8s %8s\n", "case", "us/open", "p50 us", "p99 us", "p99.9 us",
-              "opens/s", "CPU us/open", "vs none", "vs bare");
-  std::printf("%s\n", std::string(120, '-').c_str());
-  for (const Row& row : rows) {
+  std::printf("\nopen()+close() of %zu files, each once per pass, in a child process (no warm-up), %zu round%s\n",
+              count, round_count, round_count == 1 ? "" : "s");
+  std::printf("%-44s %8s %8s %8s %9s %9s %11s %8s %s\n", "case", "us/open", "p50 us", "p99 us", "p99.9 us",
+              "opens/s", "CPU us/open", "vs none", "vs bare (range over rounds)");
+  std::printf("%s\n", std::string(130, '-').c_str());
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const Row& row = rows[i];
     if (!row.stats) {
       std::printf("%-44s %8s\n", row.name.c_str(), "failed");
       continue;
     }
     const LatencyStats& s = *row.stats;
-    char versus_none[16] = "-", versus_bare[16] = "-";
-    if (no_listener > 0) std::snprintf(versus_none, sizeof versus_none, "%.2fx", s.mean_us / no_listener);
-    if (bare > 0) std::snprintf(versus_bare, sizeof versus_bare, "%.2fx", s.mean_us / bare);
-    std::printf("%-44s %8.2f %8.2f %8.2f %9.2f %9.0f %11.2f %8s %8s\n", row.name.c_str(), s.mean_us, s.p50_us,
-                s.p99_us, s.p999_us, s.round_trips_per_sec, s.cpu_us_per_round_trip, versus_none,
-                versus_bare);
+    const std::vector<double> to_none = no_listener ? table[i].ratios_to(*no_listener) : std::vector<double>{};
+    const std::string versus_none = to_none.empty() ? "-" : ratio_text({median(to_none)});
+    const std::string versus_bare = bare ? ratio_text(table[i].ratios_to(*bare)) : "-";
+    std::printf("%-44s %8.2f %8.2f %8.2f %9.2f %9.0f %11.2f %8s %s\n", row.name.c_str(), s.mean_us, s.p50_us,
+                s.p99_us, s.p999_us, s.round_trips_per_sec, s.cpu_us_per_round_trip, versus_none.c_str(),
+                versus_bare.c_str());
   }
   std::printf(
-      "us/open = mean; ratios are of means; CPU us/open = the opening child + this process (responder, "
-      "filter\n"
+      "Each row: its median round (by us/open). us/open = mean; ratios = the median over rounds of the\n"
+      "ratio of means within a round. CPU us/open = the opening child + this process (responder, filter\n"
       "manager) + fltmgrd and the service (from /proc, 10 ms ticks), per open.\n");
   std::fflush(stdout);
 
   if (!json_path.empty()) {
     fltport::bench::JsonExtras extras;
     extras.machine = &machine;
-    extras.settings = {{"files", std::to_string(count)}};
+    extras.settings = {{"files", std::to_string(count)}, {"rounds", std::to_string(round_count)}};
     try {
       fltport::bench::write_json(measured, json_path, extras);
     } catch (const std::exception& error) {
@@ -425,8 +497,10 @@ int main(int argc, char** argv) {
       return 1;
     }
   }
-  for (const Row& row : rows) {
-    if (!row.stats) return 1;
+  for (const RoundsOfRow& row : table) {
+    for (const auto& round : row.rounds) {
+      if (!round) return 1;  // a failed pass, even in one round, fails the run
+    }
   }
   return 0;
 }
