@@ -429,9 +429,11 @@ void FilterManagerCore::on_permission_event(fanotify::PermissionEvent& kernel_ev
       request->counted_waiting = true;
       waiting_.fetch_add(1);
       const auto when = request->arrival + minimum_deadline;
-      const bool earliest = deadlines_.empty() || when < deadlines_.top().when;
       deadlines_.push(Deadline{when, request});
-      if (earliest) deadlines_changed_.notify_one();
+      if (when < deadline_thread_wakes_) {
+        deadline_thread_wakes_ = when;
+        deadlines_changed_.notify_one();
+      }
     }
   }
   if (overloaded && overload_defaults_.fetch_add(1) % 1000 == 0) {
@@ -535,16 +537,42 @@ void FilterManagerCore::deadline_loop() noexcept {
   // behind the load it protects. A better nice value (root only; ignored otherwise) costs nothing
   // while it sleeps, and it sleeps almost always.
   ::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), kDeadlineThreadNice);
+  std::vector<std::shared_ptr<PermissionRequest>> swept;
+  bool quiet = true;  // no event since the last kReaderWatch tick
   std::unique_lock lock(mutex_);
   while (!deadlines_stopping_) {
-    if (deadlines_.empty()) {
-      deadlines_changed_.wait(lock);
+    // Answered requests leave the queue when this thread next looks, not at their deadline: left
+    // there, they would wake it once per event, each at its own deadline, for nothing (and hold
+    // the queue at events/s x deadline entries). The first request still waiting stops the sweep.
+    while (!deadlines_.empty()) {
+      auto request = deadlines_.top().request.lock();
+      if (request && !request->answered.load()) break;
+      if (request) swept.push_back(std::move(request));
+      deadlines_.pop();
+    }
+    if (!swept.empty()) {  // released unlocked: a last reference closes the event's fd
+      lock.unlock();
+      swept.clear();
+      lock.lock();
       continue;
     }
-    const auto earliest = deadlines_.top().when;  // a copy: the queue changes while we wait
-    // While events are about, also wake every kReaderWatch to see that somebody reads them.
-    const auto wake = std::min(earliest, std::chrono::steady_clock::now() + kReaderWatch);
-    if (deadlines_changed_.wait_until(lock, wake) == std::cv_status::no_timeout) continue;
+    if (deadlines_.empty() && quiet) {  // a whole kReaderWatch without events: sleep until one comes
+      deadline_thread_wakes_ = std::chrono::steady_clock::time_point::max();
+      deadlines_changed_.wait(lock);
+      deadline_thread_wakes_ = std::chrono::steady_clock::time_point::min();
+      quiet = false;
+      continue;
+    }
+    // While events come, also wake every kReaderWatch to see that somebody reads them. (Also when
+    // the queue just emptied: while events keep coming, the first after the sweep does not wake
+    // this thread, the next tick sees them.)
+    auto wake = std::chrono::steady_clock::now() + kReaderWatch;
+    if (!deadlines_.empty()) wake = std::min(wake, deadlines_.top().when);
+    deadline_thread_wakes_ = wake;
+    const auto waited = deadlines_changed_.wait_until(lock, wake);
+    deadline_thread_wakes_ = std::chrono::steady_clock::time_point::min();
+    if (waited == std::cv_status::no_timeout) continue;
+    quiet = deadlines_.empty();
     lock.unlock();
     watch_reader();
     lock.lock();

@@ -138,6 +138,9 @@ class FilterManagerCore : public std::enable_shared_from_this<FilterManagerCore>
   std::atomic<size_t> task_backlog_{0};  // tasks_.size(), read without tasks_mutex_
 
   std::condition_variable deadlines_changed_;  // with mutex_
+  // When the deadline thread will next look by itself (max while it waits for any change, min while
+  // it runs): an event due earlier wakes it, any other does not (no wake-up per event).
+  std::chrono::steady_clock::time_point deadline_thread_wakes_ = std::chrono::steady_clock::time_point::min();
   bool deadlines_stopping_ = false;
   std::thread deadline_thread_;
 
