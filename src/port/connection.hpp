@@ -109,7 +109,8 @@ class ServiceConnection {
   // reader that takes its message leaves the ring to it without a wake-up, and takes the reading
   // back itself if it returns before the next message: a service answering one event at a time
   // costs no system call however many threads wait, as long as its reader catches the next
-  // message spinning (once the reader sleeps too, a record wakes both, as a hand-over did).
+  // message spinning; once the reader sleeps too, a record wakes the reader alone (the ring's
+  // flag names which kind of sleeper to wake: transport::kAsleep, kNobodyReads).
   Waiter* standby_ = nullptr;
   bool reading_ = false;
   bool broken_ = false;

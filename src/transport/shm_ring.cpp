@@ -24,23 +24,24 @@ static_assert(kRingSlotPayload % 8 == 0 && kRingSlotSize <= 4096);
 
 constexpr int kSeals = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL;
 
-// Not FUTEX_PRIVATE: the word is shared with another process.
-void futex_wait(std::atomic<uint32_t>& word, uint32_t expected, Deadline deadline) noexcept {
-  const auto now = Timeout::Clock::now();
-  if (now >= deadline) return;
-  timespec relative{};
+// Not FUTEX_PRIVATE: the word is shared with another process. The sleeper waits as `kind` (a
+// sleep flag's value); FUTEX_WAIT_BITSET's timeout is absolute, on CLOCK_MONOTONIC (steady_clock).
+void futex_wait(std::atomic<uint32_t>& word, uint32_t expected, Deadline deadline, uint32_t kind) noexcept {
+  if (Timeout::Clock::now() >= deadline) return;
+  timespec until{};
   timespec* timeout = nullptr;
   if (deadline != Deadline::max()) {
-    const auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - now).count();
-    relative.tv_sec = static_cast<time_t>(left / 1'000'000'000);
-    relative.tv_nsec = static_cast<long>(left % 1'000'000'000);
-    timeout = &relative;
+    const auto at = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline.time_since_epoch()).count();
+    until.tv_sec = static_cast<time_t>(at / 1'000'000'000);
+    until.tv_nsec = static_cast<long>(at % 1'000'000'000);
+    timeout = &until;
   }
-  ::syscall(SYS_futex, reinterpret_cast<uint32_t*>(&word), FUTEX_WAIT, expected, timeout, nullptr, 0);
+  ::syscall(SYS_futex, reinterpret_cast<uint32_t*>(&word), FUTEX_WAIT_BITSET, expected, timeout, nullptr, kind);
 }
 
-void futex_wake(std::atomic<uint32_t>& word) noexcept {
-  ::syscall(SYS_futex, reinterpret_cast<uint32_t*>(&word), FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0);
+// Wakes the sleepers of the kinds in `kinds` (FUTEX_BITSET_MATCH_ANY: all).
+void futex_wake(std::atomic<uint32_t>& word, uint32_t kinds = FUTEX_BITSET_MATCH_ANY) noexcept {
+  ::syscall(SYS_futex, reinterpret_cast<uint32_t*>(&word), FUTEX_WAKE_BITSET, INT_MAX, nullptr, nullptr, kinds);
 }
 
 #if defined(__SANITIZE_THREAD__)
@@ -59,9 +60,9 @@ void sync_acquire(const void*) noexcept {}
 // One byte per key; a collision only makes ThreadSanitizer see more order than there is.
 char g_sync_keys[1024];
 
-void ring_bell(std::atomic<uint32_t>& bell) noexcept {
+void ring_bell(std::atomic<uint32_t>& bell, uint32_t kinds = FUTEX_BITSET_MATCH_ANY) noexcept {
   bell.fetch_add(1, std::memory_order_seq_cst);
-  futex_wake(bell);
+  futex_wake(bell, kinds);
 }
 
 // The two halves of the sleep protocol, for either side of a ring. The sleeper raises its flag,
@@ -72,9 +73,9 @@ template <class StillWaiting>
 bool sleep_unless(std::atomic<uint32_t>& sleeping, std::atomic<uint32_t>& bell, StillWaiting still_waiting,
                   Deadline deadline) noexcept {
   const uint32_t rung = bell.load(std::memory_order_seq_cst);
-  sleeping.store(1, std::memory_order_seq_cst);
+  sleeping.store(kAsleep, std::memory_order_seq_cst);
   const bool sleep = still_waiting();
-  if (sleep) futex_wait(bell, rung, deadline);
+  if (sleep) futex_wait(bell, rung, deadline, kAsleep);
   sleeping.store(0, std::memory_order_relaxed);
   return sleep;
 }
@@ -84,11 +85,14 @@ int64_t steady_ns() noexcept {
       .count();
 }
 
+// The flag is the peer's word: a value that names no kind wakes every kind.
 void wake_if_sleeping(std::atomic<uint32_t>& sleeping, std::atomic<uint32_t>& bell,
                       std::atomic<int64_t>* rung_at = nullptr) noexcept {
-  if (sleeping.load(std::memory_order_seq_cst) == 0) return;
+  const uint32_t flag = sleeping.load(std::memory_order_seq_cst);
+  if (flag == 0) return;
   if (rung_at != nullptr) rung_at->store(steady_ns(), std::memory_order_relaxed);
-  ring_bell(bell);
+  const uint32_t kinds = flag & (kAsleep | kNobodyReads);
+  ring_bell(bell, kinds != 0 ? kinds : FUTEX_BITSET_MATCH_ANY);
 }
 
 inline void cpu_relax() noexcept {
@@ -365,13 +369,14 @@ void RingReader::stop() noexcept {
 bool RingReader::leave() noexcept {
   RingControl& c = *control_;
   // The flag first, then the look (both seq_cst, as in sleep_unless): either the producer sees
-  // the flag and rings, or we see its record.
-  c.consumer_sleeping.store(1, std::memory_order_seq_cst);
+  // the flag and rings (for the thread in wait_for_bell(), not a reader asleep in receive()), or
+  // we see its record.
+  c.consumer_sleeping.store(kNobodyReads, std::memory_order_seq_cst);
   return c.head.load(std::memory_order_seq_cst) != tail_ || stopped_.load(std::memory_order_seq_cst);
 }
 
 void RingReader::wait_for_bell(uint32_t seen, Deadline deadline) const noexcept {
-  futex_wait(control_->data_bell, seen, deadline);
+  futex_wait(control_->data_bell, seen, deadline, kNobodyReads);
 }
 
 void RingReader::ring() const noexcept {

@@ -39,13 +39,21 @@ struct RingControl {
   alignas(64) std::atomic<uint32_t> producer_sleeping{0};  // producer: waits for room
   std::atomic<uint32_t> room_bell{0};                      // futex word the producer sleeps on
   alignas(64) std::atomic<uint32_t> tail{0};               // consumer: records consumed
-  alignas(64) std::atomic<uint32_t> consumer_sleeping{0};  // consumer: waits for data, or nobody reads
+  alignas(64) std::atomic<uint32_t> consumer_sleeping{0};  // consumer: kAsleep, kNobodyReads or 0
   std::atomic<uint32_t> data_bell{0};                      // futex word the consumer sleeps on
   // Written by the producer when it rings data_bell (steady clock, ns): lets the consumer tell
   // how long the producer took from how long its own wake-up took. Only a hint for the spin budget.
   std::atomic<int64_t> data_rung_at_ns{0};
 };
 static_assert(std::atomic<uint32_t>::is_always_lock_free, "futex words must be plain words");
+
+// The values of a sleep flag, which are also the futex bitsets its sleepers wait with: a writer
+// wakes only the kind of thread the flag names. kAsleep: the reader sleeps in receive() (or the
+// producer waits for room); kNobodyReads: the reader left (RingReader::leave) and another thread
+// of its process waits in wait_for_bell() to take over. Both at once would wake two threads for
+// one record.
+inline constexpr uint32_t kAsleep = 1;
+inline constexpr uint32_t kNobodyReads = 2;
 
 enum class RingDirection : uint8_t { to_service = 0, to_filter = 1 };
 

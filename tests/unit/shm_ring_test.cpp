@@ -17,6 +17,7 @@
 #include <cstddef>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <functional>
 #include <memory>
 #include <random>
@@ -695,6 +696,42 @@ TEST_F(ShmRing, AfterLeaveARecordRingsTheBellForWhoeverWaitsOnIt) {
   ASSERT_EQ(send(2, 8), Status(STATUS_SUCCESS));
   EXPECT_EQ(reader_->bell(), quiet) << "a reader that reads needs no bell";
   EXPECT_TRUE(ReceivesFrame(2, 8, now()));
+}
+
+// Whether a thread of this process sleeps (state S: in the futex, for the threads below).
+bool sleeping(pid_t thread) {
+  std::ifstream stat("/proc/self/task/" + std::to_string(thread) + "/stat");
+  std::string line;
+  std::getline(stat, line);
+  const auto after_name = line.rfind(") ");
+  return after_name != std::string::npos && line.compare(after_name + 2, 1, "S") == 0;
+}
+
+// One record, one wake-up: a record for a reader asleep in receive() leaves a thread waiting in
+// wait_for_bell() (the service's standby) asleep, since the reader takes it.
+TEST_F(ShmRing, ARecordForASleepingReaderLeavesTheStandbyAsleep) {
+  open(0ns);  // no spin: the reader sleeps at once
+  const uint32_t seen = reader_->bell();
+  std::atomic<pid_t> standby_thread{0};
+  std::atomic<bool> standby_woke{false};
+  std::thread standby([&] {
+    standby_thread = ::gettid();
+    reader_->wait_for_bell(seen, after(20s));
+    standby_woke = true;
+  });
+  ASSERT_TRUE(eventually([&] { return standby_thread.load() != 0 && sleeping(standby_thread.load()); }));
+  Result<size_t> received = Status(STATUS_UNSUCCESSFUL);
+  std::thread reader([&] { received = receive(after(20s)); });
+  ASSERT_TRUE(eventually([&] { return control().consumer_sleeping.load() == kAsleep; }));
+  std::this_thread::sleep_for(20ms);  // from the flag into the futex
+  ASSERT_EQ(send(1, 8), Status(STATUS_SUCCESS));
+  reader.join();
+  EXPECT_TRUE(received.ok()) << received.status().to_string();
+  std::this_thread::sleep_for(200ms);
+  EXPECT_FALSE(standby_woke.load()) << "the record woke the standby too";
+  reader_->ring();  // what ServiceConnection does to wake its standby
+  standby.join();
+  EXPECT_TRUE(standby_woke.load());
 }
 
 TEST_F(ShmRing, LeaveReportsARecordThatCameBeforeIt) {
