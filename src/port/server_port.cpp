@@ -74,7 +74,7 @@ Result<ReplyInfo> PortConnection::send(ConstBytes message, MutableBytes* reply, 
     // Queued, or taken and waiting for the reply: read the reply channel if nobody does (a queued
     // sender too, since replies carry the credits it waits for), else wait to be told.
     const bool progressed = reply_socket_.valid() && !reply_reader_active_ && !closed_
-                                ? read_reply_channel(lock, m.deadline)
+                                ? read_reply_channel(lock, m.deadline, m.woke_service)
                                 : wait_until(m.changed, lock, m.deadline);
     if (progressed || Timeout::Clock::now() < m.deadline) continue;
     if (m.state == State::queued) {
@@ -97,8 +97,9 @@ Result<ReplyInfo> PortConnection::send(ConstBytes message, MutableBytes* reply, 
   }
 }
 
-bool PortConnection::read_reply_channel(std::unique_lock<std::mutex>& lock, Deadline deadline) {
-  if (!read_reply_frame(lock, deadline)) return false;
+bool PortConnection::read_reply_channel(std::unique_lock<std::mutex>& lock, Deadline deadline,
+                                        bool service_waking) {
+  if (!read_reply_frame(lock, deadline, service_waking)) return false;
   // One wake-up takes what else is in the ring already (a check of its index, no system call).
   for (size_t more = 0; more < transport::kRingSlots && from_service_ && !closed_ && !reply_reader_active_ &&
                         from_service_->readable();
@@ -108,11 +109,12 @@ bool PortConnection::read_reply_channel(std::unique_lock<std::mutex>& lock, Dead
   return true;
 }
 
-bool PortConnection::read_reply_frame(std::unique_lock<std::mutex>& lock, Deadline deadline) {
+bool PortConnection::read_reply_frame(std::unique_lock<std::mutex>& lock, Deadline deadline,
+                                      bool service_waking) {
   reply_reader_active_ = true;
   lock.unlock();
   const MutableBytes buffer = reply_buffer_->span();
-  const auto received = from_service_ ? from_service_->receive(buffer, deadline)
+  const auto received = from_service_ ? from_service_->receive(buffer, deadline, service_waking)
                                       : transport::receive_frame(reply_socket_.fd(), buffer, deadline);
   lock.lock();
   reply_reader_active_ = false;
@@ -183,7 +185,7 @@ void PortConnection::deliver(OutgoingMessage& m, std::unique_lock<std::mutex>& l
                         m.wants_reply ? wire::kFlagWantsReply : 0);
   const Deadline give_up = stall_deadline(m.deadline);
   lock.unlock();
-  const Status sent = send_to_service(header, m.data, give_up);
+  const Status sent = send_to_service(header, m.data, give_up, &m.woke_service);
   lock.lock();
   if (sent.ok()) {
     if (m.state == State::sending) m.state = State::taken;  // a fast reply may already be here
@@ -247,9 +249,9 @@ void PortConnection::close_locked(NTSTATUS reason) noexcept {
   if (to_service_) to_service_->stop();
 }
 
-Status PortConnection::send_to_service(const wire::FrameHeader& header, ConstBytes payload,
-                                       Deadline deadline) noexcept {
-  if (to_service_) return to_service_->send(header, payload, deadline);
+Status PortConnection::send_to_service(const wire::FrameHeader& header, ConstBytes payload, Deadline deadline,
+                                       bool* woke_service) noexcept {
+  if (to_service_) return to_service_->send(header, payload, deadline, woke_service);
   return transport::send_frame(socket_.fd(), header, payload, deadline);
 }
 
@@ -263,10 +265,10 @@ bool PortConnection::set_up_shared_memory() {
   using transport::RingDirection;
   const auto spin = transport::effective_spin_budget(shared_->spin_budget);
   // The service is known asleep when its reader of our ring sleeps: then room in that ring takes
-  // at least a wake-up, and a writer waiting for it does not spin. A sender waiting for its reply
-  // does spin though the service slept when the message went: the message itself woke it, and
-  // catching the reply within the budget saves this thread a wake-up of its own (fanotify bench,
-  // scanner path uncached: 92-95 -> 82-83 us per open, 3.1x -> 2.7x the bare responder).
+  // at least a wake-up, and a writer waiting for it does not spin. Nor does a sender waiting for
+  // the reply to a message that had to wake the service (OutgoingMessage::woke_service): the
+  // service's wake-up comes first and may need this thread's CPU. Spinning there cost sporadic
+  // opens (fanotify bench, scanner path, 1 ms apart) 213 instead of 120 us each.
   const auto* service_asleep = &region->control(RingDirection::to_service).consumer_sleeping;
   std::lock_guard lock(mutex_);
   if (closed_) return false;

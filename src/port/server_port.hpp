@@ -84,6 +84,7 @@ class PortConnection : public std::enable_shared_from_this<PortConnection> {
     // deliver() is using this object without the lock: its owner may not return, even if the reply
     // was already handed over by another thread.
     bool being_sent = false;
+    bool woke_service = false;  // the service's reader slept when this went (shared memory)
     std::condition_variable changed;
     ListHook<OutgoingMessage> hook;  // in queue_ or waiters_
   };
@@ -106,8 +107,9 @@ class PortConnection : public std::enable_shared_from_this<PortConnection> {
   void release_slot() noexcept;
   void violation_locked(const char* what) noexcept;
   // A sender waiting for its reply reads the reply channel itself; false at the deadline.
-  bool read_reply_channel(std::unique_lock<std::mutex>& lock, Deadline deadline);
-  bool read_reply_frame(std::unique_lock<std::mutex>& lock, Deadline deadline);
+  // `service_waking`: the reply waited for answers a message that had to wake the service.
+  bool read_reply_channel(std::unique_lock<std::mutex>& lock, Deadline deadline, bool service_waking = false);
+  bool read_reply_frame(std::unique_lock<std::mutex>& lock, Deadline deadline, bool service_waking = false);
   // At the end of the control stream: takes the replies the service sent before it left, so that
   // the two channels' order does not lose a reply.
   void drain_reply_channel() noexcept;
@@ -115,7 +117,9 @@ class PortConnection : public std::enable_shared_from_this<PortConnection> {
   void hand_over_reply_channel(const OutgoingMessage* leaving) noexcept;
   void remember_withdrawn(uint64_t id);
   // The frames to the service (messages, withdrawn notices, responses): its ring, or the socket.
-  Status send_to_service(const wire::FrameHeader& header, ConstBytes payload, Deadline deadline) noexcept;
+  // `woke_service`, if given: whether the service's reader slept and this send rang for it.
+  Status send_to_service(const wire::FrameHeader& header, ConstBytes payload, Deadline deadline,
+                         bool* woke_service = nullptr) noexcept;
   // Sets up the rings before the welcome that hands them over; false if that failed.
   bool set_up_shared_memory();
 

@@ -86,13 +86,14 @@ int64_t steady_ns() noexcept {
 }
 
 // The flag is the peer's word: a value that names no kind wakes every kind.
-void wake_if_sleeping(std::atomic<uint32_t>& sleeping, std::atomic<uint32_t>& bell,
+bool wake_if_sleeping(std::atomic<uint32_t>& sleeping, std::atomic<uint32_t>& bell,
                       std::atomic<int64_t>* rung_at = nullptr) noexcept {
   const uint32_t flag = sleeping.load(std::memory_order_seq_cst);
-  if (flag == 0) return;
+  if (flag == 0) return false;
   if (rung_at != nullptr) rung_at->store(steady_ns(), std::memory_order_relaxed);
   const uint32_t kinds = flag & (kAsleep | kNobodyReads);
   ring_bell(bell, kinds != 0 ? kinds : FUTEX_BITSET_MATCH_ANY);
+  return true;
 }
 
 inline void cpu_relax() noexcept {
@@ -236,7 +237,8 @@ Status RingWriter::wait_for_room(Deadline deadline) noexcept {
   }
 }
 
-Status RingWriter::send(const wire::FrameHeader& header, ConstBytes payload, Deadline deadline) noexcept {
+Status RingWriter::send(const wire::FrameHeader& header, ConstBytes payload, Deadline deadline,
+                        bool* woke_reader) noexcept {
   // Another writer may be waiting for room: our own deadline bounds the wait for our turn too.
   std::unique_lock lock(mutex_, std::try_to_lock);
   if (!lock.owns_lock()) {
@@ -269,7 +271,8 @@ Status RingWriter::send(const wire::FrameHeader& header, ConstBytes payload, Dea
   RingControl& c = *control_;
   sync_release(sync_key_);
   c.head.store(head_, std::memory_order_seq_cst);
-  wake_if_sleeping(c.consumer_sleeping, c.data_bell, &c.data_rung_at_ns);
+  const bool rang = wake_if_sleeping(c.consumer_sleeping, c.data_bell, &c.data_rung_at_ns);
+  if (woke_reader != nullptr) *woke_reader = rang;
   return STATUS_SUCCESS;
 }
 
@@ -321,7 +324,7 @@ Result<size_t> RingReader::take(MutableBytes buffer) noexcept {
   return length;
 }
 
-Result<size_t> RingReader::receive(MutableBytes buffer, Deadline deadline) noexcept {
+Result<size_t> RingReader::receive(MutableBytes buffer, Deadline deadline, bool peer_waking) noexcept {
   if (error_ != nullptr) return Status(STATUS_DATA_ERROR);
   RingControl& c = *control_;
   auto ready = [&] {
@@ -349,7 +352,7 @@ Result<size_t> RingReader::receive(MutableBytes buffer, Deadline deadline) noexc
     const auto now = Timeout::Clock::now();
     if (now >= deadline) return Status(STATUS_TIMEOUT);
     if (started == Deadline{}) started = now;
-    if (spin_.spin_until(ready, deadline)) continue;
+    if (!peer_waking && spin_.spin_until(ready, deadline)) continue;
     auto nothing_yet = [&] {
       return c.head.load(std::memory_order_seq_cst) == tail_ && !stopped_.load(std::memory_order_seq_cst);
     };

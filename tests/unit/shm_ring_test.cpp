@@ -698,6 +698,32 @@ TEST_F(ShmRing, AfterLeaveARecordRingsTheBellForWhoeverWaitsOnIt) {
   EXPECT_TRUE(ReceivesFrame(2, 8, now()));
 }
 
+// A reply to a record that had to wake the peer is waited for asleep from the start: the peer's
+// wake-up may need this CPU. With a budget of a second, a plain receive spins (its flag stays
+// down), a receive told the peer is waking sleeps at once; both get the record.
+TEST_F(ShmRing, AReceiveForAWakingPeerSleepsAtOnce) {
+  open(1s);
+  bool woke = true;
+  ASSERT_EQ(writer_->send(header_for(1, 0), {}, after(5s), &woke), Status(STATUS_SUCCESS));
+  EXPECT_FALSE(woke) << "nobody slept: nobody was woken";
+  ASSERT_TRUE(ReceivesFrame(1, 0, now()));
+  Result<size_t> received = Status(STATUS_UNSUCCESSFUL);
+  std::thread reader([&] { received = reader_->receive(buffer_, after(20s), /*peer_waking=*/true); });
+  EXPECT_TRUE(eventually([&] { return control().consumer_sleeping.load() == kAsleep; }, 500ms))
+      << "it spun instead of sleeping";
+  ASSERT_EQ(writer_->send(header_for(2, 0), {}, after(5s), &woke), Status(STATUS_SUCCESS));
+  reader.join();
+  EXPECT_TRUE(woke) << "the reader slept: the send rang for it";
+  EXPECT_TRUE(received.ok()) << received.status().to_string();
+
+  std::thread spinner([&] { received = receive(after(20s)); });
+  std::this_thread::sleep_for(300ms);
+  EXPECT_EQ(control().consumer_sleeping.load(), 0u) << "a plain receive spins its budget first";
+  ASSERT_EQ(send(3, 0), Status(STATUS_SUCCESS));
+  spinner.join();
+  EXPECT_TRUE(received.ok());
+}
+
 // Whether a thread of this process sleeps (state S: in the futex, for the threads below).
 bool sleeping(pid_t thread) {
   std::ifstream stat("/proc/self/task/" + std::to_string(thread) + "/stat");
