@@ -2,7 +2,8 @@
 // child process (the host's own accesses are exempt from filtering), on files in a fresh temporary
 // directory, in one run:
 //   no listener | a bare fanotify responder that allows everything | the filter manager with an
-//   allow-all filter, uncached and cached | fltmgrd + scanner + service, uncached and cached.
+//   allow-all filter, uncached and cached | fltmgrd + scanner + service, uncached and cached; and
+//   sporadic opens (--paced N files, 1 ms apart) for the bare responder and the scanner path.
 // The sequence runs --rounds times (each round's groups, host and service are new, so every
 // uncached pass is a first look); a row reports its median round, and its ratios are the medians of
 // the ratios within each round: on a shared virtual machine a neighbour's burst moves a single pass
@@ -53,6 +54,11 @@ using fltport::bench::LatencyStats;
 
 const char* const kNoListener = "no listener";
 const char* const kBareResponder = "bare fanotify responder (allow all)";
+// Sporadic opens: each row of that kind is compared with the bare responder's of the same kind.
+constexpr std::chrono::microseconds kPacedGap{1000};
+const char* const kPacedSuffix = ", 1 ms apart";
+std::string paced(const std::string& name) { return name + kPacedSuffix; }
+bool is_paced(const std::string& name) { return name.ends_with(kPacedSuffix); }
 
 [[noreturn]] void throw_errno(const std::string& what) {
   throw std::system_error(errno, std::generic_category(), what);
@@ -123,8 +129,11 @@ class SharedTimings {
 // Opens each file once in a child process, timing each open()+close() (no warm-up: a first pass
 // must be the filters' first look at every file). CPU per open counts the child, this process (the
 // responders, the filter manager) and the processes `others_cpu` sums (fltmgrd, the service).
+// With a `gap`, the child sleeps that long after each open (sporadic opens, as most are: every
+// waiting thread has gone to sleep by the next one); the samples are then the open()+close() alone.
 LatencyStats open_all_in_child(const std::string& name, const std::vector<std::string>& files,
-                               const std::function<double()>& others_cpu = {}) {
+                               const std::function<double()>& others_cpu = {},
+                               std::chrono::microseconds gap = std::chrono::microseconds(0)) {
   SharedTimings timings(files.size());
   const double others_start = others_cpu ? others_cpu() : 0;
   const double self_start = self_cpu_seconds();
@@ -145,6 +154,10 @@ LatencyStats open_all_in_child(const std::string& name, const std::vector<std::s
       samples[i] =
           static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(now - previous).count());
       previous = now;
+      if (gap.count() > 0) {
+        std::this_thread::sleep_for(gap);
+        previous = Clock::now();
+      }
     }
     header.wall_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(previous - start).count();
     header.child_cpu_ns = process_cpu_ns() - cpu_start;
@@ -173,7 +186,8 @@ LatencyStats open_all_in_child(const std::string& name, const std::vector<std::s
 }
 
 // A fanotify group answering FAN_OPEN_PERM with allow, nothing else: the kernel's own cost.
-LatencyStats bare_responder(const std::string& directory, const std::vector<std::string>& files) {
+std::vector<LatencyStats> bare_responder(const std::string& directory, const std::vector<std::string>& files,
+                                        const std::vector<std::string>& paced_files) {
   const int group = ::fanotify_init(FAN_CLASS_CONTENT | FAN_CLOEXEC | FAN_NONBLOCK, O_RDONLY | O_LARGEFILE);
   if (group < 0) throw_errno("fanotify_init");
   if (::fanotify_mark(group, FAN_MARK_ADD, FAN_OPEN_PERM | FAN_EVENT_ON_CHILD, AT_FDCWD, directory.c_str()) !=
@@ -201,10 +215,12 @@ LatencyStats bare_responder(const std::string& directory, const std::vector<std:
       }
     }
   });
-  std::optional<LatencyStats> stats;
+  std::vector<LatencyStats> rows;
   std::exception_ptr error;
   try {
-    stats = open_all_in_child(kBareResponder, files);
+    rows.push_back(open_all_in_child(kBareResponder, files));
+    if (!paced_files.empty())
+      rows.push_back(open_all_in_child(paced(kBareResponder), paced_files, {}, kPacedGap));
   } catch (...) {
     error = std::current_exception();
   }
@@ -212,7 +228,7 @@ LatencyStats bare_responder(const std::string& directory, const std::vector<std:
   responder.join();
   ::close(group);  // also releases anything unanswered
   if (error) std::rethrow_exception(error);
-  return *stats;
+  return rows;
 }
 
 LatencyStats filter_manager(const std::string& directory, const std::vector<std::string>& files, bool cache) {
@@ -288,8 +304,9 @@ std::unique_ptr<Daemon> start_process(const std::vector<std::string>& argv, cons
 // fltmgrd with the scanner filter and the scanner service: first pass uncached (every file is
 // sent to the service), second pass cached.
 std::vector<LatencyStats> scanner(const std::string& directory, const std::vector<std::string>& files,
-                                  const std::string& fltmgrd, const std::string& plugin_dir,
-                                  const std::string& service, const std::string& service_threads) {
+                                  const std::vector<std::string>& paced_files, const std::string& fltmgrd,
+                                  const std::string& plugin_dir, const std::string& service,
+                                  const std::string& service_threads) {
   auto host = start_process({fltmgrd, "--foreground", "--plugin-dir", plugin_dir, "--load", "scanner",
                              "--attach", "scanner=" + directory},
                             "fltmgrd: ready");
@@ -304,6 +321,10 @@ std::vector<LatencyStats> scanner(const std::string& directory, const std::vecto
   std::vector<LatencyStats> rows;
   rows.push_back(open_all_in_child("fltmgrd + scanner + service, uncached", files, daemons_cpu));
   rows.push_back(open_all_in_child("fltmgrd + scanner + service, cached", files, daemons_cpu));
+  if (!paced_files.empty()) {  // files this host has not seen: uncached
+    rows.push_back(
+        open_all_in_child(paced("fltmgrd + scanner + service, uncached"), paced_files, daemons_cpu, kPacedGap));
+  }
   scanning.reset();  // the service first, as an administrator would stop them
   host.reset();
   return rows;
@@ -364,6 +385,7 @@ std::string ratio_text(const std::vector<double>& ratios) {
 int main(int argc, char** argv) {
   size_t count = 20000;
   size_t round_count = 5;
+  size_t paced_count = 1000;
   std::string json_path;
   std::string fltmgrd = FLTPORT_BENCH_FLTMGRD;
   std::string plugin_dir = FLTPORT_BENCH_PLUGIN_DIR;
@@ -375,6 +397,8 @@ int main(int argc, char** argv) {
       count = std::stoul(argv[++i]);
     } else if (std::strcmp(argv[i], "--rounds") == 0 && has_value) {
       round_count = std::stoul(argv[++i]);
+    } else if (std::strcmp(argv[i], "--paced") == 0 && has_value) {
+      paced_count = std::stoul(argv[++i]);
     } else if (std::strcmp(argv[i], "--json") == 0 && has_value) {
       json_path = argv[++i];
     } else if (std::strcmp(argv[i], "--fltmgrd") == 0 && has_value) {
@@ -387,8 +411,8 @@ int main(int argc, char** argv) {
       service_threads = argv[++i];
     } else {
       std::fprintf(stderr,
-                   "usage: %s [--files N] [--rounds N] [--json PATH] [--fltmgrd PATH --plugin-dir DIR "
-                   "--service PATH] [--service-threads N]\n",
+                   "usage: %s [--files N] [--rounds N] [--paced N] [--json PATH] [--fltmgrd PATH "
+                   "--plugin-dir DIR --service PATH] [--service-threads N]\n",
                    argv[0]);
       return 2;
     }
@@ -407,6 +431,11 @@ int main(int argc, char** argv) {
   for (size_t i = 0; i < count; ++i) {
     files.push_back(directory + "/file" + std::to_string(i) + ".txt");
     std::ofstream(files.back()) << "clean content " << i;
+  }
+  std::vector<std::string> paced_files;
+  for (size_t i = 0; i < paced_count; ++i) {
+    paced_files.push_back(directory + "/paced" + std::to_string(i) + ".txt");
+    std::ofstream(paced_files.back()) << "clean content " << i;
   }
 
   std::vector<RoundsOfRow> table;  // in the order the rows first ran
@@ -432,14 +461,15 @@ int main(int argc, char** argv) {
       }
     };
     run({kNoListener}, [&] { return std::vector{open_all_in_child(kNoListener, files)}; });
-    run({kBareResponder}, [&] { return std::vector{bare_responder(directory, files)}; });
+    run({kBareResponder, paced(kBareResponder)}, [&] { return bare_responder(directory, files, paced_files); });
     run({"filter manager, allow-all filter, uncached"},
         [&] { return std::vector{filter_manager(directory, files, false)}; });
     run({"filter manager, allow-all filter, cached"},
         [&] { return std::vector{filter_manager(directory, files, true)}; });
     if (!fltmgrd.empty() && !service.empty()) {
-      run({"fltmgrd + scanner + service, uncached", "fltmgrd + scanner + service, cached"},
-          [&] { return scanner(directory, files, fltmgrd, plugin_dir, service, service_threads); });
+      run({"fltmgrd + scanner + service, uncached", "fltmgrd + scanner + service, cached",
+           paced("fltmgrd + scanner + service, uncached")},
+          [&] { return scanner(directory, files, paced_files, fltmgrd, plugin_dir, service, service_threads); });
     }
   }
   std::filesystem::remove_all(directory);
@@ -460,6 +490,7 @@ int main(int argc, char** argv) {
   };
   const RoundsOfRow* no_listener = rounds_of(kNoListener);
   const RoundsOfRow* bare = rounds_of(kBareResponder);
+  const RoundsOfRow* bare_paced = rounds_of(paced(kBareResponder).c_str());
 
   std::printf("\nopen()+close() of %zu files, each once per pass, in a child process (no warm-up), %zu round%s\n",
               count, round_count, round_count == 1 ? "" : "s");
@@ -475,15 +506,17 @@ int main(int argc, char** argv) {
     const LatencyStats& s = *row.stats;
     const std::vector<double> to_none = no_listener ? table[i].ratios_to(*no_listener) : std::vector<double>{};
     const std::string versus_none = to_none.empty() ? "-" : ratio_text({median(to_none)});
-    const std::string versus_bare = bare ? ratio_text(table[i].ratios_to(*bare)) : "-";
+    const RoundsOfRow* base = is_paced(row.name) ? bare_paced : bare;
+    const std::string versus_bare = base ? ratio_text(table[i].ratios_to(*base)) : "-";
     std::printf("%-44s %8.2f %8.2f %8.2f %9.2f %9.0f %11.2f %8s %s\n", row.name.c_str(), s.mean_us, s.p50_us,
                 s.p99_us, s.p999_us, s.round_trips_per_sec, s.cpu_us_per_round_trip, versus_none.c_str(),
                 versus_bare.c_str());
   }
   std::printf(
       "Each row: its median round (by us/open). us/open = mean; ratios = the median over rounds of the\n"
-      "ratio of means within a round. CPU us/open = the opening child + this process (responder, filter\n"
-      "manager) + fltmgrd and the service (from /proc, 10 ms ticks), per open.\n");
+      "ratio of means within a round (\"1 ms apart\" rows: to the bare responder's 1 ms apart row). CPU\n"
+      "us/open = the opening child + this process (responder, filter manager) + fltmgrd and the service\n"
+      "(from /proc, 10 ms ticks), per open (with the 1 ms gaps: what waiting costs).\n");
   std::fflush(stdout);
 
   if (!json_path.empty()) {
