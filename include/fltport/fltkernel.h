@@ -135,9 +135,10 @@ typedef struct _FLTPORT_FILE_EVENT {
   BOOLEAN HasRange;     /* IRP_MJ_READ with the byte range about to be read */
   BOOLEAN CacheVerdict; /* set by the filter on an allow: the verdict stands until the file changes */
   ULONGLONG KernelFlags; /* fanotify's mask bits for the event (FAN_OPEN_PERM, ..., FAN_ONDIR) */
-  ULONG FileMode;   /* pre-operations: st_mode of FileDescriptor when the event came, 0 if unknown */
-  LONGLONG FileSize; /* and st_size: what the host saw, so that a filter need not fstat again */
   PVOID FltportReserved; /* the library's own (the event, for FltportReadFile's bound): do not touch */
+  /* Added after the fields above, so that a filter built against the older layout keeps working: */
+  ULONG FileMode;    /* pre-operations: st_mode of FileDescriptor when the event came, 0 if unknown */
+  LONGLONG FileSize; /* and st_size: what the host saw, so that a filter need not fstat again */
 } FLTPORT_FILE_EVENT, *PFLTPORT_FILE_EVENT;
 
 typedef struct _FLT_CALLBACK_DATA {

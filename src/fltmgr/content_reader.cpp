@@ -4,6 +4,7 @@
 #include <linux/magic.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
+#include <sys/sysmacros.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -34,11 +35,12 @@ long long ms_between(Clock::time_point from, Clock::time_point to) {
   return static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(to - from).count());
 }
 
-// page_cache_reads_cannot_stall, remembered per device on each thread for a second: a statfs per
-// read cost as much as the read. (A device number freed by an unmount can come back for another
-// file system; the second bounds that, and RWF_NOWAIT still refuses to wait where a file system
-// cannot honour it.)
+// page_cache_reads_cannot_stall, remembered per block device on each thread for a second: a statfs
+// per read cost as much as the read. Not for anonymous devices (major 0: tmpfs, btrfs subvolumes,
+// overlayfs, FUSE, NFS): their numbers are handed out and reused as file systems come and go, and
+// overlayfs shows another file system's number on its files.
 bool page_cache_reads_cannot_stall_on(int fd, dev_t device) {
+  if (major(device) == 0) return page_cache_reads_cannot_stall(fd);
   struct Known {
     dev_t device = 0;
     bool cannot_stall = false;
@@ -280,9 +282,12 @@ Result<size_t> ContentReader::read(int fd, uint64_t offset, MutableBytes buffer,
     return Status(STATUS_INVALID_HANDLE);
   }
   const size_t length = std::min(buffer.size(), kMaxContentReadBytes);
-  // fstat reads the inode the open already loaded; the read is what may stall.
+  // fstat reads the inode the open already loaded; the read is what may stall. The event's status
+  // saves it when the read ends within the size it knew; a read that reaches that end asks again,
+  // since the file may have grown since: the scan reads the file as it is, whichever path reads.
   struct stat file {};
-  if (length != 0 && known != nullptr) {
+  const auto known_size = known != nullptr && known->st_size > 0 ? static_cast<uint64_t>(known->st_size) : 0;
+  if (length != 0 && known != nullptr && offset <= known_size && length <= known_size - offset) {
     file = *known;
   } else if (length != 0 && ::fstat(fd, &file) != 0) {
     count_read(false);

@@ -43,7 +43,8 @@ class ContentReader {
   // from where it is), waiting no later than `until`; on the caller's thread when every byte is in
   // the page cache of a file system where that read cannot stall, else on a reader thread. STATUS_IO_TIMEOUT when the read has not
   // finished by then, or at once when every thread it could use is stuck in a read whose caller
-  // gave up. `path` names the file in the log; `known`, when given, is fd's fstat (the event's).
+  // gave up. `path` names the file in the log; `known`, when given, is fd's fstat (the event's),
+  // used instead of a new one when the read ends within the size it gives.
   Result<size_t> read(int fd, uint64_t offset, MutableBytes buffer, std::chrono::steady_clock::time_point until,
                       const std::string& path, const struct stat* known = nullptr);
 

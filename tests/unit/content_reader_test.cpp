@@ -278,29 +278,39 @@ TEST(ContentReader, CachedPagesOfALocalFileAreReadOnTheCallersThread) {
   EXPECT_EQ(stats.threads, 1u);
 }
 
-// With the event's status the read asks the kernel nothing more before reading: it reads the file as
-// that status describes it (here an older, shorter version), and a status of something that is not
-// a regular file sends the read to a reader thread as a fresh fstat would.
-TEST(ContentReader, AKnownStatusIsTheVersionRead) {
+// The event's status stands in for an fstat when the read ends within the size it gives (a status
+// that claims more than there is shows it is used); a read reaching past that size looks again, so
+// that a file grown since the event is read as it is now. A status of something that is not a
+// regular file sends the read to a reader thread as a fresh fstat would.
+TEST(ContentReader, AKnownStatusStandsInForAnFstatWithinItsSize) {
   TempFile file("0123456789");
   if (!page_cache_reads_cannot_stall(file.fd))
     GTEST_SKIP() << "/tmp is not a local file system fltport knows";
   struct stat status {};
   ASSERT_EQ(::fstat(file.fd, &status), 0);
   ContentReader reader(2, 1);
-  std::string buffer(10, '.');
-  status.st_size = 4;
+  std::string buffer(4, '.');
+  status.st_size = 100;
   auto read = reader.read(file.fd, 0, bytes_of(buffer), Clock::now() + 2s, "known", &status);
   ASSERT_TRUE(read.ok()) << read.status().to_string();
   EXPECT_EQ(*read, 4u);
-  EXPECT_EQ(buffer.substr(0, 4), "0123");
+  EXPECT_EQ(buffer, "0123");
   EXPECT_EQ(reader.statistics().from_page_cache, 1u);
-  status.st_mode = S_IFIFO | 0600;
-  buffer.assign(10, '.');
-  read = reader.read(file.fd, 0, bytes_of(buffer), Clock::now() + 2s, "known", &status);
+
+  status.st_size = 4;  // the file as the event saw it; it has grown since
+  buffer.assign(16, '.');
+  read = reader.read(file.fd, 0, bytes_of(buffer), Clock::now() + 2s, "grown", &status);
   ASSERT_TRUE(read.ok()) << read.status().to_string();
-  EXPECT_EQ(buffer, "0123456789");
-  EXPECT_EQ(reader.statistics().from_page_cache, 1u);
+  EXPECT_EQ(*read, 10u) << "the bytes written since the event were not read";
+  EXPECT_EQ(buffer.substr(0, 10), "0123456789");
+
+  status.st_size = 100;
+  status.st_mode = S_IFIFO | 0600;
+  buffer.assign(4, '.');
+  read = reader.read(file.fd, 0, bytes_of(buffer), Clock::now() + 2s, "not a file", &status);
+  ASSERT_TRUE(read.ok()) << read.status().to_string();
+  EXPECT_EQ(buffer, "0123");
+  EXPECT_EQ(reader.statistics().from_page_cache, 2u);
   EXPECT_EQ(reader.statistics().threads, 1u);
 }
 
