@@ -630,21 +630,26 @@ bool FilterManagerCore::answer_without_callbacks(const std::shared_ptr<Permissio
 }
 
 void FilterManagerCore::take_default(const std::shared_ptr<PermissionRequest>& request) {
-  if (request->answered.load()) return;
-  const size_t index = request->deciding.load();
-  if (index >= request->chain.size()) return;
-  const auto& filter = request->chain[index]->registration;
-  uint64_t not_logged = 0;
-  if (log::enabled(log::Level::warning) && request->chain[index]->default_log.admit(not_logged)) {
-    log::write_after(not_logged, log::Level::warning, "fltmgr",
-                     "%s: no verdict for %s of %s by pid %d within %lld ms; %s by default",
-                     filter.name.c_str(), operation_name(request->event.operation),
-                     request->event.path.c_str(), static_cast<int>(request->event.pid),
-                     static_cast<long long>(filter.deadline.count()),
-                     filter.default_decision == Decision::allow ? "allowed" : "denied");
+  // The deciding filter may answer just now and the chain move on to the next one while we look:
+  // the deadline is the event's, so whichever filter decides when it passes gives its default.
+  // (Each retry follows the chain a step on, or finds the event answered.)
+  for (;;) {
+    if (request->answered.load()) return;
+    const size_t index = request->deciding.load();
+    if (index >= request->chain.size()) return;
+    const auto& filter = request->chain[index]->registration;
+    const bool allow = filter.default_decision == Decision::allow;
+    if (!resume(request, index, allow ? Verdict::allow() : Verdict::deny(), true)) continue;
+    uint64_t not_logged = 0;
+    if (log::enabled(log::Level::warning) && request->chain[index]->default_log.admit(not_logged)) {
+      log::write_after(not_logged, log::Level::warning, "fltmgr",
+                       "%s: no verdict for %s of %s by pid %d within %lld ms; %s by default",
+                       filter.name.c_str(), operation_name(request->event.operation),
+                       request->event.path.c_str(), static_cast<int>(request->event.pid),
+                       static_cast<long long>(filter.deadline.count()), allow ? "allowed" : "denied");
+    }
+    return;
   }
-  const bool allow = filter.default_decision == Decision::allow;
-  resume(request, index, allow ? Verdict::allow() : Verdict::deny(), true);
 }
 
 // ---- the chain of pre-operation callbacks ----
