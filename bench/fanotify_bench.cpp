@@ -11,9 +11,9 @@
 // Needs root (fanotify permission events). scripts/bench.sh runs it and merges its --json rows into
 // the port suite's results.
 //
-//   fltport-bench-fanotify [--files N] [--rounds N] [--json PATH] [--fltmgrd PATH --plugin-dir DIR
-//                          --service PATH] [--service-threads N]   (the scanner service's worker
-//                          threads; its default: 2)
+//   fltport-bench-fanotify [--files N] [--rounds N] [--paced N] [--json PATH] [--fltmgrd PATH
+//                          --plugin-dir DIR --service PATH] [--service-threads N]   (the scanner
+//                          service's worker threads; its default: 2)
 #include <fltport/filter.hpp>
 
 #include <fcntl.h>
@@ -427,16 +427,16 @@ int main(int argc, char** argv) {
   if (::mkdtemp(runtime) == nullptr) return 1;
   ::setenv("FLTPORT_RUNTIME_DIR", runtime, 1);
   // Distinct files, so that every open of a first pass is a first look for the filters.
-  std::vector<std::string> files;
-  for (size_t i = 0; i < count; ++i) {
-    files.push_back(directory + "/file" + std::to_string(i) + ".txt");
-    std::ofstream(files.back()) << "clean content " << i;
-  }
-  std::vector<std::string> paced_files;
-  for (size_t i = 0; i < paced_count; ++i) {
-    paced_files.push_back(directory + "/paced" + std::to_string(i) + ".txt");
-    std::ofstream(paced_files.back()) << "clean content " << i;
-  }
+  auto make_files = [&directory](const std::string& prefix, size_t how_many) {
+    std::vector<std::string> made;
+    for (size_t i = 0; i < how_many; ++i) {
+      made.push_back(directory + "/" + prefix + std::to_string(i) + ".txt");
+      std::ofstream(made.back()) << "clean content " << i;
+    }
+    return made;
+  };
+  const std::vector<std::string> files = make_files("file", count);
+  const std::vector<std::string> paced_files = make_files("paced", paced_count);
 
   std::vector<RoundsOfRow> table;  // in the order the rows first ran
   auto record = [&table, round_count](size_t round, const std::string& name, std::optional<LatencyStats> stats) {

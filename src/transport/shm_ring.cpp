@@ -40,7 +40,7 @@ void futex_wait(std::atomic<uint32_t>& word, uint32_t expected, Deadline deadlin
 }
 
 // Wakes the sleepers of the kinds in `kinds` (FUTEX_BITSET_MATCH_ANY: all).
-void futex_wake(std::atomic<uint32_t>& word, uint32_t kinds = FUTEX_BITSET_MATCH_ANY) noexcept {
+void futex_wake(std::atomic<uint32_t>& word, uint32_t kinds) noexcept {
   ::syscall(SYS_futex, reinterpret_cast<uint32_t*>(&word), FUTEX_WAKE_BITSET, INT_MAX, nullptr, nullptr, kinds);
 }
 

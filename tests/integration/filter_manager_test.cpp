@@ -18,10 +18,11 @@
 #include <filesystem>
 #include <fstream>
 #include <mutex>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "support/proc_info.hpp"
 
 namespace fltport {
 namespace {
@@ -160,16 +161,9 @@ TEST_F(FilterManagerTest, AnEventCarriesItsFilesStatusAndReadsWithIt) {
 // its context switches (voluntary and not) count its wake-ups. 0 when it is not found.
 pid_t deadline_thread() {
   for (const auto& entry : std::filesystem::directory_iterator("/proc/self/task")) {
-    std::ifstream stat(entry.path() / "stat");
-    std::string line;
-    std::getline(stat, line);
-    const auto after_name = line.rfind(')');
-    if (after_name == std::string::npos) continue;
-    std::istringstream fields(line.substr(after_name + 2));
-    std::string field;
-    for (int index = 3; index <= 19 && fields >> field; ++index) {
-      if (index == 19 && field == "-10") return static_cast<pid_t>(std::stoi(entry.path().filename().string()));
-    }
+    const auto thread = static_cast<pid_t>(std::stoi(entry.path().filename().string()));
+    const auto fields = test::thread_stat_fields(thread);
+    if (fields.size() > 16 && fields[16] == "-10") return thread;
   }
   return 0;
 }

@@ -7,7 +7,9 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <sstream>
 #include <string>
+#include <vector>
 
 namespace fltport::test {
 
@@ -35,6 +37,20 @@ inline ProcessFigures figures_of(pid_t pid) {
     ::closedir(dir);
   }
   return figures;
+}
+
+// The fields of a thread of this process's /proc stat line after its name: [0] is field 3 of
+// proc(5) (the state), [16] field 19 (the nice value). Empty if the thread is gone.
+inline std::vector<std::string> thread_stat_fields(pid_t thread) {
+  std::ifstream stat("/proc/self/task/" + std::to_string(thread) + "/stat");
+  std::string line;
+  std::getline(stat, line);
+  std::vector<std::string> fields;
+  const auto after_name = line.rfind(") ");
+  if (after_name == std::string::npos) return fields;
+  std::istringstream rest(line.substr(after_name + 2));
+  for (std::string field; rest >> field;) fields.push_back(field);
+  return fields;
 }
 
 // Each descriptor and what it is, "fd=target " (socket:[inode], /memfd:..., pipe:[...]).

@@ -17,13 +17,13 @@
 #include <cstddef>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
 #include <functional>
 #include <memory>
 #include <random>
 #include <thread>
 #include <vector>
 
+#include "support/proc_info.hpp"
 #include "support/process.hpp"
 #include "support/ring_bell.hpp"
 #include "transport/shm_ring.hpp"
@@ -726,11 +726,8 @@ TEST_F(ShmRing, AReceiveForAWakingPeerSleepsAtOnce) {
 
 // Whether a thread of this process sleeps (state S: in the futex, for the threads below).
 bool sleeping(pid_t thread) {
-  std::ifstream stat("/proc/self/task/" + std::to_string(thread) + "/stat");
-  std::string line;
-  std::getline(stat, line);
-  const auto after_name = line.rfind(") ");
-  return after_name != std::string::npos && line.compare(after_name + 2, 1, "S") == 0;
+  const auto fields = test::thread_stat_fields(thread);
+  return !fields.empty() && fields[0] == "S";
 }
 
 // One record, one wake-up: a record for a reader asleep in receive() leaves a thread waiting in
