@@ -57,8 +57,12 @@ const char* const kBareResponder = "bare fanotify responder (allow all)";
 // Sporadic opens: each row of that kind is compared with the bare responder's of the same kind.
 constexpr std::chrono::microseconds kPacedGap{1000};
 const char* const kPacedSuffix = ", 1 ms apart";
-std::string paced(const std::string& name) { return name + kPacedSuffix; }
-bool is_paced(const std::string& name) { return name.ends_with(kPacedSuffix); }
+std::string paced(const std::string& name) {
+  return name + kPacedSuffix;
+}
+bool is_paced(const std::string& name) {
+  return name.ends_with(kPacedSuffix);
+}
 
 [[noreturn]] void throw_errno(const std::string& what) {
   throw std::system_error(errno, std::generic_category(), what);
@@ -187,7 +191,7 @@ LatencyStats open_all_in_child(const std::string& name, const std::vector<std::s
 
 // A fanotify group answering FAN_OPEN_PERM with allow, nothing else: the kernel's own cost.
 std::vector<LatencyStats> bare_responder(const std::string& directory, const std::vector<std::string>& files,
-                                        const std::vector<std::string>& paced_files) {
+                                         const std::vector<std::string>& paced_files) {
   const int group = ::fanotify_init(FAN_CLASS_CONTENT | FAN_CLOEXEC | FAN_NONBLOCK, O_RDONLY | O_LARGEFILE);
   if (group < 0) throw_errno("fanotify_init");
   if (::fanotify_mark(group, FAN_MARK_ADD, FAN_OPEN_PERM | FAN_EVENT_ON_CHILD, AT_FDCWD, directory.c_str()) !=
@@ -322,8 +326,8 @@ std::vector<LatencyStats> scanner(const std::string& directory, const std::vecto
   rows.push_back(open_all_in_child("fltmgrd + scanner + service, uncached", files, daemons_cpu));
   rows.push_back(open_all_in_child("fltmgrd + scanner + service, cached", files, daemons_cpu));
   if (!paced_files.empty()) {  // files this host has not seen: uncached
-    rows.push_back(
-        open_all_in_child(paced("fltmgrd + scanner + service, uncached"), paced_files, daemons_cpu, kPacedGap));
+    rows.push_back(open_all_in_child(paced("fltmgrd + scanner + service, uncached"), paced_files, daemons_cpu,
+                                     kPacedGap));
   }
   scanning.reset();  // the service first, as an administrator would stop them
   host.reset();
@@ -375,7 +379,8 @@ std::string ratio_text(const std::vector<double>& ratios) {
     std::snprintf(text, sizeof text, "%.2fx", ratios.front());
   } else {
     std::snprintf(text, sizeof text, "%.2fx (%.2f-%.2f)", median(ratios),
-                  *std::min_element(ratios.begin(), ratios.end()), *std::max_element(ratios.begin(), ratios.end()));
+                  *std::min_element(ratios.begin(), ratios.end()),
+                  *std::max_element(ratios.begin(), ratios.end()));
   }
   return text;
 }
@@ -439,8 +444,10 @@ int main(int argc, char** argv) {
   const std::vector<std::string> paced_files = make_files("paced", paced_count);
 
   std::vector<RoundsOfRow> table;  // in the order the rows first ran
-  auto record = [&table, round_count](size_t round, const std::string& name, std::optional<LatencyStats> stats) {
-    auto found = std::find_if(table.begin(), table.end(), [&](const RoundsOfRow& row) { return row.name == name; });
+  auto record = [&table, round_count](size_t round, const std::string& name,
+                                      std::optional<LatencyStats> stats) {
+    auto found =
+        std::find_if(table.begin(), table.end(), [&](const RoundsOfRow& row) { return row.name == name; });
     if (found == table.end()) found = table.insert(table.end(), RoundsOfRow{name, {}});
     found->rounds.resize(round_count);
     found->rounds[round] = std::move(stats);
@@ -461,7 +468,8 @@ int main(int argc, char** argv) {
       }
     };
     run({kNoListener}, [&] { return std::vector{open_all_in_child(kNoListener, files)}; });
-    run({kBareResponder, paced(kBareResponder)}, [&] { return bare_responder(directory, files, paced_files); });
+    run({kBareResponder, paced(kBareResponder)},
+        [&] { return bare_responder(directory, files, paced_files); });
     run({"filter manager, allow-all filter, uncached"},
         [&] { return std::vector{filter_manager(directory, files, false)}; });
     run({"filter manager, allow-all filter, cached"},
@@ -469,7 +477,9 @@ int main(int argc, char** argv) {
     if (!fltmgrd.empty() && !service.empty()) {
       run({"fltmgrd + scanner + service, uncached", "fltmgrd + scanner + service, cached",
            paced("fltmgrd + scanner + service, uncached")},
-          [&] { return scanner(directory, files, paced_files, fltmgrd, plugin_dir, service, service_threads); });
+          [&] {
+            return scanner(directory, files, paced_files, fltmgrd, plugin_dir, service, service_threads);
+          });
     }
   }
   std::filesystem::remove_all(directory);
@@ -492,8 +502,9 @@ int main(int argc, char** argv) {
   const RoundsOfRow* bare = rounds_of(kBareResponder);
   const RoundsOfRow* bare_paced = rounds_of(paced(kBareResponder).c_str());
 
-  std::printf("\nopen()+close() of %zu files, each once per pass, in a child process (no warm-up), %zu round%s\n",
-              count, round_count, round_count == 1 ? "" : "s");
+  std::printf(
+      "\nopen()+close() of %zu files, each once per pass, in a child process (no warm-up), %zu round%s\n",
+      count, round_count, round_count == 1 ? "" : "s");
   std::printf("%-44s %8s %8s %8s %9s %9s %11s %8s %s\n", "case", "us/open", "p50 us", "p99 us", "p99.9 us",
               "opens/s", "CPU us/open", "vs none", "vs bare (range over rounds)");
   std::printf("%s\n", std::string(130, '-').c_str());
@@ -504,7 +515,8 @@ int main(int argc, char** argv) {
       continue;
     }
     const LatencyStats& s = *row.stats;
-    const std::vector<double> to_none = no_listener ? table[i].ratios_to(*no_listener) : std::vector<double>{};
+    const std::vector<double> to_none =
+        no_listener ? table[i].ratios_to(*no_listener) : std::vector<double>{};
     const std::string versus_none = to_none.empty() ? "-" : ratio_text({median(to_none)});
     const RoundsOfRow* base = is_paced(row.name) ? bare_paced : bare;
     const std::string versus_bare = base ? ratio_text(table[i].ratios_to(*base)) : "-";

@@ -36,12 +36,14 @@ void futex_wait(std::atomic<uint32_t>& word, uint32_t expected, Deadline deadlin
     until.tv_nsec = static_cast<long>(at % 1'000'000'000);
     timeout = &until;
   }
-  ::syscall(SYS_futex, reinterpret_cast<uint32_t*>(&word), FUTEX_WAIT_BITSET, expected, timeout, nullptr, kind);
+  ::syscall(SYS_futex, reinterpret_cast<uint32_t*>(&word), FUTEX_WAIT_BITSET, expected, timeout, nullptr,
+            kind);
 }
 
 // Wakes the sleepers of the kinds in `kinds` (FUTEX_BITSET_MATCH_ANY: all).
 void futex_wake(std::atomic<uint32_t>& word, uint32_t kinds) noexcept {
-  ::syscall(SYS_futex, reinterpret_cast<uint32_t*>(&word), FUTEX_WAKE_BITSET, INT_MAX, nullptr, nullptr, kinds);
+  ::syscall(SYS_futex, reinterpret_cast<uint32_t*>(&word), FUTEX_WAKE_BITSET, INT_MAX, nullptr, nullptr,
+            kinds);
 }
 
 #if defined(__SANITIZE_THREAD__)

@@ -12,9 +12,9 @@
 
 #include <atomic>
 #include <cerrno>
-#include <cstring>
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <mutex>
@@ -136,16 +136,17 @@ TEST_F(FilterManagerTest, AnEventCarriesItsFilesStatusAndReadsWithIt) {
   struct stat seen {};
   std::string contents;
   ASSERT_TRUE(manager_
-                  ->register_filter(filter("status", 100,
-                                           [&](const FileEvent& event, PendingOperation&) {
-                                             std::string buffer(16, '.');
-                                             auto read = read_file_contents(
-                                                 event, 0, {reinterpret_cast<std::byte*>(buffer.data()), buffer.size()});
-                                             std::lock_guard lock(mutex);
-                                             seen = event.file_status;
-                                             if (read) contents = buffer.substr(0, *read);
-                                             return PreResult::now(Verdict::allow());
-                                           }))
+                  ->register_filter(
+                      filter("status", 100,
+                             [&](const FileEvent& event, PendingOperation&) {
+                               std::string buffer(16, '.');
+                               auto read = read_file_contents(
+                                   event, 0, {reinterpret_cast<std::byte*>(buffer.data()), buffer.size()});
+                               std::lock_guard lock(mutex);
+                               seen = event.file_status;
+                               if (read) contents = buffer.substr(0, *read);
+                               return PreResult::now(Verdict::allow());
+                             }))
                   .ok());
   ASSERT_TRUE(manager_->attach("status", directory_).ok());
   EXPECT_EQ(open_in_child(path), 0);
@@ -183,9 +184,8 @@ long long context_switches(pid_t thread) {
 // passes. 400 opens 1 ms apart with a 20 ms deadline: each event's deadline passes during the run.
 TEST_F(FilterManagerTest, TheDeadlineThreadDoesNotWakeForAnsweredEvents) {
   for (int i = 0; i < 400; ++i) write_file(directory_ + "/f" + std::to_string(i), "x");
-  auto registration = filter("quick", 100, [](const FileEvent&, PendingOperation&) {
-    return PreResult::now(Verdict::allow());
-  });
+  auto registration = filter(
+      "quick", 100, [](const FileEvent&, PendingOperation&) { return PreResult::now(Verdict::allow()); });
   registration.deadline = std::chrono::milliseconds(20);
   ASSERT_TRUE(manager_->register_filter(std::move(registration)).ok());
   ASSERT_TRUE(manager_->attach("quick", directory_).ok());

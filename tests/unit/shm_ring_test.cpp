@@ -629,7 +629,8 @@ TEST_F(ShmRing, TheSpinBudgetFollowsWhenTheProducerRangNotWhenTheReaderWoke) {
     const auto launched = Clock::now();
     Result<size_t> received = Status(STATUS_UNSUCCESSFUL);
     std::thread reader([&] { received = receive(after(20s)); });
-    while (control().consumer_sleeping.load() == 0 && Clock::now() - launched < 10s) std::this_thread::yield();
+    while (control().consumer_sleeping.load() == 0 && Clock::now() - launched < 10s)
+      std::this_thread::yield();
     const auto asleep = Clock::now();
     if (asleep - launched >= kBudget) {  // held off its CPU: this attempt proves nothing
       EXPECT_EQ(send(2, 8), Status(STATUS_SUCCESS));
