@@ -120,8 +120,13 @@ void ServiceConnection::watch_socket() noexcept {
 }
 
 Status ServiceConnection::send_to_filter(const wire::FrameHeader& header, ConstBytes payload) noexcept {
-  if (to_filter_) return to_filter_->send(header, payload, stall_deadline());
-  return transport::send_frame(reply_socket_.fd(), header, payload, stall_deadline());
+  if (!to_filter_) return transport::send_frame(reply_socket_.fd(), header, payload, stall_deadline());
+  const Status sent = to_filter_->send(header, payload, stall_deadline());
+  if (sent == Status(STATUS_DATA_ERROR)) {
+    // Every caller fails the connection on a failed send; this says why.
+    FLTPORT_LOG(warning, "port", "closing the connection to the filter: %s", transport::kCorruptConsumerIndex);
+  }
+  return sent;
 }
 
 void ServiceConnection::close() noexcept {

@@ -251,8 +251,13 @@ void PortConnection::close_locked(NTSTATUS reason) noexcept {
 
 Status PortConnection::send_to_service(const wire::FrameHeader& header, ConstBytes payload, Deadline deadline,
                                        bool* woke_service) noexcept {
-  if (to_service_) return to_service_->send(header, payload, deadline, woke_service);
-  return transport::send_frame(socket_.fd(), header, payload, deadline);
+  if (!to_service_) return transport::send_frame(socket_.fd(), header, payload, deadline);
+  const Status sent = to_service_->send(header, payload, deadline, woke_service);
+  if (sent == Status(STATUS_DATA_ERROR)) {
+    // Every caller closes the connection on a failed send; this says why.
+    log_violation(transport::kCorruptConsumerIndex);
+  }
+  return sent;
 }
 
 bool PortConnection::set_up_shared_memory() {
@@ -289,10 +294,14 @@ void PortConnection::violation(const char* what) noexcept {
 }
 
 void PortConnection::violation_locked(const char* what) noexcept {
+  log_violation(what);
+  close_locked(STATUS_PORT_DISCONNECTED);
+}
+
+void PortConnection::log_violation(const char* what) const noexcept {
   FLTPORT_LOG_LIMITED(warning, "port", "%s: closing the connection of pid %d (uid %u): %s",
                       shared_->name.c_str(), static_cast<int>(peer_.pid), static_cast<unsigned>(peer_.uid),
                       what);
-  close_locked(STATUS_PORT_DISCONNECTED);
 }
 
 void PortConnection::remember_withdrawn(uint64_t id) {

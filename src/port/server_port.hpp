@@ -106,6 +106,7 @@ class PortConnection : public std::enable_shared_from_this<PortConnection> {
   void violation(const char* what) noexcept;
   void release_slot() noexcept;
   void violation_locked(const char* what) noexcept;
+  void log_violation(const char* what) const noexcept;
   // A sender waiting for its reply reads the reply channel itself; false at the deadline.
   // `service_waking`: the reply waited for answers a message that had to wake the service.
   bool read_reply_channel(std::unique_lock<std::mutex>& lock, Deadline deadline, bool service_waking = false);

@@ -213,6 +213,8 @@ Status RingWriter::wait_for_room(Deadline deadline) noexcept {
   if (head_ - tail_seen_ < kRingSlots) return STATUS_SUCCESS;
   RingControl& c = *control_;
   auto room = [&] { return head_ - c.tail.load(std::memory_order_acquire) < kRingSlots; };
+  // A stop ends the spin too: a dead peer is noticed at once, whatever the configured budget.
+  auto room_or_stopped = [&] { return room() || stopped_.load(std::memory_order_relaxed); };
   bool told = false;
   const auto started = Timeout::Clock::now();
   for (;;) {
@@ -229,7 +231,7 @@ Status RingWriter::wait_for_room(Deadline deadline) noexcept {
       told = true;
       on_full_();
     }
-    if (spin_.spin_until(room, deadline)) continue;
+    if (spin_.spin_until(room_or_stopped, deadline)) continue;
     auto still_full = [&] {
       return head_ - c.tail.load(std::memory_order_seq_cst) >= kRingSlots &&
              !stopped_.load(std::memory_order_seq_cst);

@@ -123,6 +123,9 @@ class AdaptiveSpin {
   std::atomic<int64_t> current_ns_;
 };
 
+// Why a writer's send() returned STATUS_DATA_ERROR, for the log line of whoever closes.
+inline constexpr const char* kCorruptConsumerIndex = "the peer's ring index says it read more than was written";
+
 // The writing end of one ring. Thread-safe: writers are serialized here.
 class RingWriter {
  public:
@@ -133,7 +136,7 @@ class RingWriter {
 
   // Publishes one frame, waiting for room until `deadline`. STATUS_TIMEOUT: nothing was sent.
   // STATUS_PORT_DISCONNECTED: stop() was called or the overflow socket is gone. STATUS_DATA_ERROR:
-  // the peer's index is impossible.
+  // the peer's index is impossible (kCorruptConsumerIndex says so in a log line).
   // `woke_reader`, if given, tells whether the reader slept and this send rang for it.
   Status send(const wire::FrameHeader& header, ConstBytes payload, Deadline deadline,
               bool* woke_reader = nullptr) noexcept;

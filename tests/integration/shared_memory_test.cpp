@@ -36,6 +36,7 @@
 
 #include "support/c_filter.hpp"
 #include "support/scoped_env.hpp"
+#include "support/stderr_capture.hpp"
 #include "support/process.hpp"
 #include "support/ring_bell.hpp"
 #include "transport/runtime_dir.hpp"
@@ -1692,10 +1693,12 @@ TEST_F(SharedMemoryHostile, ToServiceTailBeyondHeadFailsTheNextSendCleanly) {
   for (size_t i = 0; i < kRingSlots; ++i) {
     ASSERT_EQ(victim.post(cbytes(pattern(32, 9)), Timeout(5s)).code(), STATUS_SUCCESS) << i;
   }
+  StderrCapture log;
   Stopwatch stopwatch;
   const Status sent = victim.post(cbytes(pattern(32, 9)), Timeout(5s));
   EXPECT_CODE(sent.code(), STATUS_PORT_DISCONNECTED);
   EXPECT_LT(stopwatch.ms(), kPromptlyMs);
+  EXPECT_NE(log.text().find(transport::kCorruptConsumerIndex), std::string::npos) << "the reason is logged";
   EXPECT_EQ(wait_number(verdict, 10s), 1) << "the filter kept the connection of the offender";
   EXPECT_TRUE(ExitsCleanly(attacker));
   EXPECT_FALSE(victim.is_open());

@@ -795,6 +795,33 @@ TEST_F(ShmRing, StopWakesAWriterWaitingForRoom) {
   EXPECT_FALSE(readable(reader_fd_.fd()));
 }
 
+// A peer's death stops the ring (the socket watcher calls stop()): whoever spins on it must see
+// that at once, not when a long configured spin ends.
+TEST_F(ShmRing, StopEndsALongSpinForRoomAndForARecord) {
+  constexpr auto kLongSpin = std::chrono::seconds(60);
+  open(kLongSpin);
+  for (uint64_t id = 1; id <= kRingSlots; ++id) ASSERT_EQ(send(id, 8), Status(STATUS_SUCCESS));
+  Status sent = STATUS_UNSUCCESSFUL;
+  std::thread writer([&] { sent = send(99, 8, kForever); });
+  std::this_thread::sleep_for(50ms);  // spinning for room by now
+  EXPECT_EQ(control().producer_sleeping.load(), 0u) << "a 60 s budget spins, it does not sleep";
+  const auto stopped_at = std::chrono::steady_clock::now();
+  writer_->stop();
+  writer.join();
+  EXPECT_EQ(sent, Status(STATUS_PORT_DISCONNECTED));
+  EXPECT_LT(std::chrono::steady_clock::now() - stopped_at, kLongSpin / 6) << "the writer spun on after stop()";
+
+  open(kLongSpin);
+  Result<size_t> received = Status(STATUS_UNSUCCESSFUL);
+  std::thread reader([&] { received = receive(kForever); });
+  std::this_thread::sleep_for(50ms);  // spinning for a record by now
+  const auto reader_stopped_at = std::chrono::steady_clock::now();
+  reader_->stop();
+  reader.join();
+  EXPECT_EQ(received.status(), Status(STATUS_PORT_DISCONNECTED));
+  EXPECT_LT(std::chrono::steady_clock::now() - reader_stopped_at, kLongSpin / 6) << "the reader spun on";
+}
+
 TEST_F(ShmRing, AStoppedReaderReturnsWhatIsQueuedFirst) {
   ASSERT_EQ(send(1, 10), Status(STATUS_SUCCESS));
   ASSERT_EQ(send(2, kMaxMessageSize), Status(STATUS_SUCCESS));
