@@ -1,6 +1,7 @@
 #include "baselines.hpp"
 
 #include <linux/futex.h>
+#include <sched.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -136,6 +137,7 @@ void futex_wake(std::atomic<uint32_t>& word) {
 struct WaitPolicy {
   bool use_futex = false;
   unsigned spins_before_sleep = 0;
+  bool yield_while_waiting = false;  // without futex: sched_yield() instead of a pause per look
 };
 
 // Returns the new value of direction.sequence once it differs from `old`.
@@ -146,7 +148,11 @@ uint32_t wait_for_change(Direction& direction, uint32_t old, const WaitPolicy& p
     for (uint32_t spin = 1;; ++spin) {
       const uint32_t value = direction.sequence.load(std::memory_order_acquire);
       if (value != old) return value;
-      cpu_relax();
+      if (policy.yield_while_waiting) {
+        sched_yield();
+      } else {
+        cpu_relax();
+      }
       if ((spin & kLivenessCheckMask) == 0) check_peer();
     }
   }
@@ -379,6 +385,26 @@ LatencyStats spin_futex_pingpong(size_t warmup, size_t iterations, size_t reques
                                  unsigned spins, std::chrono::nanoseconds time_limit) {
   return shared_memory_pingpong(kSpinFutexName, warmup, iterations, request_size, reply_size,
                                 WaitPolicy{.use_futex = true, .spins_before_sleep = spins}, time_limit);
+}
+
+LatencyStats same_cpu_yield_pingpong(size_t warmup, size_t iterations, size_t request_size, size_t reply_size,
+                                     std::chrono::nanoseconds time_limit) {
+  // Both processes on the CPU this thread runs on (the child inherits the mask), then back.
+  cpu_set_t before;
+  if (sched_getaffinity(0, sizeof before, &before) != 0) throw_errno("sched_getaffinity");
+  const int cpu = sched_getcpu();
+  if (cpu < 0) throw_errno("sched_getcpu");
+  cpu_set_t one;
+  CPU_ZERO(&one);
+  CPU_SET(cpu, &one);
+  if (sched_setaffinity(0, sizeof one, &one) != 0) throw_errno("sched_setaffinity");
+  struct RestoreAffinity {
+    const cpu_set_t& mask;
+    ~RestoreAffinity() { sched_setaffinity(0, sizeof mask, &mask); }
+  } restore{before};
+  return shared_memory_pingpong(kSameCpuYieldName, warmup, iterations, request_size, reply_size,
+                                WaitPolicy{.use_futex = false, .spins_before_sleep = 0, .yield_while_waiting = true},
+                                time_limit);
 }
 
 LatencyStats seqpacket_pingpong(size_t warmup, size_t iterations, size_t request_size, size_t reply_size,

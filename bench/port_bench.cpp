@@ -676,6 +676,11 @@ int main(int argc, char** argv) {
     run("baseline spin+futex" + size, plot, [&] {
       return as_baseline(spin_futex_pingpong(warmup, 5 * n, payload, kReplySize, 2000, limit), payload);
     });
+    if (payload == 64) {
+      run("baseline yield 1-cpu" + size, false, [&] {
+        return as_baseline(same_cpu_yield_pingpong(warmup, 5 * n, payload, kReplySize, limit), payload);
+      });
+    }
     run("baseline seqpacket" + size, plot,
         [&] { return as_baseline(seqpacket_pingpong(warmup, n, payload, kReplySize, limit), payload); });
     run("baseline zmq" + size, plot, [&] {
