@@ -139,6 +139,12 @@ class ShmRing : public ::testing::Test {
                                            WaitPolicy{spin});
   }
 
+  // Replaces the writer (before anything was sent: it starts at index 0) with one that waits by
+  // `policy`, e.g. knowing the reader's sleep flag as ServiceConnection's writer to the filter does.
+  void new_writer(WaitPolicy policy) {
+    writer_ = std::make_unique<RingWriter>(&control(), region_.slots(kDirection), writer_fd_.fd(), policy);
+  }
+
   RingControl& control() { return region_.control(kDirection); }
   std::byte* slot(size_t index) { return region_.slots(kDirection) + (index % kRingSlots) * kRingSlotSize; }
   // What a peer writes into a slot: a record header and, optionally, payload bytes.
@@ -674,6 +680,193 @@ TEST_F(ShmRing, AProducerStampOutsideTheWaitIsIgnoredAndTheRecordStillArrives) {
   }
 }
 
+// ---- who sleeps, and who rings ----
+
+// A writer that knows the reader's sleep flag (ServiceConnection's writer to the filter) spins for
+// room only while the reader is awake: a reader that sleeps frees a slot no sooner than a wake-up,
+// and spinning for it burns a CPU it may need. With a 60 s budget, it sleeps as soon as the flag
+// rises, and a record taken wakes it.
+TEST_F(ShmRing, AWriterForASleepingReaderStopsSpinningForRoomAtOnce) {
+  constexpr auto kLongSpin = std::chrono::seconds(60);
+  new_writer(WaitPolicy{kLongSpin, &control().consumer_sleeping});
+  for (uint64_t id = 1; id <= kRingSlots; ++id) ASSERT_EQ(send(id, 8, now()), Status(STATUS_SUCCESS)) << id;
+  Status sent = STATUS_UNSUCCESSFUL;
+  std::atomic<bool> done{false};
+  std::thread writer([&] {
+    sent = send(99, 8, after(120s));
+    done = true;
+  });
+  std::this_thread::sleep_for(50ms);  // spinning for room by now
+  EXPECT_EQ(control().producer_sleeping.load(), 0u) << "the reader is awake: a 60 s budget spins";
+  const auto raised = Clock::now();
+  control().consumer_sleeping.store(kAsleep);  // what the reader does as it falls asleep
+  EXPECT_TRUE(eventually([&] { return control().producer_sleeping.load() != 0; }, 10s))
+      << "the writer spun on for room while the reader slept";
+  EXPECT_LT(Clock::now() - raised, kLongSpin / 6);
+  EXPECT_FALSE(done.load()) << "a full ring, nothing taken: the send must still wait";
+  EXPECT_EQ(control().head.load(), kRingSlots);
+  // The reader wakes (its flag goes down) and takes a record: the writer is rung and sends.
+  const auto took = ReceivesFrame(1, 8, now());
+  if (!took) {
+    ADD_FAILURE() << took.message();
+    writer_->stop();
+  }
+  writer.join();
+  if (!took) return;
+  EXPECT_EQ(sent, Status(STATUS_SUCCESS)) << sent.to_string();
+  EXPECT_EQ(control().producer_sleeping.load(), 0u);
+  for (uint64_t id = 2; id <= kRingSlots; ++id) ASSERT_TRUE(ReceivesFrame(id, 8, now()));
+  EXPECT_TRUE(ReceivesFrame(99, 8, now()));
+}
+
+// Record sizes that fit a slot: a larger one also makes a system call of its own, the datagram.
+size_t slot_size_for(uint64_t id) {
+  return size_for(id) % (kRingSlotPayload + 1);
+}
+
+// A busy pair exchanges records with no system call: a record for a reader that spins rings no
+// bell (ring_bell's futex wake is the only system call of a send into a slot, and it bumps
+// data_bell first). The reader spins up to a minute for each record and the deadlines are shorter,
+// so it never sleeps here, however long a loaded machine holds either thread off its CPU.
+TEST_F(ShmRing, ARecordForASpinningReaderRingsNoBell) {
+  open(60s);
+  constexpr uint64_t kCount = 4 * kRingSlots + 3;
+  constexpr uint64_t kBatch = 8;
+  std::atomic<uint64_t> received{0};
+  Status reader_status = STATUS_SUCCESS;
+  std::thread reader([&] {
+    for (uint64_t id = 1; id <= kCount; ++id) {
+      auto result = receive(after(30s));
+      if (!result) {
+        reader_status = result.status();
+        return;
+      }
+      if (!IsFrame(frame(*result), id, slot_size_for(id))) return;
+      received = id;
+    }
+  });
+  const uint32_t bell = control().data_bell.load();
+  uint64_t rang = 0;
+  for (uint64_t id = 1; id <= kCount; ++id) {
+    // In batches, each once the reader took the last: it waits in receive(), spinning, as they come.
+    if (id % kBatch == 1) {
+      EXPECT_TRUE(eventually([&] { return received.load() == id - 1; }, 30s)) << id;
+    }
+    bool woke = false;
+    const auto payload = payload_for(id, slot_size_for(id));
+    const Status sent = writer_->send(header_for(id, slot_size_for(id)), payload, after(30s), &woke);
+    if (!sent.ok()) {
+      ADD_FAILURE() << id << ": " << sent.to_string();
+      reader_->stop();
+      break;
+    }
+    if (woke) ++rang;
+  }
+  reader.join();
+  EXPECT_EQ(received.load(), kCount) << reader_status.to_string();
+  EXPECT_EQ(rang, 0u) << "sends rang for a reader that spins";
+  EXPECT_EQ(control().data_bell.load(), bell) << "the data bell rang for a reader that spins";
+  EXPECT_EQ(control().consumer_sleeping.load(), 0u);
+}
+
+// The converse, the control of the test above: a record for a reader asleep (no spin) rings its
+// bell, once.
+TEST_F(ShmRing, ARecordForASleepingReaderRingsItsBellOnce) {
+  constexpr uint64_t kCount = 16;
+  std::atomic<uint64_t> received{0};
+  Status reader_status = STATUS_SUCCESS;
+  std::thread reader([&] {
+    for (uint64_t id = 1; id <= kCount; ++id) {
+      auto result = receive(after(20s));
+      if (!result) {
+        reader_status = result.status();
+        return;
+      }
+      if (!IsFrame(frame(*result), id, 8)) return;
+      received = id;
+    }
+  });
+  for (uint64_t id = 1; id <= kCount; ++id) {
+    // The reader took the last record, then raised its flag again: asleep for this one. (Its flag
+    // goes down before it takes a record, so the flag read after `received` is not the last sleep's.)
+    if (!eventually(
+            [&] { return received.load() == id - 1 && control().consumer_sleeping.load() == kAsleep; },
+            20s)) {
+      ADD_FAILURE() << id << ": the reader did not fall asleep";
+      reader_->stop();
+      break;
+    }
+    const uint32_t bell = control().data_bell.load();
+    bool woke = false;
+    const auto payload = payload_for(id, 8);
+    const Status sent = writer_->send(header_for(id, 8), payload, after(20s), &woke);
+    if (!sent.ok()) {
+      ADD_FAILURE() << id << ": " << sent.to_string();
+      reader_->stop();
+      break;
+    }
+    EXPECT_EQ(control().data_bell.load(), bell + 1) << id;
+    if (!woke) {  // the reader would sleep until its deadline
+      ADD_FAILURE() << id << ": the send did not ring for a sleeping reader";
+      reader_->stop();
+      break;
+    }
+  }
+  reader.join();
+  EXPECT_EQ(received.load(), kCount) << reader_status.to_string();
+}
+
+// One wake-up takes every record queued by then. A peer publishes several records while the reader
+// sleeps (the slots, then its index once, then one ring); the reader does what
+// ServiceConnection::receive_one does: a receive that may sleep, then receive(Deadline::min()) while
+// readable(). It takes them all after that one wake, and its flag is down from the wake on, so
+// records a writer adds meanwhile ring no bell.
+TEST_F(ShmRing, OneWakeUpTakesEveryRecordQueuedByThen) {
+  constexpr uint64_t kCount = 8;
+  std::vector<uint64_t> ids;
+  uint32_t flag_after_wake = 0;  // the reader's sleep flag after each record it took, or-ed
+  Status reader_status = STATUS_SUCCESS;
+  auto id_of = [&](size_t length) {
+    return IsFrame(frame(length), ids.size() + 1, 16) ? ids.size() + 1 : uint64_t{0};
+  };
+  std::thread reader([&] {
+    auto first = receive(after(20s));
+    if (!first) {
+      reader_status = first.status();
+      return;
+    }
+    flag_after_wake |= control().consumer_sleeping.load();
+    ids.push_back(id_of(*first));
+    while (reader_->readable() && ids.size() < 2 * kCount) {
+      auto next = receive(Deadline::min());
+      if (!next) {
+        reader_status = next.status();
+        return;
+      }
+      flag_after_wake |= control().consumer_sleeping.load();
+      ids.push_back(id_of(*next));
+    }
+  });
+  EXPECT_TRUE(eventually([&] { return control().consumer_sleeping.load() == kAsleep; }));
+  std::this_thread::sleep_for(20ms);  // from the flag into the futex
+  for (uint64_t id = 1; id <= kCount; ++id) {
+    const auto payload = payload_for(id, 16);
+    put_record(id - 1, header_for(id, 16), payload);
+  }
+  const uint32_t bell = control().data_bell.load();
+  control().head.store(kCount);
+  test::ring_bell_as_peer(control().data_bell);
+  reader.join();
+  EXPECT_EQ(reader_status, Status(STATUS_SUCCESS)) << reader_status.to_string();
+  std::vector<uint64_t> expected;
+  for (uint64_t id = 1; id <= kCount; ++id) expected.push_back(id);
+  EXPECT_EQ(ids, expected) << "one wake-up, every queued record in order";
+  EXPECT_EQ(flag_after_wake, 0u) << "woken, the reader still said it slept: a writer would ring for nothing";
+  EXPECT_EQ(control().data_bell.load(), bell + 1) << "one ring";
+  EXPECT_EQ(control().tail.load(), kCount);
+  EXPECT_EQ(control().consumer_sleeping.load(), 0u);
+}
+
 // ---- leave(): readers taking turns ----
 
 TEST_F(ShmRing, AfterLeaveARecordRingsTheBellForWhoeverWaitsOnIt) {
@@ -809,7 +1002,8 @@ TEST_F(ShmRing, StopEndsALongSpinForRoomAndForARecord) {
   writer_->stop();
   writer.join();
   EXPECT_EQ(sent, Status(STATUS_PORT_DISCONNECTED));
-  EXPECT_LT(std::chrono::steady_clock::now() - stopped_at, kLongSpin / 6) << "the writer spun on after stop()";
+  EXPECT_LT(std::chrono::steady_clock::now() - stopped_at, kLongSpin / 6)
+      << "the writer spun on after stop()";
 
   open(kLongSpin);
   Result<size_t> received = Status(STATUS_UNSUCCESSFUL);
