@@ -540,6 +540,20 @@ void FilterManagerCore::deadline_loop() noexcept {
   std::vector<std::shared_ptr<PermissionRequest>> swept;
   bool quiet = true;  // no event since the last kReaderWatch tick
   std::unique_lock lock(mutex_);
+  using TimePoint = std::chrono::steady_clock::time_point;
+  // Waits until `wake` (max: until notified) and says whether the time came; while it waits,
+  // deadline_thread_wakes_ tells a new event whether it must wake this thread.
+  auto sleep_until = [&](TimePoint wake) {
+    deadline_thread_wakes_ = wake;
+    bool timed_out = false;
+    if (wake == TimePoint::max()) {
+      deadlines_changed_.wait(lock);
+    } else {
+      timed_out = deadlines_changed_.wait_until(lock, wake) == std::cv_status::timeout;
+    }
+    deadline_thread_wakes_ = TimePoint::min();
+    return timed_out;
+  };
   while (!deadlines_stopping_) {
     // Answered requests leave the queue when this thread next looks, not at their deadline: left
     // there, they would wake it once per event, each at its own deadline, for nothing (and hold
@@ -557,9 +571,7 @@ void FilterManagerCore::deadline_loop() noexcept {
       continue;
     }
     if (deadlines_.empty() && quiet) {  // a whole kReaderWatch without events: sleep until one comes
-      deadline_thread_wakes_ = std::chrono::steady_clock::time_point::max();
-      deadlines_changed_.wait(lock);
-      deadline_thread_wakes_ = std::chrono::steady_clock::time_point::min();
+      sleep_until(TimePoint::max());
       quiet = false;
       continue;
     }
@@ -568,10 +580,7 @@ void FilterManagerCore::deadline_loop() noexcept {
     // this thread, the next tick sees them.)
     auto wake = std::chrono::steady_clock::now() + kReaderWatch;
     if (!deadlines_.empty()) wake = std::min(wake, deadlines_.top().when);
-    deadline_thread_wakes_ = wake;
-    const auto waited = deadlines_changed_.wait_until(lock, wake);
-    deadline_thread_wakes_ = std::chrono::steady_clock::time_point::min();
-    if (waited == std::cv_status::no_timeout) continue;
+    if (!sleep_until(wake)) continue;
     quiet = deadlines_.empty();
     lock.unlock();
     watch_reader();

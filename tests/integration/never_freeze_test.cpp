@@ -62,14 +62,6 @@ std::string run_fltmc(const std::string& arguments, const std::string& runtime_d
   return out;
 }
 
-long long resident_kib(pid_t pid) {
-  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(status, line))
-    if (line.rfind("VmRSS:", 0) == 0) return std::atoll(line.c_str() + 6);
-  return -1;
-}
-
 class NeverFreeze : public ScannerTest {
  protected:
   void SetUp() override {
@@ -218,18 +210,18 @@ TEST_F(NeverFreeze, FloodOfOpensWithASlowFilterKeepsLatencyAndMemoryBounded) {
   const auto slow_files = make_files("slow", 256);
   ASSERT_TRUE(start_fltmgrd({"--plugin-dir", FLTPORT_TEST_PROBE_PLUGIN_DIR, "--load", "probe", "--attach",
                              "probe=" + watched_, "--deadline-ms", "probe=100", "--default", "probe=allow"}));
-  const long long rss_before = resident_kib(fltmgrd_->pid());
+  const long long rss_before = figures_of(fltmgrd_->pid()).rss_kib;
   const auto flood_start = Clock::now();
   Loader flood(slow_files, 3s, 256);
   std::this_thread::sleep_for(1500ms);
   const std::string during = run_fltmc("host --json");
-  const long long rss_during = resident_kib(fltmgrd_->pid());
+  const long long rss_during = figures_of(fltmgrd_->pid()).rss_kib;
   std::this_thread::sleep_until(flood_start + 3s);
   const auto report = flood.stop(20s);
   ASSERT_TRUE(report.received);
   const std::string after = run_fltmc("host --json");
   const std::string text = run_fltmc("stats");
-  const long long rss_after = resident_kib(fltmgrd_->pid());
+  const long long rss_after = figures_of(fltmgrd_->pid()).rss_kib;
 
   EXPECT_EQ(report.failures, 0u) << "the default is allow";
   // A flood: the 256 openers went round four times each or more. (About 5500 opens on a quiet dev
@@ -258,7 +250,7 @@ TEST_F(NeverFreeze, NotificationFloodIsBoundedAndCounted) {
   if (std::string(FLTMC_PATH).empty()) GTEST_SKIP() << "fltmc not built";
   ASSERT_TRUE(start_fltmgrd(
       {"--plugin-dir", FLTPORT_TEST_PROBE_PLUGIN_DIR, "--load", "probe", "--attach", "probe=" + watched_}));
-  const long long rss_before = resident_kib(fltmgrd_->pid());
+  const long long rss_before = figures_of(fltmgrd_->pid()).rss_kib;
   constexpr int kFiles = 40000;
   const auto start = Clock::now();
   for (int i = 0; i < kFiles; ++i) {
@@ -272,7 +264,7 @@ TEST_F(NeverFreeze, NotificationFloodIsBoundedAndCounted) {
   const auto clean = open_in_child(path("post0"));
   EXPECT_EQ(clean.error, 0);
   const std::string host = run_fltmc("host --json");
-  const long long rss_after = resident_kib(fltmgrd_->pid());
+  const long long rss_after = figures_of(fltmgrd_->pid()).rss_kib;
   const long long lost =
       host_field(host, "notification_overflows") + host_field(host, "post_operations_dropped");
   EXPECT_GT(lost, 0) << "40000 notifications at 2 ms each cannot all be kept: " << host;
