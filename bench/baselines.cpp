@@ -18,9 +18,11 @@
 #include <cstring>
 #include <filesystem>
 #include <new>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <system_error>
+#include <thread>
 #include <vector>
 
 namespace fltport::bench {
@@ -201,15 +203,26 @@ int run_shared_memory_echo(SharedRegion& region, size_t request_size, size_t rep
   }
 }
 
+enum class Echo { in_child_process, in_thread };
+
 LatencyStats shared_memory_pingpong(const char* name, size_t warmup, size_t iterations, size_t request_size,
                                     size_t reply_size, const WaitPolicy& policy,
-                                    std::chrono::nanoseconds time_limit) {
+                                    std::chrono::nanoseconds time_limit, Echo echo = Echo::in_child_process) {
   SharedRegion region(request_size, reply_size);
-  ChildProcess child([&] { return run_shared_memory_echo(region, request_size, reply_size, policy); });
+  auto run_echo = [&] { return run_shared_memory_echo(region, request_size, reply_size, policy); };
+  std::optional<ChildProcess> child;
+  std::thread echo_thread;  // its CPU time is this process's, which measure() counts
+  if (echo == Echo::in_thread) {
+    echo_thread = std::thread(run_echo);
+  } else {
+    child.emplace(run_echo);
+  }
 
   SharedHeader& header = region.header();
   std::vector<std::byte> request(request_size), reply(reply_size);
-  auto check_child = [&] { child.throw_if_exited(name); };
+  auto check_child = [&] {
+    if (child) child->throw_if_exited(name);
+  };
   uint32_t round_trip_number = 0;
   auto round_trip = [&] {
     ++round_trip_number;
@@ -222,13 +235,28 @@ LatencyStats shared_memory_pingpong(const char* name, size_t warmup, size_t iter
     copy_bytes(reply.data(), region.reply_slot(), reply_size);
     check_echo(request, reply, name);
   };
-  LatencyStats stats = measure(
-      name, warmup, iterations, round_trip, [&] { return child.cpu_seconds(); }, time_limit);
-
-  header.stop.store(1, std::memory_order_relaxed);
-  publish(header.request, round_trip_number + 1, policy);
-  if (const int status = child.wait_or_kill(kChildExitGrace); status != 0) {
-    throw std::runtime_error(std::string(name) + ": echo child exited with status " + std::to_string(status));
+  auto stop_echo = [&] {
+    header.stop.store(1, std::memory_order_relaxed);
+    publish(header.request, round_trip_number + 1, policy);
+  };
+  LatencyStats stats;
+  try {
+    stats = measure(
+        name, warmup, iterations, round_trip, [&] { return child ? child->cpu_seconds() : 0.0; }, time_limit);
+  } catch (...) {
+    if (echo_thread.joinable()) {
+      stop_echo();
+      echo_thread.join();
+    }
+    throw;
+  }
+  stop_echo();
+  if (echo_thread.joinable()) echo_thread.join();
+  if (child) {
+    if (const int status = child->wait_or_kill(kChildExitGrace); status != 0) {
+      throw std::runtime_error(std::string(name) + ": echo child exited with status " +
+                               std::to_string(status));
+    }
   }
   return stats;
 }
@@ -387,9 +415,9 @@ LatencyStats spin_futex_pingpong(size_t warmup, size_t iterations, size_t reques
                                 WaitPolicy{.use_futex = true, .spins_before_sleep = spins}, time_limit);
 }
 
-LatencyStats same_cpu_yield_pingpong(size_t warmup, size_t iterations, size_t request_size, size_t reply_size,
-                                     std::chrono::nanoseconds time_limit) {
-  // Both processes on the CPU this thread runs on (the child inherits the mask), then back.
+LatencyStats same_cpu_yield_pingpong(bool threads, size_t warmup, size_t iterations, size_t request_size,
+                                     size_t reply_size, std::chrono::nanoseconds time_limit) {
+  // Both sides on the CPU this thread runs on (a child process or thread inherits the mask), then back.
   cpu_set_t before;
   if (sched_getaffinity(0, sizeof before, &before) != 0) throw_errno("sched_getaffinity");
   const int cpu = sched_getcpu();
@@ -402,9 +430,10 @@ LatencyStats same_cpu_yield_pingpong(size_t warmup, size_t iterations, size_t re
     const cpu_set_t& mask;
     ~RestoreAffinity() { sched_setaffinity(0, sizeof mask, &mask); }
   } restore{before};
-  return shared_memory_pingpong(kSameCpuYieldName, warmup, iterations, request_size, reply_size,
-                                WaitPolicy{.use_futex = false, .spins_before_sleep = 0, .yield_while_waiting = true},
-                                time_limit);
+  return shared_memory_pingpong(
+      threads ? kSameCpuYieldThreadsName : kSameCpuYieldName, warmup, iterations, request_size, reply_size,
+      WaitPolicy{.use_futex = false, .spins_before_sleep = 0, .yield_while_waiting = true}, time_limit,
+      threads ? Echo::in_thread : Echo::in_child_process);
 }
 
 LatencyStats seqpacket_pingpong(size_t warmup, size_t iterations, size_t request_size, size_t reply_size,

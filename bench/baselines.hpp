@@ -16,6 +16,7 @@ inline constexpr const char* kBusyPollName = "shm busy-poll";
 inline constexpr const char* kSpinFutexName = "shm spin+futex";
 inline constexpr const char* kSeqpacketName = "AF_UNIX seqpacket";
 inline constexpr const char* kSameCpuYieldName = "shm yield, 1 CPU";
+inline constexpr const char* kSameCpuYieldThreadsName = "shm yield, 1 CPU, threads";
 inline constexpr const char* kZmqReqRepName = "zmq REQ/REP ipc";
 
 // Shared memory (mapped before fork), one cache-line-aligned sequence counter per direction, both
@@ -29,10 +30,11 @@ LatencyStats spin_futex_pingpong(size_t warmup, size_t iterations, size_t reques
                                  size_t reply_size = 16, unsigned spins = 2000,
                                  std::chrono::nanoseconds time_limit = {});
 
-// The price of a switch between two threads on one CPU, which bounds many-threaded throughput when
-// threads outnumber CPUs: as busy_poll_pingpong, with both processes pinned to one CPU and each
-// calling sched_yield() while it waits. A round trip is two switches.
-LatencyStats same_cpu_yield_pingpong(size_t warmup, size_t iterations, size_t request_size = 64,
+// The price of a switch on one CPU, which bounds many-threaded throughput when threads outnumber
+// CPUs: as busy_poll_pingpong, with both sides pinned to one CPU and each calling sched_yield()
+// while it waits. A round trip is two switches: between two processes, or (`threads`) between two
+// threads of this process.
+LatencyStats same_cpu_yield_pingpong(bool threads, size_t warmup, size_t iterations, size_t request_size = 64,
                                      size_t reply_size = 16, std::chrono::nanoseconds time_limit = {});
 
 // socketpair(AF_UNIX, SOCK_SEQPACKET), blocking send/recv.

@@ -677,9 +677,12 @@ int main(int argc, char** argv) {
       return as_baseline(spin_futex_pingpong(warmup, 5 * n, payload, kReplySize, 2000, limit), payload);
     });
     if (payload == 64) {
-      run("baseline yield 1-cpu" + size, false, [&] {
-        return as_baseline(same_cpu_yield_pingpong(warmup, 5 * n, payload, kReplySize, limit), payload);
-      });
+      for (const bool threads : {false, true}) {
+        run(std::string("baseline yield 1-cpu ") + (threads ? "threads" : "processes") + size, false, [&] {
+          return as_baseline(same_cpu_yield_pingpong(threads, warmup, 5 * n, payload, kReplySize, limit),
+                             payload);
+        });
+      }
     }
     run("baseline seqpacket" + size, plot,
         [&] { return as_baseline(seqpacket_pingpong(warmup, n, payload, kReplySize, limit), payload); });
