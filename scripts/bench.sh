@@ -6,7 +6,7 @@
 #
 #   scripts/bench.sh [--quick] [--json PATH] [--plot PATH] [--no-fanotify] [fltport-bench options...]
 #
-#   --quick        ~30 s instead of ~5 min: fewer round trips per case, fewer files
+#   --quick        ~30 s instead of ~2–3 min: fewer round trips per case, fewer files
 #   --json PATH    results (default build/release/bench-results.json); the plot's data goes beside it,
 #                  in PATH without .json + -latency.dat
 #   --plot PATH    latency plot, PNG (default build/release/bench-latency.png)
