@@ -124,7 +124,8 @@ Status ServiceConnection::send_to_filter(const wire::FrameHeader& header, ConstB
   const Status sent = to_filter_->send(header, payload, stall_deadline());
   if (sent == Status(STATUS_DATA_ERROR)) {
     // Every caller fails the connection on a failed send; this says why.
-    FLTPORT_LOG(warning, "port", "closing the connection to the filter: %s", transport::kCorruptConsumerIndex);
+    FLTPORT_LOG(warning, "port", "closing the connection to the filter: %s",
+                transport::kCorruptConsumerIndex);
   }
   return sent;
 }

@@ -124,7 +124,8 @@ class AdaptiveSpin {
 };
 
 // Why a writer's send() returned STATUS_DATA_ERROR, for the log line of whoever closes.
-inline constexpr const char* kCorruptConsumerIndex = "the peer's ring index says it read more than was written";
+inline constexpr const char* kCorruptConsumerIndex =
+    "the peer's ring index says it read more than was written";
 
 // The writing end of one ring. Thread-safe: writers are serialized here.
 class RingWriter {

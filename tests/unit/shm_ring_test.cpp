@@ -185,6 +185,23 @@ class ShmRing : public ::testing::Test {
     return reader_->error() != nullptr ? reader_->error() : "";
   }
 
+  // A thread taking records 1..count in order (record `id` of size_of(id) bytes), each within
+  // `wait`; `received` says how far it got, `status` why it stopped early.
+  std::thread read_in_order(uint64_t count, std::function<size_t(uint64_t)> size_of,
+                            std::chrono::seconds wait, std::atomic<uint64_t>& received, Status& status) {
+    return std::thread([this, count, size_of = std::move(size_of), wait, &received, &status] {
+      for (uint64_t id = 1; id <= count; ++id) {
+        auto result = receive(after(wait));
+        if (!result) {
+          status = result.status();
+          return;
+        }
+        if (!IsFrame(frame(*result), id, size_of(id))) return;
+        received = id;
+      }
+    });
+  }
+
   SharedRegion region_;
   UniqueFd writer_fd_;
   UniqueFd reader_fd_;
@@ -734,17 +751,7 @@ TEST_F(ShmRing, ARecordForASpinningReaderRingsNoBell) {
   constexpr uint64_t kBatch = 8;
   std::atomic<uint64_t> received{0};
   Status reader_status = STATUS_SUCCESS;
-  std::thread reader([&] {
-    for (uint64_t id = 1; id <= kCount; ++id) {
-      auto result = receive(after(30s));
-      if (!result) {
-        reader_status = result.status();
-        return;
-      }
-      if (!IsFrame(frame(*result), id, slot_size_for(id))) return;
-      received = id;
-    }
-  });
+  std::thread reader = read_in_order(kCount, slot_size_for, 30s, received, reader_status);
   const uint32_t bell = control().data_bell.load();
   uint64_t rang = 0;
   for (uint64_t id = 1; id <= kCount; ++id) {
@@ -775,17 +782,8 @@ TEST_F(ShmRing, ARecordForASleepingReaderRingsItsBellOnce) {
   constexpr uint64_t kCount = 16;
   std::atomic<uint64_t> received{0};
   Status reader_status = STATUS_SUCCESS;
-  std::thread reader([&] {
-    for (uint64_t id = 1; id <= kCount; ++id) {
-      auto result = receive(after(20s));
-      if (!result) {
-        reader_status = result.status();
-        return;
-      }
-      if (!IsFrame(frame(*result), id, 8)) return;
-      received = id;
-    }
-  });
+  std::thread reader = read_in_order(
+      kCount, [](uint64_t) { return size_t{8}; }, 20s, received, reader_status);
   for (uint64_t id = 1; id <= kCount; ++id) {
     // The reader took the last record, then raised its flag again: asleep for this one. (Its flag
     // goes down before it takes a record, so the flag read after `received` is not the last sleep's.)
