@@ -209,6 +209,7 @@ LatencyStats shared_memory_pingpong(const char* name, size_t warmup, size_t iter
                                     size_t reply_size, const WaitPolicy& policy,
                                     std::chrono::nanoseconds time_limit, Echo echo = Echo::in_child_process) {
   SharedRegion region(request_size, reply_size);
+  std::vector<std::byte> request(request_size), reply(reply_size);  // before the echo thread starts
   auto run_echo = [&] { return run_shared_memory_echo(region, request_size, reply_size, policy); };
   std::optional<ChildProcess> child;
   std::thread echo_thread;  // its CPU time is this process's, which measure() counts
@@ -219,7 +220,6 @@ LatencyStats shared_memory_pingpong(const char* name, size_t warmup, size_t iter
   }
 
   SharedHeader& header = region.header();
-  std::vector<std::byte> request(request_size), reply(reply_size);
   auto check_child = [&] {
     if (child) child->throw_if_exited(name);
   };

@@ -90,8 +90,12 @@ Result<ReplyInfo> PortConnection::send(ConstBytes message, MutableBytes* reply, 
       hand_over_reply_channel(&m);
       const bool open = !closed_;
       lock.unlock();
-      // Best effort and never blocking: tells the service nobody waits for this reply any more.
-      if (open) send_to_service(wire::make_header(FrameType::withdrawn, m.id, 0), {}, Timeout::Clock::now());
+      // Best effort and never blocking: tells the service nobody waits for this reply any more. A
+      // ring it broke closes the connection, as for any other send (send_to_service logged why).
+      if (open && send_to_service(wire::make_header(FrameType::withdrawn, m.id, 0), {},
+                                  Timeout::Clock::now()) == Status(STATUS_DATA_ERROR)) {
+        close(STATUS_PORT_DISCONNECTED);
+      }
       return Status(STATUS_TIMEOUT);
     }
   }

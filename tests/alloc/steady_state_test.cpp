@@ -25,6 +25,7 @@
 
 #include "support/process.hpp"
 #include "support/runtime_dir.hpp"
+#include "support/sanitized.hpp"
 #include "transport/shm_ring.hpp"
 
 namespace {
@@ -251,7 +252,8 @@ class SteadyState : public ::testing::TestWithParam<Param> {};
 
 TEST_P(SteadyState, NeitherSideAllocatesPerMessage) {
   const auto [flow, size, transport] = GetParam();
-  g_allocations.store(0);  // a count left by an earlier test, here and in the child
+  g_allocations.store(0);  // a count (or counting) left by an earlier test, here and in the child
+  g_counting.store(false);
   ScopedRuntimeDir runtime;
   // Forked before this process has any thread: a child forked while another thread holds a lock
   // (the sanitizers' allocator's, say) would wait on it forever.
@@ -314,7 +316,8 @@ TEST_P(SteadyState, NeitherSideAllocatesPerMessage) {
   if (flow == Flow::to_filter) {
     // The service drives the phases and sends `done` last: once it has exited, MessageNotify has
     // seen every message.
-    const ExitStatus ended = service.wait();
+    // The whole run happens inside this wait (5,000 round trips, some of 64 KiB on the socket).
+    const ExitStatus ended = service.wait(kSanitized ? 100s : 30s);
     filter_allocations = g_allocations.load();
     EXPECT_TRUE(ended.exited_with(0)) << "service side: " << describe_service(ended);
   } else {

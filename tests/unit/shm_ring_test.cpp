@@ -196,7 +196,10 @@ class ShmRing : public ::testing::Test {
           status = result.status();
           return;
         }
-        if (!IsFrame(frame(*result), id, size_of(id))) return;
+        if (const auto same = IsFrame(frame(*result), id, size_of(id)); !same) {
+          ADD_FAILURE() << same.message();
+          return;
+        }
         received = id;
       }
     });
@@ -710,7 +713,7 @@ TEST_F(ShmRing, AWriterForASleepingReaderStopsSpinningForRoomAtOnce) {
   Status sent = STATUS_UNSUCCESSFUL;
   std::atomic<bool> done{false};
   std::thread writer([&] {
-    sent = send(99, 8, after(120s));
+    sent = send(99, 8, after(30s));
     done = true;
   });
   std::this_thread::sleep_for(50ms);  // spinning for room by now
@@ -756,8 +759,10 @@ TEST_F(ShmRing, ARecordForASpinningReaderRingsNoBell) {
   uint64_t rang = 0;
   for (uint64_t id = 1; id <= kCount; ++id) {
     // In batches, each once the reader took the last: it waits in receive(), spinning, as they come.
-    if (id % kBatch == 1) {
-      EXPECT_TRUE(eventually([&] { return received.load() == id - 1; }, 30s)) << id;
+    if (id % kBatch == 1 && !eventually([&] { return received.load() == id - 1; }, 30s)) {
+      ADD_FAILURE() << id << ": the reader stopped taking records";
+      reader_->stop();
+      break;
     }
     bool woke = false;
     const auto payload = payload_for(id, slot_size_for(id));
@@ -993,8 +998,8 @@ TEST_F(ShmRing, StopEndsALongSpinForRoomAndForARecord) {
   open(kLongSpin);
   for (uint64_t id = 1; id <= kRingSlots; ++id) ASSERT_EQ(send(id, 8), Status(STATUS_SUCCESS));
   Status sent = STATUS_UNSUCCESSFUL;
-  std::thread writer([&] { sent = send(99, 8, kForever); });
-  std::this_thread::sleep_for(50ms);  // spinning for room by now
+  std::thread writer([&] { sent = send(99, 8, after(30s)); });  // a bound, not a wait: stop() ends it
+  std::this_thread::sleep_for(50ms);                            // spinning for room by now
   EXPECT_EQ(control().producer_sleeping.load(), 0u) << "a 60 s budget spins, it does not sleep";
   const auto stopped_at = std::chrono::steady_clock::now();
   writer_->stop();
@@ -1005,7 +1010,7 @@ TEST_F(ShmRing, StopEndsALongSpinForRoomAndForARecord) {
 
   open(kLongSpin);
   Result<size_t> received = Status(STATUS_UNSUCCESSFUL);
-  std::thread reader([&] { received = receive(kForever); });
+  std::thread reader([&] { received = receive(after(30s)); });
   std::this_thread::sleep_for(50ms);  // spinning for a record by now
   const auto reader_stopped_at = std::chrono::steady_clock::now();
   reader_->stop();
