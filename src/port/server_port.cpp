@@ -90,12 +90,8 @@ Result<ReplyInfo> PortConnection::send(ConstBytes message, MutableBytes* reply, 
       hand_over_reply_channel(&m);
       const bool open = !closed_;
       lock.unlock();
-      // Best effort and never blocking: tells the service nobody waits for this reply any more. A
-      // ring it broke closes the connection, as for any other send (send_to_service logged why).
-      if (open && send_to_service(wire::make_header(FrameType::withdrawn, m.id, 0), {},
-                                  Timeout::Clock::now()) == Status(STATUS_DATA_ERROR)) {
-        close(STATUS_PORT_DISCONNECTED);
-      }
+      // Best effort and never blocking: tells the service nobody waits for this reply any more.
+      if (open) send_to_service(wire::make_header(FrameType::withdrawn, m.id, 0), {}, Timeout::Clock::now());
       return Status(STATUS_TIMEOUT);
     }
   }
@@ -257,10 +253,8 @@ Status PortConnection::send_to_service(const wire::FrameHeader& header, ConstByt
                                        bool* woke_service) noexcept {
   if (!to_service_) return transport::send_frame(socket_.fd(), header, payload, deadline);
   const Status sent = to_service_->send(header, payload, deadline, woke_service);
-  if (sent == Status(STATUS_DATA_ERROR)) {
-    // Every caller closes the connection on a failed send; this says why.
-    log_violation(transport::kCorruptConsumerIndex);
-  }
+  // A broken ring is the service's violation, whichever send found it (callers send unlocked).
+  if (sent == Status(STATUS_DATA_ERROR)) violation(transport::kCorruptConsumerIndex);
   return sent;
 }
 
@@ -298,14 +292,10 @@ void PortConnection::violation(const char* what) noexcept {
 }
 
 void PortConnection::violation_locked(const char* what) noexcept {
-  log_violation(what);
-  close_locked(STATUS_PORT_DISCONNECTED);
-}
-
-void PortConnection::log_violation(const char* what) const noexcept {
   FLTPORT_LOG_LIMITED(warning, "port", "%s: closing the connection of pid %d (uid %u): %s",
                       shared_->name.c_str(), static_cast<int>(peer_.pid), static_cast<unsigned>(peer_.uid),
                       what);
+  close_locked(STATUS_PORT_DISCONNECTED);
 }
 
 void PortConnection::remember_withdrawn(uint64_t id) {

@@ -106,7 +106,6 @@ class PortConnection : public std::enable_shared_from_this<PortConnection> {
   void violation(const char* what) noexcept;
   void release_slot() noexcept;
   void violation_locked(const char* what) noexcept;
-  void log_violation(const char* what) const noexcept;
   // A sender waiting for its reply reads the reply channel itself; false at the deadline.
   // `service_waking`: the reply waited for answers a message that had to wake the service.
   bool read_reply_channel(std::unique_lock<std::mutex>& lock, Deadline deadline, bool service_waking = false);
@@ -119,6 +118,7 @@ class PortConnection : public std::enable_shared_from_this<PortConnection> {
   void remember_withdrawn(uint64_t id);
   // The frames to the service (messages, withdrawn notices, responses): its ring, or the socket.
   // `woke_service`, if given: whether the service's reader slept and this send rang for it.
+  // Called without the lock; a ring the service broke closes the connection here, with the reason.
   Status send_to_service(const wire::FrameHeader& header, ConstBytes payload, Deadline deadline,
                          bool* woke_service = nullptr) noexcept;
   // Sets up the rings before the welcome that hands them over; false if that failed.
