@@ -121,7 +121,7 @@ void ServiceConnection::watch_socket() noexcept {
 
 Status ServiceConnection::send_to_filter(const wire::FrameHeader& header, ConstBytes payload) noexcept {
   if (!to_filter_) return transport::send_frame(reply_socket_.fd(), header, payload, stall_deadline());
-  const Status sent = to_filter_->send(header, payload, stall_deadline());
+  const Status sent = to_filter_->send(header, payload, stall_limit());
   if (sent == Status(STATUS_DATA_ERROR)) {
     // Every caller fails the connection on a failed send; this says why.
     FLTPORT_LOG(warning, "port", "closing the connection to the filter: %s",
@@ -318,6 +318,8 @@ void ServiceConnection::forget_awaited(uint64_t id) noexcept {
 
 void ServiceConnection::drain_arrived(Lock& lock) {
   if (reading_) return;  // the active reader takes them as they come
+  // An empty ring needs no turn at reading (a look at its index; the socket has no such look).
+  if (from_filter_ && !from_filter_->readable()) return;
   while (!broken_ && receive_one(lock, Deadline::min(), false)) {
   }
   hand_over_reading();  // a getter that came while we read went to sleep behind us

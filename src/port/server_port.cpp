@@ -183,7 +183,7 @@ void PortConnection::deliver(OutgoingMessage& m, std::unique_lock<std::mutex>& l
   const auto header =
       wire::make_header(FrameType::message, m.id, m.data.size(), 0, m.wants_reply ? capacity : 0,
                         m.wants_reply ? wire::kFlagWantsReply : 0);
-  const Deadline give_up = stall_deadline(m.deadline);
+  const transport::LazyDeadline give_up = stall_limit(m.deadline);
   lock.unlock();
   const Status sent = send_to_service(header, m.data, give_up, &m.woke_service);
   lock.lock();
@@ -249,9 +249,9 @@ void PortConnection::close_locked(NTSTATUS reason) noexcept {
   if (to_service_) to_service_->stop();
 }
 
-Status PortConnection::send_to_service(const wire::FrameHeader& header, ConstBytes payload, Deadline deadline,
-                                       bool* woke_service) noexcept {
-  if (!to_service_) return transport::send_frame(socket_.fd(), header, payload, deadline);
+Status PortConnection::send_to_service(const wire::FrameHeader& header, ConstBytes payload,
+                                       transport::LazyDeadline deadline, bool* woke_service) noexcept {
+  if (!to_service_) return transport::send_frame(socket_.fd(), header, payload, deadline.get());
   const Status sent = to_service_->send(header, payload, deadline, woke_service);
   // A broken ring is the service's violation, whichever send found it (callers send unlocked).
   if (sent == Status(STATUS_DATA_ERROR)) violation(transport::kCorruptConsumerIndex);
@@ -522,7 +522,7 @@ void PortConnection::notify_worker() noexcept {
     returned = std::min(returned, output.size());
     const auto header = wire::make_header(FrameType::response, request.id, returned, status.code(),
                                           static_cast<uint32_t>(returned));
-    const Status sent = send_to_service(header, std::span(output).first(returned), stall_deadline());
+    const Status sent = send_to_service(header, std::span(output).first(returned), stall_limit());
     lock.lock();
     if (!sent.ok()) close_locked(STATUS_PORT_DISCONNECTED);
   }

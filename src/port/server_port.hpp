@@ -119,8 +119,8 @@ class PortConnection : public std::enable_shared_from_this<PortConnection> {
   // The frames to the service (messages, withdrawn notices, responses): its ring, or the socket.
   // `woke_service`, if given: whether the service's reader slept and this send rang for it.
   // Called without the lock; a ring the service broke closes the connection here, with the reason.
-  Status send_to_service(const wire::FrameHeader& header, ConstBytes payload, Deadline deadline,
-                         bool* woke_service = nullptr) noexcept;
+  Status send_to_service(const wire::FrameHeader& header, ConstBytes payload,
+                         transport::LazyDeadline deadline, bool* woke_service = nullptr) noexcept;
   // Sets up the rings before the welcome that hands them over; false if that failed.
   bool set_up_shared_memory();
 

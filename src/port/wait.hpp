@@ -26,9 +26,11 @@ inline constexpr std::chrono::seconds kPeerStallLimit{10};
 // How long a connecting service may take to say hello, and a filter to answer it.
 inline constexpr std::chrono::seconds kHandshakeLimit{10};
 
+inline transport::LazyDeadline stall_limit(Deadline wanted = Deadline::max()) {
+  return {wanted, kPeerStallLimit};
+}
 inline Deadline stall_deadline(Deadline wanted = Deadline::max()) {
-  const Deadline limit = Timeout::Clock::now() + kPeerStallLimit;
-  return wanted < limit ? wanted : limit;
+  return stall_limit(wanted).get();
 }
 
 }  // namespace fltport::detail

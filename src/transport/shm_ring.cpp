@@ -209,8 +209,6 @@ std::byte* SharedRegion::slots(RingDirection direction) const noexcept {
 // ---- RingWriter ----
 
 Status RingWriter::wait_for_room(Deadline deadline) noexcept {
-  // Room the last look already showed costs no look at the consumer's line.
-  if (head_ - tail_seen_ < kRingSlots) return STATUS_SUCCESS;
   RingControl& c = *control_;
   auto room = [&] { return head_ - c.tail.load(std::memory_order_acquire) < kRingSlots; };
   // A stop ends the spin too: a dead peer is noticed at once, whatever the configured budget.
@@ -241,21 +239,25 @@ Status RingWriter::wait_for_room(Deadline deadline) noexcept {
   }
 }
 
-Status RingWriter::send(const wire::FrameHeader& header, ConstBytes payload, Deadline deadline,
+Status RingWriter::send(const wire::FrameHeader& header, ConstBytes payload, LazyDeadline deadline,
                         bool* woke_reader) noexcept {
   // Another writer may be waiting for room: our own deadline bounds the wait for our turn too.
   std::unique_lock lock(mutex_, std::try_to_lock);
   if (!lock.owns_lock()) {
-    if (deadline == Deadline::max()) {
+    if (deadline.get() == Deadline::max()) {
       lock.lock();
-    } else if (!lock.try_lock_until(std::chrono::system_clock::now() + (deadline - Timeout::Clock::now()))) {
+    } else if (!lock.try_lock_until(std::chrono::system_clock::now() +
+                                    (deadline.get() - Timeout::Clock::now()))) {
       // (system_clock: libstdc++ waits on a steady deadline with pthread_mutex_clocklock, which
       // ThreadSanitizer does not know; a clock step can only shorten or lengthen this one wait.)
       return stopped_.load(std::memory_order_acquire) ? STATUS_PORT_DISCONNECTED : STATUS_TIMEOUT;
     }
   }
   if (stopped_.load(std::memory_order_acquire)) return STATUS_PORT_DISCONNECTED;
-  if (Status room = wait_for_room(deadline); !room.ok()) return room;
+  // Room the last look already showed costs no look at the consumer's line, and no clock read.
+  if (head_ - tail_seen_ >= kRingSlots) {
+    if (Status room = wait_for_room(deadline.get()); !room.ok()) return room;
+  }
   wire::FrameHeader record = header;
   // The record says what it carries, whatever the caller's header claimed.
   record.payload_length = static_cast<uint32_t>(payload.size());
@@ -263,7 +265,7 @@ Status RingWriter::send(const wire::FrameHeader& header, ConstBytes payload, Dea
   if (payload.size() > kRingSlotPayload) {
     // Too big for a slot: the datagram first, so that it is queued when the record is seen.
     // Bounded by `deadline`, and by the caller shutting the socket down when it closes.
-    if (Status sent = send_frame(overflow_fd_, record, payload, deadline); !sent.ok()) return sent;
+    if (Status sent = send_frame(overflow_fd_, record, payload, deadline.get()); !sent.ok()) return sent;
     record.flags = static_cast<uint8_t>(record.flags | kFlagOnSocket);
     record.payload_length = 0;
     payload = {};

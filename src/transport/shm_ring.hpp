@@ -139,7 +139,7 @@ class RingWriter {
   // STATUS_PORT_DISCONNECTED: stop() was called or the overflow socket is gone. STATUS_DATA_ERROR:
   // the peer's index is impossible (kCorruptConsumerIndex says so in a log line).
   // `woke_reader`, if given, tells whether the reader slept and this send rang for it.
-  Status send(const wire::FrameHeader& header, ConstBytes payload, Deadline deadline,
+  Status send(const wire::FrameHeader& header, ConstBytes payload, LazyDeadline deadline,
               bool* woke_reader = nullptr) noexcept;
   // Fails a send() waiting for room, and every later one; may be called from any thread.
   void stop() noexcept;

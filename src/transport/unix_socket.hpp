@@ -15,6 +15,28 @@ namespace fltport::transport {
 
 using Deadline = Timeout::Clock::time_point;
 
+// A deadline that reads the clock only if a wait needs it: `wanted`, brought forward to `limit`
+// after the first moment it is asked for. A ring send that finds room waits for nothing, and the
+// clock read it saves is a tenth of a busy round trip's software (bench, 1 x 1, 64 B).
+class LazyDeadline {
+ public:
+  LazyDeadline(Deadline deadline) noexcept : at_(deadline) {}  // NOLINT(google-explicit-constructor)
+  LazyDeadline(Deadline wanted, std::chrono::nanoseconds limit) noexcept : at_(wanted), limit_(limit) {}
+  Deadline get() noexcept {
+    if (limit_ != kNoLimit) {
+      const Deadline by_limit = Timeout::Clock::now() + limit_;
+      if (by_limit < at_) at_ = by_limit;
+      limit_ = kNoLimit;
+    }
+    return at_;
+  }
+
+ private:
+  static constexpr std::chrono::nanoseconds kNoLimit = std::chrono::nanoseconds::max();
+  Deadline at_;
+  std::chrono::nanoseconds limit_ = kNoLimit;
+};
+
 // Sends one frame as one datagram, waiting for room until `deadline`. STATUS_TIMEOUT means
 // nothing was sent; STATUS_PORT_DISCONNECTED that the peer is gone or the socket was shut down.
 // `passed_fd` >= 0 travels with the frame (SCM_RIGHTS).
