@@ -11,7 +11,8 @@
 #                  in PATH without .json + -latency.dat
 #   --plot PATH    latency plot, PNG (default build/release/bench-latency.png)
 #   --no-fanotify  skip fltport-bench-fanotify
-#   anything else is passed to fltport-bench (--iterations N, --time-limit SECONDS, --only TEXT)
+#   anything else is passed to fltport-bench (--iterations N, --time-limit SECONDS, --only TEXT,
+#                  --target-rounds N)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
