@@ -140,6 +140,7 @@ struct WaitPolicy {
   bool use_futex = false;
   unsigned spins_before_sleep = 0;
   bool yield_while_waiting = false;  // without futex: sched_yield() instead of a pause per look
+  bool wake_always = false;          // with futex: FUTEX_WAKE after every publish, flag or not
 };
 
 // Returns the new value of direction.sequence once it differs from `old`.
@@ -184,7 +185,8 @@ void publish(Direction& direction, uint32_t value, const WaitPolicy& policy) {
     return;
   }
   direction.sequence.store(value, std::memory_order_seq_cst);
-  if (direction.waiter_sleeping.load(std::memory_order_seq_cst) != 0) futex_wake(direction.sequence);
+  if (policy.wake_always || direction.waiter_sleeping.load(std::memory_order_seq_cst) != 0)
+    futex_wake(direction.sequence);
 }
 
 int run_shared_memory_echo(SharedRegion& region, size_t request_size, size_t reply_size,
@@ -413,6 +415,14 @@ LatencyStats spin_futex_pingpong(size_t warmup, size_t iterations, size_t reques
                                  unsigned spins, std::chrono::nanoseconds time_limit) {
   return shared_memory_pingpong(kSpinFutexName, warmup, iterations, request_size, reply_size,
                                 WaitPolicy{.use_futex = true, .spins_before_sleep = spins}, time_limit);
+}
+
+LatencyStats spin_futex_wake_always_pingpong(size_t warmup, size_t iterations, size_t request_size,
+                                             size_t reply_size, unsigned spins,
+                                             std::chrono::nanoseconds time_limit) {
+  return shared_memory_pingpong(
+      kSpinFutexWakeAlwaysName, warmup, iterations, request_size, reply_size,
+      WaitPolicy{.use_futex = true, .spins_before_sleep = spins, .wake_always = true}, time_limit);
 }
 
 LatencyStats same_cpu_yield_pingpong(bool threads, size_t warmup, size_t iterations, size_t request_size,

@@ -14,6 +14,7 @@ namespace fltport::bench {
 // Every baseline takes a time_limit: non-zero ends its timed loop early (see measure()).
 inline constexpr const char* kBusyPollName = "shm busy-poll";
 inline constexpr const char* kSpinFutexName = "shm spin+futex";
+inline constexpr const char* kSpinFutexWakeAlwaysName = "shm spin+futex, wake always";
 inline constexpr const char* kSeqpacketName = "AF_UNIX seqpacket";
 inline constexpr const char* kSameCpuYieldName = "shm yield, 1 CPU";
 inline constexpr const char* kSameCpuYieldThreadsName = "shm yield, 1 CPU, threads";
@@ -29,6 +30,12 @@ LatencyStats busy_poll_pingpong(size_t warmup, size_t iterations, size_t request
 LatencyStats spin_futex_pingpong(size_t warmup, size_t iterations, size_t request_size = 64,
                                  size_t reply_size = 16, unsigned spins = 2000,
                                  std::chrono::nanoseconds time_limit = {});
+
+// The simpler design many spin-then-futex waits have: the writer calls FUTEX_WAKE after every
+// publish, whether the peer sleeps or not (a system call per message, no sleep flag to read).
+LatencyStats spin_futex_wake_always_pingpong(size_t warmup, size_t iterations, size_t request_size = 64,
+                                             size_t reply_size = 16, unsigned spins = 2000,
+                                             std::chrono::nanoseconds time_limit = {});
 
 // The price of a switch on one CPU, which bounds many-threaded throughput when threads outnumber
 // CPUs: as busy_poll_pingpong, with both sides pinned to one CPU and each calling sched_yield()
