@@ -520,9 +520,11 @@ LatencyStats as_baseline(LatencyStats stats, size_t request_size) {
   return stats;
 }
 
-// Busy-polling needs a CPU for each side for the whole run: when something else runs on a 2-CPU
-// machine, a busy-poller holds its CPU while its peer waits for a time slice, and its round trip
-// jumps to milliseconds. Spin+futex sleeps instead, so it is the check: the floor cannot be slower.
+// The floor and spin+futex run back to back and differ by ~x1.1 on a steady machine. Two ways they
+// come apart: busy-polling needs a CPU for each side for the whole run, so when something else runs
+// on a 2-CPU machine a busy-poller holds its CPU while its peer waits for a time slice; and this VM
+// changes speed (x3-5 in a cache-line transfer) from one moment to the next. Either way, that
+// payload's p50/floor ratios compare two machines.
 void warn_about_disturbed_floors(const std::vector<LatencyStats>& rows) {
   auto find = [&rows](const char* transport, size_t request_bytes) -> const LatencyStats* {
     for (const auto& row : rows) {
@@ -534,11 +536,13 @@ void warn_about_disturbed_floors(const std::vector<LatencyStats>& rows) {
   for (const size_t payload : kPayloads) {
     const LatencyStats* floor = find(kBusyPollName, payload);
     const LatencyStats* spin = find(kSpinFutexName, payload);
-    if (floor == nullptr || spin == nullptr || floor->p50_us <= 2 * spin->p50_us) continue;
+    if (floor == nullptr || spin == nullptr) continue;
+    if (floor->p50_us <= 1.5 * spin->p50_us && spin->p50_us <= 1.5 * floor->p50_us) continue;
     std::printf(
-        "\nnote: at %s the busy-poll floor (p50 %.2f us) was slower than spin+futex (%.2f us): other\n"
-        "  processes were taking the CPUs the two busy-pollers need, so that payload's p50/floor ratios\n"
-        "  mean little; run again on a quieter machine.\n",
+        "\nnote: at %s the busy-poll floor (p50 %.2f us) and spin+futex (%.2f us), run one after the\n"
+        "  other, disagree by more than x1.5: the machine changed speed or other processes took a CPU\n"
+        "  in between, so that payload's p50/floor ratios compare two machines (the targets' rounds\n"
+        "  below are measured back to back for this reason).\n",
         payload_text(payload).c_str(), floor->p50_us, spin->p50_us);
   }
 }
