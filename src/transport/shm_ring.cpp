@@ -336,7 +336,7 @@ Result<size_t> RingReader::receive(MutableBytes buffer, Deadline deadline, bool 
   // While spinning, keep pulling the first two lines of the slot the next record lands in: the
   // record's bytes then arrive with, not after, the index that announces it, one cache-line transfer
   // less per message. (1 x 1, 64 B, p50 when a transfer is slow here: 1.22-1.26 -> 0.91-1.01 us,
-  // x1.75-2.11 -> x1.30-1.74 the spin+futex ping-pong; 8 x 4 throughput unchanged, 40 rounds each.)
+  // x1.74-2.11 -> x1.20-1.74 the spin+futex ping-pong; 8 x 4 throughput unchanged, 40 rounds each.)
   // Only a hint: nothing is read from the slot before the index says it is written.
   const std::byte* next = slots_ + (tail_ & (kRingSlots - 1)) * kRingSlotSize;
   auto ready = [&] {
