@@ -158,7 +158,7 @@ class ShmRing : public ::testing::Test {
     return header;
   }
 
-  Status send(uint64_t id, size_t size, Deadline deadline = after(5s)) {
+  Status send(uint64_t id, size_t size, LazyDeadline deadline = after(5s)) {
     const auto payload = payload_for(id, size);
     return writer_->send(header_for(id, size), payload, deadline);
   }
@@ -594,6 +594,33 @@ TEST_P(ShmRingThreads, WriterTimesOutOnAFullRing) {
   EXPECT_LT(control().head.load() - control().tail.load(), kRingSlots);
   ASSERT_EQ(send(kRingSlots + 1, 8, now()), Status(STATUS_SUCCESS));
   for (uint64_t id = 2; id <= kRingSlots + 1; ++id) ASSERT_TRUE(ReceivesFrame(id, 8, now()));
+}
+
+TEST_F(ShmRing, AStallLimitBoundsAWaitForRoomWhoseOwnDeadlineIsForever) {
+  for (uint64_t id = 1; id <= kRingSlots; ++id) ASSERT_EQ(send(id, 8, now()), Status(STATUS_SUCCESS)) << id;
+  const auto start = Clock::now();
+  EXPECT_EQ(send(99, 8, LazyDeadline(kForever, 50ms)), Status(STATUS_TIMEOUT));
+  const auto took = Clock::now() - start;
+  EXPECT_GE(took, 50ms);
+  EXPECT_LT(took, 5s);
+  EXPECT_EQ(control().head.load(), kRingSlots) << "a send that timed out publishes nothing";
+}
+
+TEST(LazyDeadlineTest, ReadsTheClockOnceAndOnlyForALimit) {
+  const Deadline past = Clock::now() - 1s;
+  LazyDeadline plain(past);
+  EXPECT_EQ(plain.get(), past);
+  EXPECT_EQ(LazyDeadline(kForever).get(), kForever) << "no limit: forever stays forever";
+
+  const auto before = Clock::now();
+  LazyDeadline limited(kForever, 1s);
+  const Deadline first = limited.get();
+  EXPECT_GE(first, before + 1s);
+  EXPECT_LE(first, Clock::now() + 1s);
+  std::this_thread::sleep_for(2ms);
+  EXPECT_EQ(limited.get(), first) << "the limit counts from the first time it was asked for";
+
+  EXPECT_EQ(LazyDeadline(past, 1s).get(), past) << "the wanted deadline, when it comes first";
 }
 
 TEST_F(ShmRing, WriterTimesOutOnAFullOverflowSocketAndPublishesNothing) {
