@@ -319,7 +319,8 @@ void ServiceConnection::forget_awaited(uint64_t id) noexcept {
 void ServiceConnection::drain_arrived(Lock& lock) {
   if (reading_) return;  // the active reader takes them as they come
   // An empty ring needs no turn at reading (a look at its index; the socket has no such look).
-  if (from_filter_ && !from_filter_->readable()) return;
+  // A stopped one does: the turn finds the end and fails the connection, as on the socket.
+  if (from_filter_ && !from_filter_->readable() && !from_filter_->stopped()) return;
   while (!broken_ && receive_one(lock, Deadline::min(), false)) {
   }
   hand_over_reading();  // a getter that came while we read went to sleep behind us

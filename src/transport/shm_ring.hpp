@@ -182,6 +182,7 @@ class RingReader {
   Result<size_t> receive(MutableBytes buffer, Deadline deadline, bool peer_waking = false) noexcept;
   // True when a record waits (the reader's own check; call it where receive() may be called).
   bool readable() const noexcept;
+  bool stopped() const noexcept { return stopped_.load(std::memory_order_acquire); }
   // Makes a waiting receive() return, and every later one once the ring is empty. Any thread.
   void stop() noexcept;
 

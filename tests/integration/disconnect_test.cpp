@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstring>
+#include <thread>
 #include <vector>
 
 #include "support/c_filter.hpp"
@@ -251,6 +252,43 @@ TEST_F(Disconnect, FilterProcessKilledReleasesTheServiceBlockedInFilterGetMessag
   EXPECT_LT(wait_number(results), kPromptlyMs) << "ms the blocked FilterGetMessage took to return";
   EXPECT_CODE(wait_code(results), HRESULT_FROM_WIN32(ERROR_INVALID_HANDLE)) << "a later FilterGetMessage";
   EXPECT_CODE(wait_code(results), HRESULT_FROM_WIN32(ERROR_INVALID_HANDLE)) << "a later FilterSendMessage";
+  EXPECT_TRUE(ExitsCleanly(service));
+}
+
+// The filter process dies while the service waits for nothing. Its next FilterReplyMessage, for a
+// message it never had, learns of the end as any other call would, and is not only told that nobody
+// waits for that reply (an empty shared-memory ring once hid the end from it).
+TEST_F(Disconnect, FilterProcessKilledIsSeenByTheNextFilterReplyMessage) {
+  Signal port_ready, killed, results;
+  ChildProcess filter_process([&] {
+    CFilter filter;
+    CHILD_CHECK_EQ(filter.create_port(), STATUS_SUCCESS);
+    port_ready.notify();
+    Signal never;
+    never.wait(std::chrono::seconds(30));  // killed by the test
+    return 0;
+  });
+  ChildProcess service([&] {
+    CHILD_CHECK(port_ready.wait());
+    HANDLE port = nullptr;
+    notify_code(results, connect_service(&port));
+    CHILD_CHECK(killed.wait());
+    // The end reaches the connection through its socket, a moment after the kill.
+    Stopwatch stopwatch;
+    HRESULT replied = reply_message(port, 12345, "x", 1);
+    while (replied == ERROR_FLT_NO_WAITER_FOR_REPLY && stopwatch.ms() < kPromptlyMs) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      replied = reply_message(port, 12345, "x", 1);
+    }
+    notify_code(results, replied);
+    CloseHandle(port);
+    return 0;
+  });
+  ASSERT_CODE(wait_code(results), S_OK) << "connect";
+  EXPECT_EQ(filter_process.kill().kind, ExitStatus::Kind::signaled);
+  killed.notify();
+  EXPECT_CODE(wait_code(results), HRESULT_FROM_WIN32(ERROR_INVALID_HANDLE))
+      << "FilterReplyMessage within " << kPromptlyMs << " ms of the filter's death";
   EXPECT_TRUE(ExitsCleanly(service));
 }
 
