@@ -6,6 +6,7 @@
 
 #include <fcntl.h>
 #include <linux/magic.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/statfs.h>
 #include <unistd.h>
@@ -17,6 +18,7 @@
 #include <thread>
 #include <vector>
 
+#include "base/unique_fd.hpp"
 #include "fltmgr/content_reader.hpp"
 
 namespace fltport {
@@ -67,6 +69,23 @@ struct TempFile {
     if (fd >= 0) ::close(fd);
   }
 };
+
+// POSIX_FADV_DONTNEED is advice: a page something else holds a reference to at that moment (on a
+// busy machine, often) stays cached, and a read of it rightly comes from the cache. Asks until
+// mincore() shows the file's first page gone, for up to a second.
+bool drop_from_page_cache(int fd) {
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    if (::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED) != 0) return false;
+    void* page = ::mmap(nullptr, 1, PROT_READ, MAP_SHARED, fd, 0);
+    if (page == MAP_FAILED) return false;
+    unsigned char resident = 1;
+    const bool looked = ::mincore(page, 1, &resident) == 0;
+    ::munmap(page, 1);
+    if (looked && (resident & 1) == 0) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return false;
+}
 
 // A bound long enough for a reader thread to start the read even under a sanitizer, so that the
 // read times out running (stuck), not still queued.
@@ -262,20 +281,34 @@ TEST(ContentReader, CachedPagesOfALocalFileAreReadOnTheCallersThread) {
   EXPECT_EQ(*read, 0u);
 
   // Written out and dropped from the cache: the read needs the disk, so a reader thread does it.
-  // (tmpfs pages are the file itself: they never leave.)
+  // (tmpfs pages are the file itself: they never leave.) But RWF_NOWAIT still starts the page's
+  // readahead, and on a busy machine the read often finds it done already and reads it at once (8 %
+  // of such reads in a quiet moment here, most of them during a parallel test run): a page-cache
+  // read, and a right one. So up to ten tries, each on a fresh open file; the counts must add up
+  // whichever way each went, and the first that goes to a thread ends the tries.
   struct statfs file_system {};
   ASSERT_EQ(::fstatfs(file.fd, &file_system), 0);
   if (file_system.f_type == TMPFS_MAGIC || file_system.f_type == RAMFS_MAGIC) return;
   ASSERT_EQ(::fdatasync(file.fd), 0);
-  ASSERT_EQ(::posix_fadvise(file.fd, 0, 0, POSIX_FADV_DONTNEED), 0);
-  buffer.assign(6, '.');
-  read = reader.read(file.fd, 0, bytes_of(buffer), Clock::now() + 2s, "uncached");
-  ASSERT_TRUE(read.ok()) << read.status().to_string();
-  EXPECT_EQ(buffer, "in the");
+  uint64_t uncached_reads = 0;
+  auto thread_reads = [&reader] { return reader.statistics().reads - reader.statistics().from_page_cache; };
+  for (int attempt = 0; attempt < 10 && thread_reads() == 0; ++attempt) {
+    if (!drop_from_page_cache(file.fd)) {
+      GTEST_SKIP() << "the kernel kept the page cached through every POSIX_FADV_DONTNEED";
+    }
+    const UniqueFd fresh(::open(("/proc/self/fd/" + std::to_string(file.fd)).c_str(), O_RDONLY | O_CLOEXEC));
+    ASSERT_TRUE(fresh.valid());
+    buffer.assign(6, '.');
+    read = reader.read(fresh.fd(), 0, bytes_of(buffer), Clock::now() + 2s, "uncached");
+    ASSERT_TRUE(read.ok()) << read.status().to_string();
+    EXPECT_EQ(buffer, "in the");
+    ++uncached_reads;
+  }
   const auto stats = reader.statistics();
-  EXPECT_EQ(stats.reads, 3u);
-  EXPECT_EQ(stats.from_page_cache, 2u) << "the uncached read was counted as cached";
-  EXPECT_EQ(stats.threads, 1u);
+  EXPECT_EQ(stats.reads, 2 + uncached_reads);
+  EXPECT_LE(stats.reads - stats.from_page_cache, 1u) << "only the last try may have gone to a thread";
+  EXPECT_EQ(stats.threads, stats.reads - stats.from_page_cache) << "a thread read counted as cached, or "
+                                                                   "a cached read that started a thread";
 }
 
 // The event's status stands in for an fstat when the read ends within the size it gives (a status
