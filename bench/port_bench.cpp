@@ -17,6 +17,7 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <cmath>
 #include <condition_variable>
 #include <cstdio>
 #include <cstring>
@@ -561,7 +562,7 @@ std::string json_text(const std::string& value) {
 // Issue 5's targets, from rounds of back-to-back cases. This VM runs at two or three speeds and
 // moves between them within a run (the spin+futex ping-pong measured 0.12, 0.24 and 0.7 us p50 on
 // one afternoon), so a ratio between two rows of the tables, measured a minute apart, may compare
-// two machines. A round runs every case the targets need one after another, in about a second; a
+// two machines. A round runs every case the targets need one after another, in about half a second; a
 // target's figure is the median over rounds of the figure within each round. The two baselines the
 // 1 x 1 case is compared with run just before it and again just after: a round in which either moved
 // by more than kSteadyBracket saw the state change, and the ratios to a baseline leave it out.
@@ -655,11 +656,11 @@ std::vector<std::string> report_targets(const std::vector<TargetRound>& rounds) 
       std::count_if(rounds.begin(), rounds.end(), [](const TargetRound& r) { return r.steady; });
   std::printf(
       "\ntargets of issue 5: %zu rounds (%zu steady), each running the cases back to back (64 B requests);\n"
-      "  figure = median over rounds of the figure within a round (the lower one for an even count),\n"
-      "  range = lowest and highest, met = rounds in which the target holds. The ratios to a baseline\n"
-      "  use only the steady rounds, in which the busy-poll and spin+futex runs before and after the\n"
-      "  1 x 1 case agreed within x%.1f. wake-always: a spin+futex ping-pong whose writer calls FUTEX_WAKE\n"
-      "  after every message, the design ANCHORS.md's 1.7 us spin-then-futex figure suggests.\n",
+      "  figure = median over rounds of the figure within a round, range = lowest and highest, met =\n"
+      "  rounds in which the target holds. The 1 x 1 case's ratios to the three shared-memory baselines\n"
+      "  use only the steady rounds, in which the busy-poll and spin+futex runs before and after it\n"
+      "  agreed within x%.1f. wake-always: a spin+futex ping-pong whose writer calls FUTEX_WAKE after\n"
+      "  every message, the design ANCHORS.md's 1.7 us spin-then-futex figure suggests.\n",
       rounds.size(), static_cast<size_t>(steady), kSteadyBracket);
   std::printf("%-36s %-8s %8s %17s %6s\n", "target", "goal", "figure", "range", "met");
   std::printf("%s\n", std::string(79, '-').c_str());
@@ -669,15 +670,18 @@ std::vector<std::string> report_targets(const std::vector<TargetRound>& rounds) 
     for (const TargetRound& round : rounds) {
       if (target.steady_only && !round.steady) continue;
       const double value = target.figure(round);
+      if (!std::isfinite(value)) continue;  // a case that measured nothing (p50 0)
       figures.push_back(value);
       if (target.at_most ? value <= target.goal : value >= target.goal) ++met;
     }
     if (figures.empty()) {
-      std::printf("%-36s %-8s %8s %17s %6s\n", target.what, target.goal_text, "-", "no steady round", "-");
+      std::printf("%-36s %-8s %8s %17s %6s\n", target.what, target.goal_text, "-", "no round counts", "-");
       continue;
     }
     std::sort(figures.begin(), figures.end());
-    const double median = figures[(figures.size() - 1) / 2];
+    const size_t middle = figures.size() / 2;
+    const double median =
+        figures.size() % 2 == 1 ? figures[middle] : (figures[middle - 1] + figures[middle]) / 2;
     const std::string range =
         figure_text(figures.front(), target.ratio) + " - " + figure_text(figures.back(), target.ratio);
     std::printf("%-36s %-8s %8s %17s %4zu/%zu\n", target.what, target.goal_text,
@@ -691,7 +695,8 @@ std::vector<std::string> report_targets(const std::vector<TargetRound>& rounds) 
     json_rows.emplace_back(row);
   }
   std::printf(
-      "rounds (p50 us, each baseline the mean of its runs before and after; 8x4 in round trips/s):\n");
+      "rounds (p50 us; busy-poll and spin+futex: the mean of their runs before and after the 1 x 1 case;\n"
+      "  8x4 in round trips/s):\n");
   for (size_t i = 0; i < rounds.size(); ++i) {
     const TargetRound& r = rounds[i];
     std::printf(
@@ -891,7 +896,7 @@ int main(int argc, char** argv) {
     }
   }
   std::vector<TargetRound> target_rounds;
-  if (settings.only.empty() || std::string("targets").find(settings.only) != std::string::npos) {
+  if (settings.only.empty() || settings.only == "targets") {
     for (size_t round = 1; round <= settings.target_rounds; ++round) {
       std::fprintf(stderr, "  targets, round %zu of %zu", round, settings.target_rounds);
       std::fflush(stderr);
@@ -909,13 +914,13 @@ int main(int argc, char** argv) {
   assign_floor_ratios(rows, kBusyPollName);
   print_suite_table(rows);
   warn_about_disturbed_floors(rows);
-  for (std::string& row : report_targets(target_rounds)) merged_rows.push_back(std::move(row));
   std::printf(
       "\nfilter->service: ClientPort::send (FltSendMessage) from `filt` threads, answered by `serv` threads\n"
       "  sharing one Connection (reply_and_get); service->filter: Connection::send (FilterSendMessage) from\n"
       "  `serv` threads, answered by the port's MessageNotify workers. Reply/response 16 B. Latency is per\n"
       "  round trip as each thread sees it; msgs/s = all round trips / wall time; CPU us/msg = user+sys\n"
       "  of both processes / round trips; p50/floor = p50 / p50 of shm busy-poll at the same payload.\n");
+  for (std::string& row : report_targets(target_rounds)) merged_rows.push_back(std::move(row));
   std::fflush(stdout);
 
   int exit_code = failures == 0 ? 0 : 1;
@@ -928,6 +933,7 @@ int main(int argc, char** argv) {
                          {"time_limit_s", std::to_string(limit_seconds)},
                          {"reply_bytes", std::to_string(kReplySize)},
                          {"failed_cases", std::to_string(failures)},
+                         {"target_rounds", std::to_string(settings.target_rounds)},
                          {"only", json_text(settings.only)}};
       extras.merged_rows = std::move(merged_rows);
       write_json(rows, settings.json_path, extras);
