@@ -62,7 +62,8 @@ bool page_cache_reads_cannot_stall_on(int fd, dev_t device) {
 // The read on the caller's thread when every byte asked for is in the page cache: no hand-over to a
 // reader thread and back (two wake-ups, most of a scan's cost on a file just written). False when
 // any page is not cached (RWF_NOWAIT: EAGAIN or a short read), or the file system is not known to
-// answer cached reads without waiting.
+// answer cached reads without waiting. (RWF_NOWAIT starts readahead for a missing page and reads it
+// if it came in time, which on a busy machine it often does: never a wait on the device.)
 bool read_from_page_cache(int fd, const struct stat& file, uint64_t offset, MutableBytes buffer,
                           size_t& bytes) {
   if (!S_ISREG(file.st_mode) || !page_cache_reads_cannot_stall_on(fd, file.st_dev)) return false;
