@@ -64,14 +64,7 @@ TEST_F(Connect, ServiceInAnotherProcessIsAcceptedByConnectNotify) {
 
 TEST_F(Connect, PortOfKilledFilterProcessIsFileNotFound) {
   Signal port_ready, result;
-  ChildProcess filter_process([&] {
-    CFilter filter;
-    CHILD_CHECK_EQ(filter.create_port(), STATUS_SUCCESS);
-    port_ready.notify();
-    Signal never;
-    never.wait(std::chrono::seconds(30));  // killed by the test
-    return 0;
-  });
+  ChildProcess filter_process(port_host_until_killed(port_ready));
   ASSERT_TRUE(port_ready.wait());
   filter_process.kill();
   HANDLE port = nullptr;
@@ -266,14 +259,7 @@ TEST_F(CreatePort, SameNameAsAPortOfAnotherProcessIsObjectNameCollision) {
 
 TEST_F(CreatePort, NameOfKilledFilterProcessIsFreeAgain) {
   Signal port_ready;
-  ChildProcess other([&] {
-    CFilter filter;
-    CHILD_CHECK_EQ(filter.create_port(), STATUS_SUCCESS);
-    port_ready.notify();
-    Signal never;
-    never.wait(std::chrono::seconds(30));  // killed by the test
-    return 0;
-  });
+  ChildProcess other(port_host_until_killed(port_ready));
   ASSERT_TRUE(port_ready.wait());
   other.kill();
   CFilter filter;

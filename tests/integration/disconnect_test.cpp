@@ -221,14 +221,7 @@ TEST_F(Disconnect, FltCloseClientPortReleasesTheServiceBlockedInFilterGetMessage
 // The filter process dies (SIGKILL) while the service is blocked in FilterGetMessage.
 TEST_F(Disconnect, FilterProcessKilledReleasesTheServiceBlockedInFilterGetMessage) {
   Signal port_ready, about_to_get, results;
-  ChildProcess filter_process([&] {
-    CFilter filter;
-    CHILD_CHECK_EQ(filter.create_port(), STATUS_SUCCESS);
-    port_ready.notify();
-    Signal never;
-    never.wait(std::chrono::seconds(30));  // killed by the test
-    return 0;
-  });
+  ChildProcess filter_process(port_host_until_killed(port_ready));
   ChildProcess service([&] {
     CHILD_CHECK(port_ready.wait());
     HANDLE port = nullptr;
@@ -260,14 +253,7 @@ TEST_F(Disconnect, FilterProcessKilledReleasesTheServiceBlockedInFilterGetMessag
 // waits for that reply (an empty shared-memory ring once hid the end from it).
 TEST_F(Disconnect, FilterProcessKilledIsSeenByTheNextFilterReplyMessage) {
   Signal port_ready, killed, results;
-  ChildProcess filter_process([&] {
-    CFilter filter;
-    CHILD_CHECK_EQ(filter.create_port(), STATUS_SUCCESS);
-    port_ready.notify();
-    Signal never;
-    never.wait(std::chrono::seconds(30));  // killed by the test
-    return 0;
-  });
+  ChildProcess filter_process(port_host_until_killed(port_ready));
   ChildProcess service([&] {
     CHILD_CHECK(port_ready.wait());
     HANDLE port = nullptr;

@@ -471,4 +471,17 @@ class CFilter {
   MessageCallback message_callback_;
 };
 
+// The body of a filter process whose death a test is about: it creates the test's port, says so
+// on `port_ready`, and waits to be killed.
+inline std::function<int()> port_host_until_killed(Signal& port_ready) {
+  return [&port_ready] {
+    CFilter filter;
+    CHILD_CHECK_EQ(filter.create_port(), STATUS_SUCCESS);
+    port_ready.notify();
+    Signal never;
+    never.wait(std::chrono::seconds(30));  // killed by the test
+    return 0;
+  };
+}
+
 }  // namespace fltport::test
