@@ -283,9 +283,10 @@ TEST(ContentReader, CachedPagesOfALocalFileAreReadOnTheCallersThread) {
   // Written out and dropped from the cache: the read needs the disk, so a reader thread does it.
   // (tmpfs pages are the file itself: they never leave.) But RWF_NOWAIT still starts the page's
   // readahead, and on a busy machine the read often finds it done already and reads it at once (8 %
-  // of such reads in a quiet moment here, most of them during a parallel test run): a page-cache
-  // read, and a right one. So up to ten tries, each on a fresh open file; the counts must add up
-  // whichever way each went, and the first that goes to a thread ends the tries.
+  // of such reads in a standalone check run beside the test suite here; more in this test under
+  // load, where ten tries on one open file could all go that way): a page-cache read, and a right one. So up
+  // to ten tries, each on a fresh open file; the counts must add up whichever way each went, and the first
+  // that goes to a thread ends the tries.
   struct statfs file_system {};
   ASSERT_EQ(::fstatfs(file.fd, &file_system), 0);
   if (file_system.f_type == TMPFS_MAGIC || file_system.f_type == RAMFS_MAGIC) return;
