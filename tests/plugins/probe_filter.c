@@ -66,7 +66,12 @@ static FLT_PREOP_CALLBACK_STATUS FLTAPI ProbePreCreate(PFLT_CALLBACK_DATA Data,
   const char* slash = strrchr(path, '/');
   const char* name = slash != NULL ? slash + 1 : path;
   if (strncmp(name, "crash-", 6) == 0) {
-    fprintf(stderr, "probe filter: crashing with %s\n", name + 6);
+    /* The monotonic time of the fault, for the test to tell the host's way to this event from
+     * the release that follows the fault. */
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    fprintf(stderr, "probe filter: crashing with %s at monotonic ns %lld\n", name + 6,
+            (long long)now.tv_sec * 1000000000LL + now.tv_nsec);
     Crash(name + 6);
   } else if (strncmp(name, "slow", 4) == 0) {
     SleepMs(200);

@@ -334,6 +334,8 @@ class OpenProbe {
   }
   OpenProbe(const OpenProbe&) = delete;
   OpenProbe& operator=(const OpenProbe&) = delete;
+  // When the probe began (before its fork): with an Outcome's elapsed_ms, when its open returned.
+  Clock::time_point started_at() const { return start_; }
 
   Outcome result(milliseconds timeout = kOpenTimeout) {
     Outcome outcome;
