@@ -1,8 +1,10 @@
 // fltport-bench-fanotify: what a filter costs an open(). Every case times each open()+close() in a
 // child process (the host's own accesses are exempt from filtering), on files in a fresh temporary
 // directory, in one run:
-//   no listener | a bare fanotify responder that allows everything | the filter manager with an
-//   allow-all filter, uncached and cached | fltmgrd + scanner + service, uncached and cached; and
+//   no listener | a bare fanotify responder that allows everything | the kernel's verdict cache
+//   alone (that responder leaving ignore marks; its second pass is the floor of any cached path) |
+//   the filter manager with an allow-all filter, uncached and cached | fltmgrd + scanner + service,
+//   uncached and cached; and
 //   sporadic opens (--paced N files, 1 ms apart) for the bare responder and the scanner path.
 // The sequence runs --rounds times (each round's groups, host and service are new, so every
 // uncached pass is a first look); a row reports its median round, and its ratios are the medians of
@@ -54,6 +56,7 @@ using fltport::bench::LatencyStats;
 
 const char* const kNoListener = "no listener";
 const char* const kBareResponder = "bare fanotify responder (allow all)";
+const char* const kKernelCacheFloor = "kernel ignore marks alone, cached (floor)";
 // Sporadic opens: each row of that kind is compared with the bare responder's of the same kind.
 constexpr std::chrono::microseconds kPacedGap{1000};
 const char* const kPacedSuffix = ", 1 ms apart";
@@ -189,50 +192,75 @@ LatencyStats open_all_in_child(const std::string& name, const std::vector<std::s
   return stats;
 }
 
-// A fanotify group answering FAN_OPEN_PERM with allow, nothing else: the kernel's own cost.
-std::vector<LatencyStats> bare_responder(const std::string& directory, const std::vector<std::string>& files,
-                                         const std::vector<std::string>& paced_files) {
-  const int group = ::fanotify_init(FAN_CLASS_CONTENT | FAN_CLOEXEC | FAN_NONBLOCK, O_RDONLY | O_LARGEFILE);
-  if (group < 0) throw_errno("fanotify_init");
-  if (::fanotify_mark(group, FAN_MARK_ADD, FAN_OPEN_PERM | FAN_EVENT_ON_CHILD, AT_FDCWD, directory.c_str()) !=
-      0) {
-    const int error = errno;
-    ::close(group);
-    errno = error;
-    throw_errno("fanotify_mark");
+// A fanotify group answering FAN_OPEN_PERM with allow, nothing else: the kernel's own cost. With
+// `ignore_until_modified`, each answer also leaves the kernel's cache of a clean verdict on the
+// file (an evictable FAN_MARK_IGNORE mark, as the filter manager's verdict cache does), so that a
+// second pass measures that cache's own cost: the floor for any cached path.
+class BareResponder {
+ public:
+  BareResponder(const std::string& directory, bool ignore_until_modified) {
+    group_ = ::fanotify_init(FAN_CLASS_CONTENT | FAN_CLOEXEC | FAN_NONBLOCK, O_RDONLY | O_LARGEFILE);
+    if (group_ < 0) throw_errno("fanotify_init");
+    if (::fanotify_mark(group_, FAN_MARK_ADD, FAN_OPEN_PERM | FAN_EVENT_ON_CHILD, AT_FDCWD,
+                        directory.c_str()) != 0) {
+      const int error = errno;
+      ::close(group_);
+      errno = error;
+      throw_errno("fanotify_mark");
+    }
+    responder_ = std::thread([this, ignore_until_modified] { respond(ignore_until_modified); });
   }
-  std::atomic<bool> stop{false};
-  std::thread responder([&] {
+  ~BareResponder() {
+    stop_ = true;
+    responder_.join();
+    ::close(group_);  // also releases anything unanswered
+  }
+  BareResponder(const BareResponder&) = delete;
+  BareResponder& operator=(const BareResponder&) = delete;
+
+ private:
+  void respond(bool ignore_until_modified) {
     alignas(fanotify_event_metadata) char buffer[8192];
-    while (!stop.load()) {
-      pollfd pfd{group, POLLIN, 0};
+    while (!stop_.load()) {
+      pollfd pfd{group_, POLLIN, 0};
       if (::poll(&pfd, 1, 100) <= 0) continue;
-      const ssize_t length = ::read(group, buffer, sizeof buffer);
+      const ssize_t length = ::read(group_, buffer, sizeof buffer);
       if (length <= 0) continue;
       auto* event = reinterpret_cast<fanotify_event_metadata*>(buffer);
       ssize_t left = length;
       for (; FAN_EVENT_OK(event, left); event = FAN_EVENT_NEXT(event, left)) {
         if (event->fd < 0) continue;
+        if (ignore_until_modified) {
+          ::fanotify_mark(group_, FAN_MARK_ADD | FAN_MARK_IGNORE | FAN_MARK_EVICTABLE, FAN_OPEN_PERM,
+                          event->fd, nullptr);
+        }
         fanotify_response response{event->fd, FAN_ALLOW};
-        [[maybe_unused]] ssize_t w = ::write(group, &response, sizeof response);
+        [[maybe_unused]] ssize_t w = ::write(group_, &response, sizeof response);
         ::close(event->fd);
       }
     }
-  });
-  std::vector<LatencyStats> rows;
-  std::exception_ptr error;
-  try {
-    rows.push_back(open_all_in_child(kBareResponder, files));
-    if (!paced_files.empty())
-      rows.push_back(open_all_in_child(paced(kBareResponder), paced_files, {}, kPacedGap));
-  } catch (...) {
-    error = std::current_exception();
   }
-  stop = true;
-  responder.join();
-  ::close(group);  // also releases anything unanswered
-  if (error) std::rethrow_exception(error);
+
+  int group_ = -1;
+  std::atomic<bool> stop_{false};
+  std::thread responder_;
+};
+
+std::vector<LatencyStats> bare_responder(const std::string& directory, const std::vector<std::string>& files,
+                                         const std::vector<std::string>& paced_files) {
+  BareResponder responder(directory, false);
+  std::vector<LatencyStats> rows;
+  rows.push_back(open_all_in_child(kBareResponder, files));
+  if (!paced_files.empty())
+    rows.push_back(open_all_in_child(paced(kBareResponder), paced_files, {}, kPacedGap));
   return rows;
+}
+
+// The kernel's verdict cache alone: what a cached open costs whatever runs in user space.
+LatencyStats kernel_cache_floor(const std::string& directory, const std::vector<std::string>& files) {
+  BareResponder responder(directory, true);
+  open_all_in_child(kKernelCacheFloor, files);  // first pass: every file answered and marked
+  return open_all_in_child(kKernelCacheFloor, files);
 }
 
 LatencyStats filter_manager(const std::string& directory, const std::vector<std::string>& files, bool cache) {
@@ -470,6 +498,7 @@ int main(int argc, char** argv) {
     run({kNoListener}, [&] { return std::vector{open_all_in_child(kNoListener, files)}; });
     run({kBareResponder, paced(kBareResponder)},
         [&] { return bare_responder(directory, files, paced_files); });
+    run({kKernelCacheFloor}, [&] { return std::vector{kernel_cache_floor(directory, files)}; });
     run({"filter manager, allow-all filter, uncached"},
         [&] { return std::vector{filter_manager(directory, files, false)}; });
     run({"filter manager, allow-all filter, cached"},
@@ -523,6 +552,18 @@ int main(int argc, char** argv) {
     std::printf("%-44s %8.2f %8.2f %8.2f %9.2f %9.0f %11.2f %8s %s\n", row.name.c_str(), s.mean_us, s.p50_us,
                 s.p99_us, s.p999_us, s.round_trips_per_sec, s.cpu_us_per_round_trip, versus_none.c_str(),
                 versus_bare.c_str());
+  }
+  // A cached open costs the kernel's mark lookup whatever user space does: how near each cached row
+  // comes to that floor, and where the floor itself stands.
+  if (const RoundsOfRow* floor = rounds_of(kKernelCacheFloor)) {
+    for (const RoundsOfRow& row : table) {
+      if (!row.name.ends_with(", cached")) continue;
+      std::printf("%s: %s the kernel's floor (%s)\n", row.name.c_str(),
+                  ratio_text(row.ratios_to(*floor)).c_str(), kKernelCacheFloor);
+    }
+    if (no_listener) {
+      std::printf("the floor itself: %s no listener\n", ratio_text(floor->ratios_to(*no_listener)).c_str());
+    }
   }
   std::printf(
       "Each row: its median round (by us/open). us/open = mean; ratios = the median over rounds of the\n"
