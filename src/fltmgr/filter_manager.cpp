@@ -2,6 +2,7 @@
 
 #include <linux/fanotify.h>
 #include <poll.h>
+#include <sched.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/resource.h>
@@ -14,6 +15,7 @@
 
 #include "base/log.hpp"
 #include "fltmgr/fatal_signal_guard.hpp"
+#include "transport/shm_ring.hpp"
 
 namespace fltport {
 
@@ -23,6 +25,13 @@ constexpr size_t kMaxWorkers = 16;
 // How long one worker may run an event's callbacks with nobody reading before another takes over
 // (so that one slow filter does not starve the others).
 constexpr std::chrono::milliseconds kReaderWatch{5};
+// How long a reader keeps looking for the next permission event without sleeping (read_batch).
+// FLTPORT_SPIN_NS, which sets the ports' spin budgets, sets this too (0: never spin).
+constexpr std::chrono::microseconds kReaderSpin{100};
+std::chrono::nanoseconds reader_spin() noexcept {
+  static const std::chrono::nanoseconds spin = transport::effective_spin_budget(kReaderSpin);
+  return spin;
+}
 constexpr size_t kCleanFileCacheLimit = 65536;  // entries of the user-space verdict cache
 constexpr size_t kMaxTreeDirectories = 100000;  // directories one tree instance may mark
 // Events read and unanswered, at most: the fd limit less what the host needs for itself, within this.
@@ -302,9 +311,24 @@ void FilterManagerCore::shutdown() noexcept {
 // ---- events ----
 
 // Waits for events and turns what was queued into tasks. Called by one worker at a time.
+// A process opening files one after another sends its next event some tens of µs after the last
+// verdict. For kReaderSpin after a permission event the reader looks again without sleeping (polls
+// with no timeout, so that notifications and a shutdown are seen as before), which saves the
+// host's wake-up on each such event: on this VM a bare responder that spins so costs an open
+// ~0.6x one that sleeps in poll (docs/performance.md). It yields between looks, for the opener
+// and the service may be waiting for this very CPU.
 bool FilterManagerCore::read_batch(std::vector<Task>& batch) noexcept {
   pollfd fds[3] = {{permissions_.fd(), POLLIN, 0}, {notifications_.fd(), POLLIN, 0}, {wake_fd_, POLLIN, 0}};
-  if (::poll(fds, 3, -1) < 0) {
+  int ready = 0;
+  const auto spin_until = std::chrono::steady_clock::time_point(std::chrono::nanoseconds(
+                              last_permission_event_ns_.load(std::memory_order_relaxed))) +
+                          reader_spin();
+  while (ready == 0 && std::chrono::steady_clock::now() < spin_until) {
+    ready = ::poll(fds, 3, 0);
+    if (ready == 0) ::sched_yield();
+  }
+  if (ready == 0) ready = ::poll(fds, 3, -1);
+  if (ready < 0) {
     if (errno != EINTR) FLTPORT_LOG(error, "fltmgr", "poll failed: %s", std::strerror(errno));
     return true;
   }
@@ -320,6 +344,10 @@ bool FilterManagerCore::read_batch(std::vector<Task>& batch) noexcept {
   if ((fds[0].revents & POLLIN) != 0) {
     std::vector<fanotify::PermissionEvent> events;
     permissions_.read_events(events);
+    if (!events.empty()) {
+      last_permission_event_ns_.store(std::chrono::steady_clock::now().time_since_epoch().count(),
+                                      std::memory_order_relaxed);
+    }
     for (auto& event : events) on_permission_event(event, batch);
   }
   const size_t permission_tasks = batch.size();
