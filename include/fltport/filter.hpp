@@ -55,7 +55,9 @@ struct FileEvent {
   // Of the process, at the time of the event, when the filter asked (want_credentials); else -1.
   uid_t uid = static_cast<uid_t>(-1);
   gid_t gid = static_cast<gid_t>(-1);
-  int fd = -1;             // pre-operations: the file, opened by the kernel; reads through it make no events
+  // Pre-operations: the file, opened by the kernel (O_NOATIME); reads through it make no events
+  // and leave the access time.
+  int fd = -1;
   std::string path;        // the file (for rename, its new path)
   std::string old_path;    // rename only
   std::string executable;  // the process's executable, when the filter asked for it

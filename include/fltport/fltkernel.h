@@ -124,7 +124,9 @@ typedef struct _FLT_IO_PARAMETER_BLOCK {
 
 /* Linux extension: what the kernel told about the operation. Strings are UTF-8 paths. */
 typedef struct _FLTPORT_FILE_EVENT {
-  int FileDescriptor;  /* pre-operations: the file, opened by the kernel; reads through it make no events */
+  /* Pre-operations: the file, opened by the kernel (O_NOATIME); reads through it make no events
+   * and leave the access time. */
+  int FileDescriptor;
   const char* Path;    /* for a rename, the new path */
   const char* OldPath; /* rename only, else "" */
   const char* Executable; /* the process's executable, when FLTFL_REGISTRATION_FLTPORT_WANT_EXECUTABLE */

@@ -158,6 +158,34 @@ TEST_F(FilterManagerTest, AnEventCarriesItsFilesStatusAndReadsWithIt) {
   EXPECT_EQ(contents, "7 bytes");
 }
 
+// A filter that reads the file (a scanner) leaves its access time as it was: the event's fd is
+// opened O_NOATIME, as a Windows scanner leaves the last access time. The access time is set old
+// enough (before today, after the modification) for relatime to update it on any other read.
+TEST_F(FilterManagerTest, ReadingThroughTheEventLeavesTheAccessTime) {
+  const std::string path = directory_ + "/old.txt";
+  write_file(path, "read me");
+  const timespec times[2] = {{1609459200, 0}, {1577836800, 0}};  // atime 2021-01-01, mtime 2020-01-01
+  ASSERT_EQ(::utimensat(AT_FDCWD, path.c_str(), times, 0), 0) << std::strerror(errno);
+  std::atomic<bool> read_it{false};
+  ASSERT_TRUE(manager_
+                  ->register_filter(
+                      filter("reader", 100,
+                             [&](const FileEvent& event, PendingOperation&) {
+                               std::string buffer(16, '.');
+                               auto read = read_file_contents(
+                                   event, 0, {reinterpret_cast<std::byte*>(buffer.data()), buffer.size()});
+                               if (read && *read == 7) read_it = true;
+                               return PreResult::now(Verdict::allow());
+                             }))
+                  .ok());
+  ASSERT_TRUE(manager_->attach("reader", directory_).ok());
+  EXPECT_EQ(open_in_child(path), 0);
+  EXPECT_TRUE(read_it.load()) << "the filter did not read the file";
+  struct stat after {};
+  ASSERT_EQ(::stat(path.c_str(), &after), 0);
+  EXPECT_EQ(after.st_atim.tv_sec, times[0].tv_sec) << "the filter's read changed the access time";
+}
+
 // The deadline thread is the one with a better nice value (-10, fltmgr's kDeadlineThreadNice);
 // its context switches (voluntary and not) count its wake-ups. 0 when it is not found.
 pid_t deadline_thread() {
