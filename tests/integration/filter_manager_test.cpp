@@ -18,6 +18,7 @@
 #include <filesystem>
 #include <fstream>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -54,6 +55,15 @@ int open_in_child(const std::string& path, int flags = O_RDONLY) {
 
 void write_file(const std::string& path, const std::string& content) {
   std::ofstream(path, std::ios::trunc) << content;
+}
+
+// Up to `count` bytes from the start of the event's file, read through the event (nullopt: the
+// read failed).
+std::optional<std::string> first_bytes(const FileEvent& event, size_t count) {
+  std::string buffer(count, '.');
+  auto read = read_file_contents(event, 0, {reinterpret_cast<std::byte*>(buffer.data()), buffer.size()});
+  if (!read) return std::nullopt;
+  return buffer.substr(0, *read);
 }
 
 class FilterManagerTest : public ::testing::Test {
@@ -136,17 +146,14 @@ TEST_F(FilterManagerTest, AnEventCarriesItsFilesStatusAndReadsWithIt) {
   struct stat seen {};
   std::string contents;
   ASSERT_TRUE(manager_
-                  ->register_filter(
-                      filter("status", 100,
-                             [&](const FileEvent& event, PendingOperation&) {
-                               std::string buffer(16, '.');
-                               auto read = read_file_contents(
-                                   event, 0, {reinterpret_cast<std::byte*>(buffer.data()), buffer.size()});
-                               std::lock_guard lock(mutex);
-                               seen = event.file_status;
-                               if (read) contents = buffer.substr(0, *read);
-                               return PreResult::now(Verdict::allow());
-                             }))
+                  ->register_filter(filter("status", 100,
+                                           [&](const FileEvent& event, PendingOperation&) {
+                                             auto read = first_bytes(event, 16);
+                                             std::lock_guard lock(mutex);
+                                             seen = event.file_status;
+                                             if (read) contents = *read;
+                                             return PreResult::now(Verdict::allow());
+                                           }))
                   .ok());
   ASSERT_TRUE(manager_->attach("status", directory_).ok());
   EXPECT_EQ(open_in_child(path), 0);
@@ -168,15 +175,11 @@ TEST_F(FilterManagerTest, ReadingThroughTheEventLeavesTheAccessTime) {
   ASSERT_EQ(::utimensat(AT_FDCWD, path.c_str(), times, 0), 0) << std::strerror(errno);
   std::atomic<bool> read_it{false};
   ASSERT_TRUE(manager_
-                  ->register_filter(
-                      filter("reader", 100,
-                             [&](const FileEvent& event, PendingOperation&) {
-                               std::string buffer(16, '.');
-                               auto read = read_file_contents(
-                                   event, 0, {reinterpret_cast<std::byte*>(buffer.data()), buffer.size()});
-                               if (read && *read == 7) read_it = true;
-                               return PreResult::now(Verdict::allow());
-                             }))
+                  ->register_filter(filter("reader", 100,
+                                           [&](const FileEvent& event, PendingOperation&) {
+                                             if (first_bytes(event, 16) == "read me") read_it = true;
+                                             return PreResult::now(Verdict::allow());
+                                           }))
                   .ok());
   ASSERT_TRUE(manager_->attach("reader", directory_).ok());
   EXPECT_EQ(open_in_child(path), 0);
