@@ -210,6 +210,8 @@ class BareResponder {
     }
     responder_ = std::thread([this, ignore_until_modified] { respond(ignore_until_modified); });
   }
+  // Files the kernel would not mark (ignore_until_modified): a floor measured without them is none.
+  uint64_t ignore_failures() const { return ignore_failures_.load(); }
   ~BareResponder() {
     stop_ = true;
     responder_.join();
@@ -230,10 +232,7 @@ class BareResponder {
       ssize_t left = length;
       for (; FAN_EVENT_OK(event, left); event = FAN_EVENT_NEXT(event, left)) {
         if (event->fd < 0) continue;
-        if (ignore_until_modified) {
-          ::fanotify_mark(group_, FAN_MARK_ADD | FAN_MARK_IGNORE | FAN_MARK_EVICTABLE, FAN_OPEN_PERM,
-                          event->fd, nullptr);
-        }
+        if (ignore_until_modified && !ignore(event->fd)) ignore_failures_.fetch_add(1);
         fanotify_response response{event->fd, FAN_ALLOW};
         [[maybe_unused]] ssize_t w = ::write(group_, &response, sizeof response);
         ::close(event->fd);
@@ -241,8 +240,19 @@ class BareResponder {
     }
   }
 
+  // The filter manager's way (fanotify.cpp): FAN_MARK_IGNORE where the kernel has it (6.0), else
+  // the older ignored mask.
+  bool ignore(int event_fd) const {
+    if (::fanotify_mark(group_, FAN_MARK_ADD | FAN_MARK_IGNORE | FAN_MARK_EVICTABLE, FAN_OPEN_PERM, event_fd,
+                        nullptr) == 0)
+      return true;
+    return ::fanotify_mark(group_, FAN_MARK_ADD | FAN_MARK_IGNORED_MASK, FAN_OPEN_PERM, event_fd, nullptr) ==
+           0;
+  }
+
   int group_ = -1;
   std::atomic<bool> stop_{false};
+  std::atomic<uint64_t> ignore_failures_{0};
   std::thread responder_;
 };
 
@@ -260,6 +270,10 @@ std::vector<LatencyStats> bare_responder(const std::string& directory, const std
 LatencyStats kernel_cache_floor(const std::string& directory, const std::vector<std::string>& files) {
   BareResponder responder(directory, true);
   open_all_in_child(kKernelCacheFloor, files);  // first pass: every file answered and marked
+  if (responder.ignore_failures() != 0) {
+    throw std::runtime_error(std::to_string(responder.ignore_failures()) +
+                             " files could not be ignore-marked");
+  }
   return open_all_in_child(kKernelCacheFloor, files);
 }
 

@@ -27,10 +27,18 @@ constexpr size_t kMaxWorkers = 16;
 constexpr std::chrono::milliseconds kReaderWatch{5};
 // How long a reader keeps looking for the next permission event without sleeping (read_batch).
 // FLTPORT_SPIN_NS, which sets the ports' spin budgets, sets this too (0: never spin).
+// Never more than kReaderSpinCap, whatever FLTPORT_SPIN_NS says: the ports take up to 1 s there.
 constexpr std::chrono::microseconds kReaderSpin{100};
+constexpr std::chrono::microseconds kReaderSpinCap{1000};
 std::chrono::nanoseconds reader_spin() noexcept {
-  static const std::chrono::nanoseconds spin = transport::effective_spin_budget(kReaderSpin);
+  static const std::chrono::nanoseconds spin =
+      std::min<std::chrono::nanoseconds>(transport::effective_spin_budget(kReaderSpin), kReaderSpinCap);
   return spin;
+}
+int64_t steady_now_ns() noexcept {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
 }
 constexpr size_t kCleanFileCacheLimit = 65536;  // entries of the user-space verdict cache
 constexpr size_t kMaxTreeDirectories = 100000;  // directories one tree instance may mark
@@ -312,11 +320,11 @@ void FilterManagerCore::shutdown() noexcept {
 
 // Waits for events and turns what was queued into tasks. Called by one worker at a time.
 // A process opening files one after another sends its next event some tens of µs after the last
-// verdict. For kReaderSpin after a permission event the reader looks again without sleeping (polls
-// with no timeout, so that notifications and a shutdown are seen as before), which saves the
-// host's wake-up on each such event: on this VM a bare responder that spins so costs an open
-// ~0.6x one that sleeps in poll (docs/performance.md). It yields between looks, for the opener
-// and the service may be waiting for this very CPU.
+// verdict. For kReaderSpin after a permission event was read or answered, the reader looks again
+// without sleeping (polls with no timeout, so that notifications and a shutdown are seen as
+// before), which saves the host's wake-up on each such event: on this VM a bare responder that
+// spins so costs an open ~0.6x one that sleeps in poll (docs/performance.md). It yields between
+// looks, for the opener and the service may be waiting for this very CPU.
 bool FilterManagerCore::read_batch(std::vector<Task>& batch) noexcept {
   pollfd fds[3] = {{permissions_.fd(), POLLIN, 0}, {notifications_.fd(), POLLIN, 0}, {wake_fd_, POLLIN, 0}};
   int ready = 0;
@@ -344,10 +352,7 @@ bool FilterManagerCore::read_batch(std::vector<Task>& batch) noexcept {
   if ((fds[0].revents & POLLIN) != 0) {
     std::vector<fanotify::PermissionEvent> events;
     permissions_.read_events(events);
-    if (!events.empty()) {
-      last_permission_event_ns_.store(std::chrono::steady_clock::now().time_since_epoch().count(),
-                                      std::memory_order_relaxed);
-    }
+    if (!events.empty()) last_permission_event_ns_.store(steady_now_ns(), std::memory_order_relaxed);
     for (auto& event : events) on_permission_event(event, batch);
   }
   const size_t permission_tasks = batch.size();
@@ -774,6 +779,9 @@ bool FilterManagerCore::answer(PermissionRequest& request, bool allow, int error
     }
   }
   permissions_.respond(request.fd.fd(), allow, error);
+  // The opener's next event comes some tens of µs after this verdict: the reader's spin counts
+  // from here too, however long the callbacks took.
+  last_permission_event_ns_.store(steady_now_ns(), std::memory_order_relaxed);
   return true;
 }
 

@@ -116,7 +116,8 @@ class FilterManagerCore : public std::enable_shared_from_this<FilterManagerCore>
   fanotify::PermissionGroup permissions_;
   fanotify::NotificationGroup notifications_;
   int wake_fd_ = -1;  // eventfd: wakes the event loop for shutdown and new deadlines
-  std::atomic<int64_t> last_permission_event_ns_{0};  // steady clock, when a reader last got one
+  // Steady clock, ns: when a permission event was last read or answered (the reader's spin).
+  std::atomic<int64_t> last_permission_event_ns_{0};
 
   // Responses to the kernel hold this shared; shutdown takes it exclusively before closing groups.
   mutable std::shared_mutex groups_mutex_;
