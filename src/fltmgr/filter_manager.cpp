@@ -35,11 +35,6 @@ std::chrono::nanoseconds reader_spin() noexcept {
       std::min<std::chrono::nanoseconds>(transport::effective_spin_budget(kReaderSpin), kReaderSpinCap);
   return spin;
 }
-int64_t steady_now_ns() noexcept {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
 constexpr size_t kCleanFileCacheLimit = 65536;  // entries of the user-space verdict cache
 constexpr size_t kMaxTreeDirectories = 100000;  // directories one tree instance may mark
 // Events read and unanswered, at most: the fd limit less what the host needs for itself, within this.
@@ -332,7 +327,7 @@ bool FilterManagerCore::read_batch(std::vector<Task>& batch) noexcept {
   // Only within a run of events: after a lone one the next comes later than any spin, and the
   // spin only took the CPUs from the opener and the service (sporadic opens 1 ms apart, scanner
   // path: 137-143 us each without a spin, 157-197 us with one after every event).
-  const bool in_a_run = last_permission_event_gap_ns_.load(std::memory_order_relaxed) <= spin.count();
+  const bool in_a_run = permission_read_gap_ns_ <= spin.count();
   const auto spin_until = std::chrono::steady_clock::time_point(std::chrono::nanoseconds(
                               last_permission_event_ns_.load(std::memory_order_relaxed))) +
                           spin;
@@ -358,8 +353,8 @@ bool FilterManagerCore::read_batch(std::vector<Task>& batch) noexcept {
     std::vector<fanotify::PermissionEvent> events;
     permissions_.read_events(events);
     if (!events.empty()) {
-      const int64_t now = steady_now_ns();
-      last_permission_event_gap_ns_.store(now - last_permission_read_ns_, std::memory_order_relaxed);
+      const int64_t now = transport::steady_ns();
+      permission_read_gap_ns_ = now - last_permission_read_ns_;
       last_permission_read_ns_ = now;
       last_permission_event_ns_.store(now, std::memory_order_relaxed);
     }
@@ -791,7 +786,7 @@ bool FilterManagerCore::answer(PermissionRequest& request, bool allow, int error
   permissions_.respond(request.fd.fd(), allow, error);
   // The opener's next event comes some tens of µs after this verdict: the reader's spin counts
   // from here too, however long the callbacks took.
-  last_permission_event_ns_.store(steady_now_ns(), std::memory_order_relaxed);
+  last_permission_event_ns_.store(transport::steady_ns(), std::memory_order_relaxed);
   return true;
 }
 

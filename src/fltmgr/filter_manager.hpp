@@ -118,11 +118,11 @@ class FilterManagerCore : public std::enable_shared_from_this<FilterManagerCore>
   fanotify::NotificationGroup notifications_;
   int wake_fd_ = -1;  // eventfd: wakes the event loop for shutdown and new deadlines
   // The reader's spin (read_batch), steady clock ns: when a permission event was last read or
-  // answered; when the reader last read some (only the reader, one at a time, touches it); and the
-  // time between its last two reads.
+  // answered (by any worker); and, touched only by the reader (one worker at a time, handed over
+  // under tasks_mutex_), when it last read some and the time between its last two reads.
   std::atomic<int64_t> last_permission_event_ns_{0};
   int64_t last_permission_read_ns_ = 0;
-  std::atomic<int64_t> last_permission_event_gap_ns_{INT64_MAX};
+  int64_t permission_read_gap_ns_ = INT64_MAX;
 
   // Responses to the kernel hold this shared; shutdown takes it exclusively before closing groups.
   mutable std::shared_mutex groups_mutex_;

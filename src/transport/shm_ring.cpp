@@ -82,11 +82,6 @@ bool sleep_unless(std::atomic<uint32_t>& sleeping, std::atomic<uint32_t>& bell, 
   return sleep;
 }
 
-int64_t steady_ns() noexcept {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(Timeout::Clock::now().time_since_epoch())
-      .count();
-}
-
 // The flag is the peer's word: a value that names no kind wakes every kind.
 bool wake_if_sleeping(std::atomic<uint32_t>& sleeping, std::atomic<uint32_t>& bell,
                       std::atomic<int64_t>* rung_at = nullptr) noexcept {
@@ -401,6 +396,11 @@ void RingReader::ring() const noexcept {
 }
 
 // ---- settings ----
+
+int64_t steady_ns() noexcept {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(Timeout::Clock::now().time_since_epoch())
+      .count();
+}
 
 std::chrono::nanoseconds effective_spin_budget(std::chrono::nanoseconds configured) noexcept {
   if (const char* text = std::getenv("FLTPORT_SPIN_NS"); text != nullptr && *text != '\0') {

@@ -210,6 +210,8 @@ class RingReader {
   std::atomic<bool> stopped_{false};
 };
 
+// Timeout::Clock's now, in ns since its epoch: a time that fits an atomic.
+int64_t steady_ns() noexcept;
 // The spin budget in effect: FLTPORT_SPIN_NS if set, else `configured`.
 std::chrono::nanoseconds effective_spin_budget(std::chrono::nanoseconds configured) noexcept;
 // False when FLTPORT_TRANSPORT=socket forces the socket path in this process.
