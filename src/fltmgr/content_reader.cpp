@@ -81,6 +81,23 @@ bool read_from_page_cache(int fd, const struct stat& file, uint64_t offset, Muta
   return true;
 }
 
+// A read from the page cache up to `buffer.size()` bytes, for a read that may reach the end of the
+// file, which may have moved since the size the caller knew: the read itself says where it is,
+// without an fstat. A short read that stops off a page boundary (or reads nothing) stopped at the
+// end of the file; one that stops on a boundary may have met a page not cached: false then, as
+// when the first is missing (EAGAIN) or the file system is not known to answer without waiting.
+bool read_to_end_from_page_cache(int fd, dev_t device, uint64_t offset, MutableBytes buffer, size_t& bytes) {
+  if (!page_cache_reads_cannot_stall_on(fd, device)) return false;
+  iovec into{buffer.data(), buffer.size()};
+  const ssize_t n = ::preadv2(fd, &into, 1, static_cast<off_t>(offset), RWF_NOWAIT);
+  if (n < 0) return false;
+  static const uint64_t page_size = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  const auto read = static_cast<size_t>(n);
+  if (read != buffer.size() && read != 0 && (offset + read) % page_size == 0) return false;
+  bytes = read;
+  return true;
+}
+
 Status status_for_errno(int error) {
   switch (error) {
     case EBADF:
@@ -284,12 +301,18 @@ Result<size_t> ContentReader::read(int fd, uint64_t offset, MutableBytes buffer,
   }
   const size_t length = std::min(buffer.size(), kMaxContentReadBytes);
   // fstat reads the inode the open already loaded; the read is what may stall. The event's status
-  // saves it when the read ends within the size it knew; a read that reaches that end asks again,
-  // since the file may have grown since: the scan reads the file as it is, whichever path reads.
+  // saves it when the read ends within the size it knew. A read that reaches that end reads the
+  // file as it is now (it may have grown since), whichever path reads: from the page cache, which
+  // tells where the file ends, else after an fstat.
   struct stat file {};
   const auto known_size = known != nullptr && known->st_size > 0 ? static_cast<uint64_t>(known->st_size) : 0;
   if (length != 0 && known != nullptr && offset <= known_size && length <= known_size - offset) {
     file = *known;
+  } else if (size_t bytes = 0;
+             length != 0 && known != nullptr && S_ISREG(known->st_mode) &&
+             read_to_end_from_page_cache(fd, known->st_dev, offset, buffer.first(length), bytes)) {
+    count_read(true);
+    return bytes;
   } else if (length != 0 && ::fstat(fd, &file) != 0) {
     count_read(false);
     return status_for_errno(errno);

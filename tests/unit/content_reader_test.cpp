@@ -348,6 +348,37 @@ TEST(ContentReader, AKnownStatusStandsInForAnFstatWithinItsSize) {
   EXPECT_EQ(reader.statistics().threads, 1u);
 }
 
+// A read past the size the event knew finds the end of the file where it is now, with no fstat
+// when the page-cache read stops short of a page boundary, and through an fstat when it stops on
+// one (where a page missing from the cache would stop it too).
+TEST(ContentReader, AReadPastTheKnownSizeFindsTheEndWhereverItIs) {
+  const size_t page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
+  for (const size_t size : {size_t{1}, page - 1, page, page + 1, 2 * page}) {
+    std::string content(size, 'x');
+    content.back() = 'E';
+    TempFile file(content);
+    if (!page_cache_reads_cannot_stall(file.fd))
+      GTEST_SKIP() << "/tmp is not a local file system fltport knows";
+    struct stat status {};
+    ASSERT_EQ(::fstat(file.fd, &status), 0);
+    status.st_size = 0;  // the event saw it empty: it was written since
+    ContentReader reader(2, 1);
+    std::string buffer(3 * page, '.');
+    auto read = reader.read(file.fd, 0, bytes_of(buffer), Clock::now() + 2s, "grown", &status);
+    ASSERT_TRUE(read.ok()) << read.status().to_string();
+    EXPECT_EQ(*read, size) << "file of " << size << " bytes";
+    EXPECT_EQ(buffer.substr(0, size), content);
+    // From an offset inside the file, and from past its end.
+    read = reader.read(file.fd, size - 1, bytes_of(buffer), Clock::now() + 2s, "tail", &status);
+    ASSERT_TRUE(read.ok());
+    EXPECT_EQ(*read, 1u);
+    EXPECT_EQ(buffer[0], 'E');
+    read = reader.read(file.fd, size + 5, bytes_of(buffer), Clock::now() + 2s, "past", &status);
+    ASSERT_TRUE(read.ok());
+    EXPECT_EQ(*read, 0u);
+  }
+}
+
 TEST(ContentReader, EventReadIsBoundedByTheEventsDeadline) {
   StuckPipe pipe;
   FileEvent event;
