@@ -127,6 +127,7 @@ Result<FilterRegistration> operations_from(const FLT_REGISTRATION& registration,
   result.operations = operations;
   result.want_executable = (registration.Flags & FLTFL_REGISTRATION_FLTPORT_WANT_EXECUTABLE) != 0;
   result.want_credentials = (registration.Flags & FLTFL_REGISTRATION_FLTPORT_WANT_CREDENTIALS) != 0;
+  result.want_path = (registration.Flags & FLTFL_REGISTRATION_FLTPORT_PATH_ON_REQUEST) == 0;
   result.pre_operation = [callbacks, filter](const FileEvent& event, PendingOperation& pending) -> PreResult {
     PFLT_PRE_OPERATION_CALLBACK callback = event.operation == Operation::open        ? callbacks->open
                                            : event.operation == Operation::open_exec ? callbacks->open_exec
@@ -178,6 +179,17 @@ Result<FilterRegistration> operations_from(const FLT_REGISTRATION& registration,
 }
 
 }  // namespace fltport::compat
+
+extern "C" PCSTR FLTAPI FltportGetFilePath(PFLT_CALLBACK_DATA Data) {
+  auto* frame = reinterpret_cast<fltport::compat::CallbackFrame*>(Data);
+  if (frame == nullptr || frame->magic != fltport::compat::CallbackFrame::kMagic) return "";
+  const auto* event = static_cast<const fltport::FileEvent*>(frame->file.FltportReserved);
+  if (frame->path.empty() && event != nullptr) {
+    frame->path = fltport::path_of(*event);
+    frame->file.Path = frame->path.c_str();
+  }
+  return frame->file.Path;
+}
 
 extern "C" NTSTATUS FLTAPI FltportReadFile(PFLTPORT_FILE_EVENT file, ULONGLONG offset, PVOID buffer,
                                            ULONG length, PULONG bytes_read) {

@@ -656,6 +656,9 @@ Status NotificationGroup::read_events(std::vector<Notification>& events) {
       if ((meta.mask & FAN_RENAME) != 0) {
         note.old_path = path_of(old_dir);
         note.path = path_of(new_dir);
+        // The kernel names only the watched side: moved out of what we watch, the object's own fid
+        // says where it went (a tree instance must unmark a directory that left it).
+        if (note.path.empty()) note.path = path_of(object);
       } else {
         note.path = path_of(dir);
         if (note.path.empty()) note.path = path_of(object);  // e.g. attributes of an unlinked file

@@ -61,6 +61,7 @@ std::string fd_path(int fd) {
   return length > 0 ? std::string(target, static_cast<size_t>(length)) : std::string();
 }
 
+// Whether `path` is `root` or under it.
 bool covers(const std::string& root, const std::string& path) {
   if (path.size() < root.size() || path.compare(0, root.size(), root) != 0) return false;
   return path.size() == root.size() || root == "/" || path[root.size()] == '/';
@@ -75,6 +76,11 @@ unsigned latency_bucket(std::chrono::steady_clock::duration latency) {
 }
 
 }  // namespace
+
+std::string path_of(const FileEvent& event) {
+  if (!event.path.empty() || event.fd < 0) return event.path;
+  return fd_path(event.fd);
+}
 
 const char* operation_name(Operation op) noexcept {
   switch (op) {
@@ -374,20 +380,22 @@ bool FilterManagerCore::exempt(pid_t pid) const {
   return exempt_.count(pid) != 0;
 }
 
-void FilterManagerCore::chain_for(Operation operation, const std::string& path,
+bool FilterManagerCore::chain_for(Operation operation, const std::string* path,
                                   std::vector<std::shared_ptr<FilterEntry>>& chain,
                                   std::vector<std::shared_ptr<InstanceCounters>>& instances) const {
   std::lock_guard lock(mutex_);
+  if (path == nullptr && chains_need_paths_) return false;
   for (const auto& filter : filters_) {
     // An exec makes two events, FAN_OPEN_EXEC_PERM then FAN_OPEN_PERM: each goes to its own filters.
     if (!contains(filter->registration.operations, operation)) continue;
     const auto instance = std::find_if(instances_.begin(), instances_.end(), [&](const Instance& candidate) {
-      return candidate.filter == filter && covers(candidate.path, path);
+      return candidate.filter == filter && (path == nullptr || covers(candidate.path, *path));
     });
     if (instance == instances_.end()) continue;
     chain.push_back(filter);
     instances.push_back(instance->counters);
   }
+  return true;
 }
 
 void FilterManagerCore::on_permission_event(fanotify::PermissionEvent& kernel_event,
@@ -415,10 +423,16 @@ void FilterManagerCore::on_permission_event(fanotify::PermissionEvent& kernel_ev
   event.pid = kernel_event.pid;
   event.kernel_flags = kernel_event.mask;
   event.fd = fd;
-  event.path = fd_path(fd);
   event.range_offset = kernel_event.range_offset;
   event.range_count = kernel_event.range_count;
-  chain_for(operation, event.path, request->chain, request->instances);
+  // The path only when the instances or a filter need it: its readlink costs more than the rest
+  // of the event's bookkeeping (3-8 us here).
+  bool have_path = false;
+  if (!chain_for(operation, nullptr, request->chain, request->instances)) {
+    event.path = fd_path(fd);
+    have_path = true;
+    chain_for(operation, &event.path, request->chain, request->instances);
+  }
   if (request->chain.empty()) {
     std::shared_lock groups(groups_mutex_);
     permissions_.respond(fd, true);
@@ -433,15 +447,18 @@ void FilterManagerCore::on_permission_event(fanotify::PermissionEvent& kernel_ev
   auto minimum_deadline = request->chain.front()->registration.deadline;
   bool want_executable = false;
   bool want_credentials = false;
+  bool want_path = false;
   for (size_t i = 0; i < request->chain.size(); ++i) {
     const auto& filter = request->chain[i];
     minimum_deadline = std::min(minimum_deadline, filter->registration.deadline);
     want_executable = want_executable || filter->registration.want_executable;
     want_credentials = want_credentials || filter->registration.want_credentials;
+    want_path = want_path || filter->registration.want_path;
     filter->events.fetch_add(1, std::memory_order_relaxed);
     request->instances[i]->events.fetch_add(1, std::memory_order_relaxed);
   }
   event.deadline = request->arrival + minimum_deadline;  // read_file_contents waits no longer
+  if (want_path && !have_path) event.path = fd_path(fd);
   const std::string proc = "/proc/" + std::to_string(kernel_event.pid);
   // A stat of /proc/PID costs as much as the rest of the bookkeeping: only for filters that ask.
   struct stat process {};
@@ -475,9 +492,10 @@ void FilterManagerCore::on_permission_event(fanotify::PermissionEvent& kernel_ev
     }
   }
   if (overloaded && overload_defaults_.fetch_add(1) % 1000 == 0) {
-    FLTPORT_LOG(
-        warning, "fltmgr", "%llu events wait for verdicts already (the limit): %s of %s takes the default",
-        static_cast<unsigned long long>(waiting_limit_), operation_name(event.operation), event.path.c_str());
+    FLTPORT_LOG(warning, "fltmgr",
+                "%llu events wait for verdicts already (the limit): %s of %s takes the default",
+                static_cast<unsigned long long>(waiting_limit_), operation_name(event.operation),
+                path_of(event).c_str());
   }
   if (stopped || overloaded) {  // no callback starts: the filters' defaults answer now
     answer_without_callbacks(request, 0);
@@ -511,12 +529,18 @@ void FilterManagerCore::on_notification(const fanotify::Notification& notificati
   };
   for (const auto& [bit, operation] : kOrder) {
     if ((notification.mask & bit) == 0) continue;
-    // A tree instance covers directories created (or moved) inside it from now on.
+    // A tree instance covers directories created (or moved) inside it from now on, and no longer
+    // one moved out of it.
     if (notification.is_directory && (bit == FAN_CREATE || bit == FAN_RENAME))
       mark_new_directory(notification.path);
+    if (notification.is_directory && bit == FAN_RENAME)
+      forget_moved_directory(notification.old_path, notification.path);
     std::vector<std::shared_ptr<FilterEntry>> chain;
     std::vector<std::shared_ptr<InstanceCounters>> instances;
-    chain_for(operation, notification.path, chain, instances);
+    chain_for(operation, &notification.path, chain, instances);
+    // Moved out of an instance: it is told where the file went.
+    if (chain.empty() && operation == Operation::rename)
+      chain_for(operation, &notification.old_path, chain, instances);
     if (chain.empty()) continue;
     FileEvent event;
     event.operation = operation;
@@ -692,7 +716,7 @@ void FilterManagerCore::take_default(const std::shared_ptr<PermissionRequest>& r
       log::write_after(not_logged, log::Level::warning, "fltmgr",
                        "%s: no verdict for %s of %s by pid %d within %lld ms; %s by default",
                        filter.name.c_str(), operation_name(request->event.operation),
-                       request->event.path.c_str(), static_cast<int>(request->event.pid),
+                       path_of(request->event).c_str(), static_cast<int>(request->event.pid),
                        static_cast<long long>(filter.deadline.count()), allow ? "allowed" : "denied");
     }
     return;
@@ -987,20 +1011,82 @@ Status FilterManagerCore::mark_instance(Instance& instance, bool add) {
 }
 
 void FilterManagerCore::mark_new_directory(const std::string& path) {
+  // The directory and what is already inside it: a tree moved in comes whole, and a directory
+  // made inside this one before its mark was on made no event we could see.
+  std::vector<std::string> directories{path};
+  std::error_code error;
+  for (auto it = std::filesystem::recursive_directory_iterator(
+           path, std::filesystem::directory_options::skip_permission_denied, error);
+       !error && it != std::filesystem::recursive_directory_iterator() &&
+       directories.size() < kMaxTreeDirectories;
+       it.increment(error)) {
+    if (it->is_directory(error) && !it->is_symlink(error)) directories.push_back(it->path().string());
+  }
   std::lock_guard lock(mutex_);
   if (filtering_stopped_) return;
   for (Instance& instance : instances_) {
     if (instance.scope != AttachScope::directory_tree || !covers(instance.path, path)) continue;
-    if (std::find(instance.marked_directories.begin(), instance.marked_directories.end(), path) !=
-        instance.marked_directories.end()) {
+    const OperationSet operations = instance.filter->registration.operations;
+    const uint64_t permission = permission_mask(operations);
+    for (const auto& directory : directories) {
+      // Marked even when listed: the name may be that of a directory deleted or moved since.
+      if (permission != 0) permissions_.add_mark(directory, fanotify::MarkScope::directory, permission);
+      notifications_.add_mark(directory, fanotify::MarkScope::directory,
+                              notification_mask(operations) | FAN_CREATE | FAN_RENAME);
+      auto& listed = instance.marked_directories;
+      if (std::find(listed.begin(), listed.end(), directory) == listed.end() &&
+          listed.size() < kMaxTreeDirectories) {
+        listed.push_back(directory);
+      }
+    }
+  }
+}
+
+void FilterManagerCore::forget_moved_directory(const std::string& old_path, const std::string& new_path) {
+  std::lock_guard lock(mutex_);
+  if (filtering_stopped_) return;
+  // What each tree instance the directory left had marked in it, by where it is now.
+  struct Moved {
+    std::string now;
+    uint64_t permission;
+    uint64_t notification;
+  };
+  std::vector<Moved> moved;
+  for (Instance& instance : instances_) {
+    if (instance.scope != AttachScope::directory_tree || !covers(instance.path, old_path) ||
+        covers(instance.path, new_path)) {
       continue;
     }
     const OperationSet operations = instance.filter->registration.operations;
-    const uint64_t permission = permission_mask(operations);
-    if (permission != 0) permissions_.add_mark(path, fanotify::MarkScope::directory, permission);
-    notifications_.add_mark(path, fanotify::MarkScope::directory,
-                            notification_mask(operations) | FAN_CREATE | FAN_RENAME);
-    instance.marked_directories.push_back(path);
+    auto& listed = instance.marked_directories;
+    for (auto it = listed.begin(); it != listed.end();) {
+      if (!covers(old_path, *it)) {
+        ++it;
+        continue;
+      }
+      moved.push_back({new_path + it->substr(old_path.size()), permission_mask(operations),
+                       notification_mask(operations) | FAN_CREATE | FAN_RENAME});
+      it = listed.erase(it);
+    }
+  }
+  for (const Moved& directory : moved) {
+    // What an instance that still lists it (it moved into that one's tree) needs stays.
+    uint64_t keep_permission = 0;
+    uint64_t keep_notification = 0;
+    for (const Instance& other : instances_) {
+      const auto& listed = other.marked_directories;
+      if (std::find(listed.begin(), listed.end(), directory.now) == listed.end()) continue;
+      keep_permission |= permission_mask(other.filter->registration.operations);
+      keep_notification |= notification_mask(other.filter->registration.operations) |
+                           (other.scope == AttachScope::directory_tree ? FAN_CREATE | FAN_RENAME : 0);
+    }
+    if ((directory.permission & ~keep_permission) != 0)
+      permissions_.remove_mark(directory.now, fanotify::MarkScope::directory,
+                               directory.permission & ~keep_permission);
+    if ((directory.notification & ~keep_notification) != 0) {
+      notifications_.remove_mark(directory.now, fanotify::MarkScope::directory,
+                                 directory.notification & ~keep_notification);
+    }
   }
 }
 
@@ -1019,6 +1105,9 @@ Status FilterManagerCore::attach(const std::string& filter_name, const std::stri
       return STATUS_OBJECT_NAME_COLLISION;
   }
   Instance instance{*filter, canonical.string(), scope, {}, std::make_shared<InstanceCounters>()};
+  if (first_root_.empty()) first_root_ = instance.path;
+  chains_need_paths_ =
+      chains_need_paths_ || scope != AttachScope::directory_tree || instance.path != first_root_;
   if (Status marked = mark_instance(instance, true); !marked.ok()) {
     mark_instance(instance, false);
     return marked;

@@ -103,9 +103,10 @@ class FilterManagerCore : public std::enable_shared_from_this<FilterManagerCore>
   static uint64_t notification_mask(OperationSet operations) noexcept;
   Status mark_instance(Instance& instance, bool add);
   void mark_new_directory(const std::string& path);
+  void forget_moved_directory(const std::string& old_path, const std::string& new_path);
   // The filters (highest altitude first) that see `operation` on `path`, and for each the
-  // instance that covers it.
-  void chain_for(Operation operation, const std::string& path,
+  // instance that covers it. With no path: false (and nothing found) if the answer depends on it.
+  bool chain_for(Operation operation, const std::string* path,
                  std::vector<std::shared_ptr<FilterEntry>>& chain,
                  std::vector<std::shared_ptr<InstanceCounters>>& instances) const;
   bool exempt(pid_t pid) const;
@@ -132,6 +133,13 @@ class FilterManagerCore : public std::enable_shared_from_this<FilterManagerCore>
   mutable std::mutex mutex_;                           // filters, instances, exemptions, deadlines, cache
   std::vector<std::shared_ptr<FilterEntry>> filters_;  // highest altitude first
   std::vector<Instance> instances_;
+  // Whether an event's filters are found by its path (chain_for). Not while every instance
+  // attached here has been a tree on the same root: whatever is marked is in that tree then (a
+  // directory moved out loses its marks; a file of the tree reached through a bind mount is still
+  // the tree's). A mount or filesystem mark covers more than the path it was attached by. For good
+  // once set: events read after a detach may have come through the marks it removed.
+  std::string first_root_;
+  bool chains_need_paths_ = false;
   std::unordered_set<pid_t> exempt_;
   std::priority_queue<Deadline, std::vector<Deadline>, std::greater<>> deadlines_;
   std::unordered_map<FileIdentity, FileVersion, FileIdentityHash> clean_files_;

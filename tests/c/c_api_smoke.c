@@ -158,6 +158,8 @@ static void check_constants(void) {
   CHECK_CODE(OBJ_KERNEL_HANDLE, 0x200);
   CHECK_CODE(OBJ_CASE_INSENSITIVE, 0x40);
   CHECK_CODE(FLT_REGISTRATION_VERSION, 0x0203);
+  /* A path asked for without a callback's data: an empty string, never NULL. */
+  CHECK(FltportGetFilePath(NULL) != NULL && FltportGetFilePath(NULL)[0] == '\0');
   /* The status mapping, as the service sees filter statuses. */
   CHECK_CODE(FltportHResultFromNtStatus(STATUS_SUCCESS), S_OK);
   CHECK_CODE(FltportHResultFromNtStatus(STATUS_PORT_DISCONNECTED), HRESULT_FROM_WIN32(ERROR_INVALID_HANDLE));

@@ -17,6 +17,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -413,6 +414,142 @@ TEST_F(FilterManagerTest, SubdirectoriesOfATreeAreCoveredIncludingNewOnes) {
     if (result == 0) std::this_thread::sleep_for(20ms);  // the create notification is asynchronous
   }
   EXPECT_EQ(result, EPERM);
+}
+
+// Runs `action` in a child process: this process's own accesses and notifications are exempt.
+void in_child(const std::function<void()>& action) {
+  const pid_t child = ::fork();
+  if (child == 0) {
+    ::alarm(20);
+    action();
+    ::_exit(0);
+  }
+  ::waitpid(child, nullptr, 0);
+}
+
+// Opens `path` in a child until the open ends with `expected` (0 or an errno), at most ~2 s: what a
+// notification changes (marks on new or moved directories) comes asynchronously.
+int open_until(const std::string& path, int expected) {
+  int result = open_in_child(path);
+  for (int attempt = 0; attempt < 100 && result != expected; ++attempt) {
+    std::this_thread::sleep_for(20ms);
+    result = open_in_child(path);
+  }
+  return result;
+}
+
+TEST_F(FilterManagerTest, ThePathIsReadOnlyForFiltersThatWantIt) {
+  write_file(directory_ + "/named.txt", "x");
+  const std::string expected = std::filesystem::canonical(directory_ + "/named.txt").string();
+  std::mutex mutex;
+  std::vector<std::pair<std::string, std::string>> seen;  // event.path, path_of(event)
+  auto recorder = [&](const FileEvent& event, PendingOperation&) {
+    std::lock_guard lock(mutex);
+    seen.emplace_back(event.path, path_of(event));
+    return PreResult::now(Verdict::allow());
+  };
+  auto quiet = filter("quiet", 100, recorder);
+  quiet.want_path = false;
+  ASSERT_TRUE(manager_->register_filter(std::move(quiet)).ok());
+  ASSERT_TRUE(manager_->attach("quiet", directory_).ok());
+  EXPECT_EQ(open_in_child(directory_ + "/named.txt"), 0);
+  {
+    std::lock_guard lock(mutex);
+    ASSERT_EQ(seen.size(), 1u);
+    EXPECT_EQ(seen[0].first, "") << "no filter of the event asked for its path";
+    EXPECT_EQ(seen[0].second, expected) << "path_of names the file from its fd";
+    seen.clear();
+  }
+  // With a filter that wants it, the event carries it, for every filter of the chain.
+  ASSERT_TRUE(manager_->register_filter(filter("naming", 200, recorder)).ok());
+  ASSERT_TRUE(manager_->attach("naming", directory_).ok());
+  EXPECT_EQ(open_in_child(directory_ + "/named.txt"), 0);
+  std::lock_guard lock(mutex);
+  ASSERT_EQ(seen.size(), 2u);
+  for (const auto& [path, named] : seen) {
+    EXPECT_EQ(path, expected);
+    EXPECT_EQ(named, expected);
+  }
+}
+
+TEST_F(FilterManagerTest, InstancesOnTwoTreesEachSeeOnlyTheirOwn) {
+  char other_pattern[] = "/tmp/fltport-fm-other-XXXXXX";
+  ASSERT_NE(::mkdtemp(other_pattern), nullptr);
+  const std::string other = other_pattern;
+  write_file(directory_ + "/mine.txt", "x");
+  write_file(other + "/theirs.txt", "x");
+  std::mutex mutex;
+  std::vector<std::string> calls;
+  auto recorder = [&](std::string name) {
+    return [&, name](const FileEvent& event, PendingOperation&) {
+      std::lock_guard lock(mutex);
+      calls.push_back(name + ":" + std::filesystem::path(path_of(event)).filename().string());
+      return PreResult::now(Verdict::allow());
+    };
+  };
+  // Neither wants paths: the host still finds which tree an event came from.
+  for (const char* name : {"first", "second"}) {
+    auto registration = filter(name, 100, recorder(name));
+    registration.want_path = false;
+    ASSERT_TRUE(manager_->register_filter(std::move(registration)).ok());
+  }
+  ASSERT_TRUE(manager_->attach("first", directory_).ok());
+  ASSERT_TRUE(manager_->attach("second", other).ok());
+  EXPECT_EQ(open_in_child(directory_ + "/mine.txt"), 0);
+  EXPECT_EQ(open_in_child(other + "/theirs.txt"), 0);
+  {
+    std::lock_guard lock(mutex);
+    EXPECT_EQ(calls, (std::vector<std::string>{"first:mine.txt", "second:theirs.txt"}));
+  }
+  ASSERT_TRUE(manager_->detach("second", other).ok());
+  std::filesystem::remove_all(other);
+}
+
+TEST_F(FilterManagerTest, ADirectoryMovedOutOfTheTreeIsNoLongerFiltered) {
+  char outside_pattern[] = "/tmp/fltport-fm-outside-XXXXXX";
+  ASSERT_NE(::mkdtemp(outside_pattern), nullptr);
+  const std::string outside = outside_pattern;
+  std::filesystem::create_directories(directory_ + "/leaving/deeper");
+  write_file(directory_ + "/leaving/deeper/file.txt", "x");
+  auto deny_all = filter("deny-all", 100,
+                         [](const FileEvent&, PendingOperation&) { return PreResult::now(Verdict::deny()); });
+  deny_all.want_path = false;
+  ASSERT_TRUE(manager_->register_filter(std::move(deny_all)).ok());
+  ASSERT_TRUE(manager_->attach("deny-all", directory_).ok());
+  EXPECT_EQ(open_in_child(directory_ + "/leaving/deeper/file.txt"), EPERM);
+  in_child([&] { ::rename((directory_ + "/leaving").c_str(), (outside + "/left").c_str()); });
+  EXPECT_EQ(open_until(outside + "/left/deeper/file.txt", 0), 0)
+      << "a directory moved out of the tree, and its subdirectories, lose their marks";
+  // A directory moved back in is covered again.
+  in_child([&] { ::rename((outside + "/left").c_str(), (directory_ + "/back").c_str()); });
+  EXPECT_EQ(open_until(directory_ + "/back/deeper/file.txt", EPERM), EPERM);
+  std::filesystem::remove_all(outside);
+}
+
+TEST_F(FilterManagerTest, ATreeMovedInAndADirectoryMadeAgainUnderAnOldNameAreCovered) {
+  char outside_pattern[] = "/tmp/fltport-fm-outside-XXXXXX";
+  ASSERT_NE(::mkdtemp(outside_pattern), nullptr);
+  const std::string outside = outside_pattern;
+  std::filesystem::create_directories(outside + "/tree/inner");
+  write_file(outside + "/tree/inner/file.txt", "x");
+  ASSERT_TRUE(manager_
+                  ->register_filter(filter(
+                      "deny-all", 100,
+                      [](const FileEvent&, PendingOperation&) { return PreResult::now(Verdict::deny()); }))
+                  .ok());
+  ASSERT_TRUE(manager_->attach("deny-all", directory_).ok());
+  in_child([&] { ::rename((outside + "/tree").c_str(), (directory_ + "/tree").c_str()); });
+  EXPECT_EQ(open_until(directory_ + "/tree/inner/file.txt", EPERM), EPERM)
+      << "the subdirectories of a tree moved in are marked too";
+  // Deleted and made again: the name was marked once, the new directory must be too.
+  in_child([&] {
+    std::error_code ignored;
+    std::filesystem::remove_all(directory_ + "/tree", ignored);
+    ::mkdir((directory_ + "/tree").c_str(), 0755);
+  });
+  write_file(directory_ + "/tree/again.txt", "x");
+  EXPECT_EQ(open_until(directory_ + "/tree/again.txt", EPERM), EPERM);
+  std::filesystem::remove_all(outside);
 }
 
 TEST_F(FilterManagerTest, PostOperationsReportCreateWriteRenameDelete) {

@@ -160,13 +160,13 @@ static FLT_PREOP_CALLBACK_STATUS FLTAPI ScannerPreCreate(PFLT_CALLBACK_DATA Data
   ULONG scanned = 0;
   const NTSTATUS status = ScannerScanFile(file, &safe, &scanned);
   if (status != STATUS_SUCCESS) {
-    fprintf(stderr, "scanner filter: open of %s by pid %u allowed unscanned: %s (0x%08X)\n", file->Path,
-            (unsigned)file->ProcessId, ScannerReason(status), (unsigned)status);
+    fprintf(stderr, "scanner filter: open of %s by pid %u allowed unscanned: %s (0x%08X)\n",
+            FltportGetFilePath(Data), (unsigned)file->ProcessId, ScannerReason(status), (unsigned)status);
     return FLT_PREOP_SUCCESS_NO_CALLBACK;
   }
   if (!safe) {
-    fprintf(stderr, "scanner filter: open of %s by pid %u DENIED: the service found foul content\n", file->Path,
-            (unsigned)file->ProcessId);
+    fprintf(stderr, "scanner filter: open of %s by pid %u DENIED: the service found foul content\n",
+            FltportGetFilePath(Data), (unsigned)file->ProcessId);
     Data->IoStatus.Status = STATUS_ACCESS_DENIED;
     Data->IoStatus.Information = 0;
     return FLT_PREOP_COMPLETE;
@@ -242,6 +242,8 @@ NTSTATUS DriverEntry(PDRIVER_OBJECT DriverObject, PUNICODE_STRING RegistryPath) 
   memset(&registration, 0, sizeof registration);
   registration.Size = sizeof registration;
   registration.Version = FLT_REGISTRATION_VERSION;
+  /* The path is for the log lines only: asked for when one is written (FltportGetFilePath). */
+  registration.Flags = FLTFL_REGISTRATION_FLTPORT_PATH_ON_REQUEST;
   registration.OperationRegistration = Callbacks;
   registration.FilterUnloadCallback = ScannerUnload;
   NTSTATUS status = FltRegisterFilter(DriverObject, &registration, &ScannerData.Filter);
