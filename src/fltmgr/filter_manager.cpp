@@ -61,6 +61,22 @@ std::string fd_path(int fd) {
   return length > 0 ? std::string(target, static_cast<size_t>(length)) : std::string();
 }
 
+// `root` and the directories under it (not through symlinks), into `directories`; false when
+// there are more than kMaxTreeDirectories (the first of them are listed).
+bool list_tree(const std::string& root, std::vector<std::string>& directories) {
+  directories = {root};
+  std::error_code error;
+  for (auto it = std::filesystem::recursive_directory_iterator(
+           root, std::filesystem::directory_options::skip_permission_denied, error);
+       !error && it != std::filesystem::recursive_directory_iterator(); it.increment(error)) {
+    if (it->is_directory(error) && !it->is_symlink(error)) {
+      if (directories.size() >= kMaxTreeDirectories) return false;
+      directories.push_back(it->path().string());
+    }
+  }
+  return true;
+}
+
 // Whether `path` is `root` or under it.
 bool covers(const std::string& root, const std::string& path) {
   if (path.size() < root.size() || path.compare(0, root.size(), root) != 0) return false;
@@ -529,12 +545,8 @@ void FilterManagerCore::on_notification(const fanotify::Notification& notificati
   };
   for (const auto& [bit, operation] : kOrder) {
     if ((notification.mask & bit) == 0) continue;
-    // A tree instance covers directories created (or moved) inside it from now on, and no longer
-    // one moved out of it.
     if (notification.is_directory && (bit == FAN_CREATE || bit == FAN_RENAME))
-      mark_new_directory(notification.path);
-    if (notification.is_directory && bit == FAN_RENAME)
-      forget_moved_directory(notification.old_path, notification.path);
+      follow_directory(notification.path, bit == FAN_RENAME ? notification.old_path : std::string());
     std::vector<std::shared_ptr<FilterEntry>> chain;
     std::vector<std::shared_ptr<InstanceCounters>> instances;
     chain_for(operation, &notification.path, chain, instances);
@@ -943,19 +955,7 @@ Status FilterManagerCore::mark_instance(Instance& instance, bool add) {
                                                                  : fanotify::MarkScope::directory;
   if (instance.scope == AttachScope::directory_tree) {
     notification |= FAN_CREATE | FAN_RENAME;  // to follow new directories
-    if (add) {
-      instance.marked_directories.clear();
-      std::error_code error;
-      instance.marked_directories.push_back(instance.path);
-      for (auto it = std::filesystem::recursive_directory_iterator(
-               instance.path, std::filesystem::directory_options::skip_permission_denied, error);
-           !error && it != std::filesystem::recursive_directory_iterator(); it.increment(error)) {
-        if (it->is_directory(error) && !it->is_symlink(error)) {
-          if (instance.marked_directories.size() >= kMaxTreeDirectories) return STATUS_INSUFFICIENT_RESOURCES;
-          instance.marked_directories.push_back(it->path().string());
-        }
-      }
-    }
+    if (add && !list_tree(instance.path, instance.marked_directories)) return STATUS_INSUFFICIENT_RESOURCES;
   } else {
     instance.marked_directories = {instance.path};
   }
@@ -1010,67 +1010,68 @@ Status FilterManagerCore::mark_instance(Instance& instance, bool add) {
   return STATUS_SUCCESS;
 }
 
-void FilterManagerCore::mark_new_directory(const std::string& path) {
-  // The directory and what is already inside it: a tree moved in comes whole, and a directory
-  // made inside this one before its mark was on made no event we could see.
-  std::vector<std::string> directories{path};
-  std::error_code error;
-  for (auto it = std::filesystem::recursive_directory_iterator(
-           path, std::filesystem::directory_options::skip_permission_denied, error);
-       !error && it != std::filesystem::recursive_directory_iterator() &&
-       directories.size() < kMaxTreeDirectories;
-       it.increment(error)) {
-    if (it->is_directory(error) && !it->is_symlink(error)) directories.push_back(it->path().string());
+void FilterManagerCore::follow_directory(const std::string& path, const std::string& old_path) {
+  // A tree instance covers a directory made or moved into it from then on, with whatever it holds
+  // already (a tree moved in comes whole, and a directory made inside this one before its mark was
+  // on made no event we saw), and no longer one moved out of it. Marks are on inodes: a directory
+  // moved within a tree keeps them, only the names listed change.
+  const auto in_tree = [](const Instance& instance, const std::string& where) {
+    return instance.scope == AttachScope::directory_tree && !where.empty() && covers(instance.path, where);
+  };
+  const auto comes_in = [&](const Instance& instance) {
+    return in_tree(instance, path) && !in_tree(instance, old_path);
+  };
+  bool any_comes_in;
+  {
+    std::lock_guard lock(mutex_);
+    any_comes_in = std::any_of(instances_.begin(), instances_.end(), comes_in);
   }
+  std::vector<std::string> inside;  // `path` and its subdirectories, read outside the lock
+  if (any_comes_in) list_tree(path, inside);
   std::lock_guard lock(mutex_);
   if (filtering_stopped_) return;
-  for (Instance& instance : instances_) {
-    if (instance.scope != AttachScope::directory_tree || !covers(instance.path, path)) continue;
-    const OperationSet operations = instance.filter->registration.operations;
-    const uint64_t permission = permission_mask(operations);
-    for (const auto& directory : directories) {
-      // Marked even when listed: the name may be that of a directory deleted or moved since.
-      if (permission != 0) permissions_.add_mark(directory, fanotify::MarkScope::directory, permission);
-      notifications_.add_mark(directory, fanotify::MarkScope::directory,
-                              notification_mask(operations) | FAN_CREATE | FAN_RENAME);
-      auto& listed = instance.marked_directories;
-      if (std::find(listed.begin(), listed.end(), directory) == listed.end() &&
-          listed.size() < kMaxTreeDirectories) {
-        listed.push_back(directory);
-      }
-    }
-  }
-}
-
-void FilterManagerCore::forget_moved_directory(const std::string& old_path, const std::string& new_path) {
-  std::lock_guard lock(mutex_);
-  if (filtering_stopped_) return;
-  // What each tree instance the directory left had marked in it, by where it is now.
-  struct Moved {
+  struct Left {
     std::string now;
     uint64_t permission;
     uint64_t notification;
   };
-  std::vector<Moved> moved;
+  std::vector<Left> left;  // what instances the directory left had marked in it, by where it is now
   for (Instance& instance : instances_) {
-    if (instance.scope != AttachScope::directory_tree || !covers(instance.path, old_path) ||
-        covers(instance.path, new_path)) {
-      continue;
-    }
+    const bool was_in = in_tree(instance, old_path);
+    const bool is_in = in_tree(instance, path);
     const OperationSet operations = instance.filter->registration.operations;
+    const uint64_t permission = permission_mask(operations);
+    const uint64_t notification = notification_mask(operations) | FAN_CREATE | FAN_RENAME;
     auto& listed = instance.marked_directories;
-    for (auto it = listed.begin(); it != listed.end();) {
-      if (!covers(old_path, *it)) {
-        ++it;
-        continue;
+    if (comes_in(instance)) {
+      for (const auto& directory : inside) {
+        // Marked even when listed: the name may be that of a directory deleted or moved since.
+        if (permission != 0) permissions_.add_mark(directory, fanotify::MarkScope::directory, permission);
+        notifications_.add_mark(directory, fanotify::MarkScope::directory, notification);
+        if (std::find(listed.begin(), listed.end(), directory) == listed.end() &&
+            listed.size() < kMaxTreeDirectories) {
+          listed.push_back(directory);
+        }
       }
-      moved.push_back({new_path + it->substr(old_path.size()), permission_mask(operations),
-                       notification_mask(operations) | FAN_CREATE | FAN_RENAME});
-      it = listed.erase(it);
+    } else if (was_in) {
+      for (auto it = listed.begin(); it != listed.end();) {
+        if (!covers(old_path, *it)) {
+          ++it;
+          continue;
+        }
+        std::string now = path + it->substr(old_path.size());
+        if (is_in) {  // moved within the tree: the same marks under another name
+          *it++ = std::move(now);
+        } else {
+          // (Gone before we could look, no path: its marks went with it.)
+          if (!path.empty()) left.push_back({std::move(now), permission, notification});
+          it = listed.erase(it);
+        }
+      }
     }
   }
-  for (const Moved& directory : moved) {
-    // What an instance that still lists it (it moved into that one's tree) needs stays.
+  for (const Left& directory : left) {
+    // What an instance that lists it now (it moved into that one's tree) needs stays.
     uint64_t keep_permission = 0;
     uint64_t keep_notification = 0;
     for (const Instance& other : instances_) {

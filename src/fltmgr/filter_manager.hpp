@@ -102,8 +102,8 @@ class FilterManagerCore : public std::enable_shared_from_this<FilterManagerCore>
   uint64_t permission_mask(OperationSet operations) const noexcept;
   static uint64_t notification_mask(OperationSet operations) noexcept;
   Status mark_instance(Instance& instance, bool add);
-  void mark_new_directory(const std::string& path);
-  void forget_moved_directory(const std::string& old_path, const std::string& new_path);
+  // A directory made (old_path "") or moved: tree instances mark it, rename it or unmark it.
+  void follow_directory(const std::string& path, const std::string& old_path);
   // The filters (highest altitude first) that see `operation` on `path`, and for each the
   // instance that covers it. With no path: false (and nothing found) if the answer depends on it.
   bool chain_for(Operation operation, const std::string* path,
