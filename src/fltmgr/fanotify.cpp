@@ -333,17 +333,17 @@ Status PermissionGroup::add_mark(const std::string& path, MarkScope scope, uint6
   return mark(path, scope, mask, true);
 }
 
-Status PermissionGroup::remove_mark(const std::string& path, MarkScope scope, uint64_t mask) {
-  return mark(path, scope, mask, false);
+Status PermissionGroup::remove_mark(const std::string& path, MarkScope scope, uint64_t mask, bool whole) {
+  return mark(path, scope, mask, false, whole);
 }
 
-Status PermissionGroup::mark(const std::string& path, MarkScope scope, uint64_t mask, bool add) {
+Status PermissionGroup::mark(const std::string& path, MarkScope scope, uint64_t mask, bool add, bool whole) {
   if (!fd_.valid()) return STATUS_INVALID_HANDLE;
   if (mask == 0 || (mask & ~kPermissionMask) != 0) return STATUS_INVALID_PARAMETER;
   if (!capabilities_.pre_access) mask &= ~kPreAccess;
   if (mask == 0) return STATUS_NOT_SUPPORTED;
   const unsigned flags = (add ? FAN_MARK_ADD : FAN_MARK_REMOVE) | scope_flags(scope);
-  const uint64_t event_flags = scope == MarkScope::directory ? FAN_EVENT_ON_CHILD : 0;
+  const uint64_t event_flags = scope == MarkScope::directory && (add || whole) ? FAN_EVENT_ON_CHILD : 0;
   int rc = ::fanotify_mark(fd_.fd(), flags, mask | event_flags, AT_FDCWD, path.c_str());
   if (rc != 0 && errno == EOPNOTSUPP && (mask & kPreAccess) != 0 && (mask & ~kPreAccess) != 0) {
     // Pre-content events need the filesystem's consent (ext4, xfs, btrfs give it; tmpfs does not):
@@ -535,15 +535,17 @@ Status NotificationGroup::add_mark(const std::string& path, MarkScope scope, uin
   return mark(path, scope, mask, true);
 }
 
-Status NotificationGroup::remove_mark(const std::string& path, MarkScope scope, uint64_t mask) {
-  return mark(path, scope, mask, false);
+Status NotificationGroup::remove_mark(const std::string& path, MarkScope scope, uint64_t mask, bool whole) {
+  return mark(path, scope, mask, false, whole);
 }
 
-Status NotificationGroup::mark(const std::string& path, MarkScope scope, uint64_t mask, bool add) {
+Status NotificationGroup::mark(const std::string& path, MarkScope scope, uint64_t mask, bool add,
+                               bool whole) {
   if (!fd_.valid() || !marks_mutex_) return STATUS_INVALID_HANDLE;
   if (mask == 0 || (mask & (FAN_ALL_PERM_EVENTS | kPreAccess)) != 0) return STATUS_INVALID_PARAMETER;
   // FAN_ONDIR: a subdirectory's creation, deletion and renaming are reported too.
-  const uint64_t event_flags = FAN_ONDIR | (scope == MarkScope::directory ? FAN_EVENT_ON_CHILD : 0);
+  const uint64_t event_flags =
+      add || whole ? FAN_ONDIR | (scope == MarkScope::directory ? FAN_EVENT_ON_CHILD : 0) : 0;
   const unsigned flags = (add ? FAN_MARK_ADD : FAN_MARK_REMOVE) | scope_flags(scope);
   const auto key = std::make_pair(scope, path);
 

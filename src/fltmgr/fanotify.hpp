@@ -79,7 +79,9 @@ class PermissionGroup {
   // STATUS_NOT_SUPPORTED. With both kPreAccess and FAN_ACCESS_PERM, each read asks twice
   // (FAN_PRE_ACCESS with its range first).
   Status add_mark(const std::string& path, MarkScope scope, uint64_t mask);
-  Status remove_mark(const std::string& path, MarkScope scope, uint64_t mask);
+  // `whole`: the group keeps nothing on `path`, and the mark goes. Otherwise the bits left keep the
+  // flags that make a directory's mark apply to its files (removing those flags would end that).
+  Status remove_mark(const std::string& path, MarkScope scope, uint64_t mask, bool whole = true);
   // Verdict cache: no more `mask` events for this file until it is modified (the kernel drops an
   // ignore mark without FAN_MARK_IGNORED_SURV_MODIFY on modification).
   Status ignore_until_modified(int event_fd, uint64_t mask);
@@ -100,7 +102,7 @@ class PermissionGroup {
 
  private:
   PermissionGroup(UniqueFd fd, Capabilities capabilities) noexcept;
-  Status mark(const std::string& path, MarkScope scope, uint64_t mask, bool add);
+  Status mark(const std::string& path, MarkScope scope, uint64_t mask, bool add, bool whole = true);
 
   UniqueFd fd_;
   Capabilities capabilities_;
@@ -117,7 +119,7 @@ class NotificationGroup {
   static Result<NotificationGroup> open();
   int fd() const noexcept;
   Status add_mark(const std::string& path, MarkScope scope, uint64_t mask);
-  Status remove_mark(const std::string& path, MarkScope scope, uint64_t mask);
+  Status remove_mark(const std::string& path, MarkScope scope, uint64_t mask, bool whole = true);  // as above
   Status flush_marks();  // every mark of this group, all scopes
   void close() noexcept;
   // Reads what is queued (non-blocking), as PermissionGroup::read_events. An event whose object
@@ -128,7 +130,7 @@ class NotificationGroup {
 
  private:
   explicit NotificationGroup(UniqueFd fd) noexcept;
-  Status mark(const std::string& path, MarkScope scope, uint64_t mask, bool add);
+  Status mark(const std::string& path, MarkScope scope, uint64_t mask, bool add, bool whole = true);
   std::optional<std::string> resolve(uint64_t fsid, const void* handle, size_t handle_size) const;
 
   struct Marked {

@@ -1001,9 +1001,10 @@ Status FilterManagerCore::mark_instance(Instance& instance, bool add) {
       }
     } else {
       if ((permission & ~keep_permission) != 0)
-        permissions_.remove_mark(directory, scope, permission & ~keep_permission);
+        permissions_.remove_mark(directory, scope, permission & ~keep_permission, keep_permission == 0);
       if ((notification & ~keep_notification) != 0) {
-        notifications_.remove_mark(directory, scope, notification & ~keep_notification);
+        notifications_.remove_mark(directory, scope, notification & ~keep_notification,
+                                   keep_notification == 0);
       }
     }
   }
@@ -1083,10 +1084,10 @@ void FilterManagerCore::follow_directory(const std::string& path, const std::str
     }
     if ((directory.permission & ~keep_permission) != 0)
       permissions_.remove_mark(directory.now, fanotify::MarkScope::directory,
-                               directory.permission & ~keep_permission);
+                               directory.permission & ~keep_permission, keep_permission == 0);
     if ((directory.notification & ~keep_notification) != 0) {
       notifications_.remove_mark(directory.now, fanotify::MarkScope::directory,
-                                 directory.notification & ~keep_notification);
+                                 directory.notification & ~keep_notification, keep_notification == 0);
     }
   }
 }

@@ -555,6 +555,28 @@ TEST_F(FilterManagerTest, ATreeMovedInAndADirectoryMadeAgainUnderAnOldNameAreCov
   std::filesystem::remove_all(outside);
 }
 
+// Detaching one of two filters on a directory takes only its bits off the shared mark: the other
+// filter's operations still apply to the directory's files (removing FAN_EVENT_ON_CHILD with the
+// bits would have ended that).
+TEST_F(FilterManagerTest, DetachingOneFilterLeavesTheOtherFilteringTheFiles) {
+  write_file(directory_ + "/file.txt", "x");
+  ASSERT_TRUE(manager_
+                  ->register_filter(filter(
+                      "deny-opens", 100,
+                      [](const FileEvent&, PendingOperation&) { return PreResult::now(Verdict::deny()); }))
+                  .ok());
+  auto reads_too = filter(
+      "allow-all", 200, [](const FileEvent&, PendingOperation&) { return PreResult::now(Verdict::allow()); });
+  reads_too.operations = Operation::open | Operation::read;
+  ASSERT_TRUE(manager_->register_filter(std::move(reads_too)).ok());
+  ASSERT_TRUE(manager_->attach("deny-opens", directory_).ok());
+  ASSERT_TRUE(manager_->attach("allow-all", directory_).ok());
+  EXPECT_EQ(open_in_child(directory_ + "/file.txt"), EPERM);
+  ASSERT_TRUE(manager_->detach("allow-all", directory_).ok());
+  EXPECT_EQ(open_in_child(directory_ + "/file.txt"), EPERM)
+      << "the remaining filter's opens went with the detach";
+}
+
 TEST_F(FilterManagerTest, PostOperationsReportCreateWriteRenameDelete) {
   std::mutex mutex;
   std::vector<std::string> seen;
