@@ -58,8 +58,8 @@ struct FileEvent {
   // Pre-operations: the file, opened by the kernel (O_NOATIME); reads through it make no events
   // and leave the access time.
   int fd = -1;
-  // The file (for rename, its new path). Pre-operations: empty when none of the event's filters
-  // wants paths (FilterRegistration::want_path); path_of() gives it then.
+  // The file (for rename, its new path). Pre-operations: may be empty when none of the event's
+  // filters wants paths (FilterRegistration::want_path); path_of() gives it then.
   std::string path;
   std::string old_path;    // rename only
   std::string executable;  // the process's executable, when the filter asked for it

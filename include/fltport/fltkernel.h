@@ -181,7 +181,7 @@ typedef struct _FLT_OPERATION_REGISTRATION {
  * GroupId (otherwise (ULONG)-1). Each costs a look into /proc per event. */
 #define FLTFL_REGISTRATION_FLTPORT_WANT_EXECUTABLE 0x80000000
 #define FLTFL_REGISTRATION_FLTPORT_WANT_CREDENTIALS 0x40000000
-/* Leave FLTPORT_FILE_EVENT.Path "" in pre-operations unless another filter of the event wants it:
+/* FLTPORT_FILE_EVENT.Path may be "" in pre-operations unless another filter of the event wants it:
  * a path costs a readlink of /proc per event (3-8 us here, a fifth of a scanned open). The filter
  * asks for it when it needs it with FltportGetFilePath (FltGetFileNameInformation in spirit). */
 #define FLTFL_REGISTRATION_FLTPORT_PATH_ON_REQUEST 0x20000000
@@ -309,7 +309,7 @@ FLTPORT_API NTSTATUS FLTAPI FltportReadFile(PFLTPORT_FILE_EVENT File, ULONGLONG 
 /* Linux extension: the path of the operation's file, for a callback's Data. FileEvent->Path if it
  * has one, else the path of the event's descriptor now, which FileEvent->Path then also points to
  * (FLTFL_REGISTRATION_FLTPORT_PATH_ON_REQUEST). Valid as long as Data; "" when the kernel cannot
- * name the file or Data is not a callback's. */
+ * name the file or Data is not a callback's. Call it from the thread that holds Data. */
 FLTPORT_API PCSTR FLTAPI FltportGetFilePath(PFLT_CALLBACK_DATA Data);
 
 FLTPORT_END_C

@@ -665,7 +665,9 @@ Status NotificationGroup::read_events(std::vector<Notification>& events) {
         note.path = path_of(dir);
         if (note.path.empty()) note.path = path_of(object);  // e.g. attributes of an unlinked file
       }
-      if (note.path.empty() && note.old_path.empty()) {
+      // A directory's move is kept even when neither side can be named: a tree it left must know.
+      const bool directory_moved = note.is_directory && (meta.mask & FAN_RENAME) != 0;
+      if (note.path.empty() && note.old_path.empty() && !directory_moved) {
         FLTPORT_LOG(debug, kComponent, "notification 0x%llx: object no longer has a path; dropped",
                     static_cast<unsigned long long>(meta.mask));
         return;

@@ -385,7 +385,13 @@ bool FilterManagerCore::read_batch(std::vector<Task>& batch) noexcept {
   const size_t permission_tasks = batch.size();
   if ((fds[1].revents & POLLIN) != 0) {
     std::vector<fanotify::Notification> notifications;
+    const uint64_t overflows = notifications_.overflows();
     notifications_.read_events(notifications);
+    if (notifications_.overflows() != overflows) {
+      // Lost notifications may have been directories leaving a tree: find chains by path from now on.
+      std::lock_guard lock(mutex_);
+      chains_need_paths_ = true;
+    }
     for (const auto& notification : notifications) on_notification(notification, batch);
   }
   return batch.size() == permission_tasks;
@@ -535,6 +541,13 @@ bool FilterManagerCore::known_clean(int fd, struct stat& file) {
 
 void FilterManagerCore::on_notification(const fanotify::Notification& notification,
                                         std::vector<Task>& batch) {
+  // Trees follow directories whoever moves them, exempt processes too (a service's quarantine).
+  if (notification.is_directory && (notification.mask & (FAN_CREATE | FAN_RENAME)) != 0) {
+    if ((notification.mask & FAN_CREATE) != 0 && !notification.path.empty())
+      follow_directory(notification.path, "", false);
+    if ((notification.mask & FAN_RENAME) != 0)
+      follow_directory(notification.path, notification.old_path, true);
+  }
   if (exempt(notification.pid)) return;
   // The kernel merges events on one object (a create and the close after writing it arrive as one):
   // each bit is reported as its own operation, in the order they happen.
@@ -545,8 +558,6 @@ void FilterManagerCore::on_notification(const fanotify::Notification& notificati
   };
   for (const auto& [bit, operation] : kOrder) {
     if ((notification.mask & bit) == 0) continue;
-    if (notification.is_directory && (bit == FAN_CREATE || bit == FAN_RENAME))
-      follow_directory(notification.path, bit == FAN_RENAME ? notification.old_path : std::string());
     std::vector<std::shared_ptr<FilterEntry>> chain;
     std::vector<std::shared_ptr<InstanceCounters>> instances;
     chain_for(operation, &notification.path, chain, instances);
@@ -1011,7 +1022,7 @@ Status FilterManagerCore::mark_instance(Instance& instance, bool add) {
   return STATUS_SUCCESS;
 }
 
-void FilterManagerCore::follow_directory(const std::string& path, const std::string& old_path) {
+void FilterManagerCore::follow_directory(const std::string& path, const std::string& old_path, bool moved) {
   // A tree instance covers a directory made or moved into it from then on, with whatever it holds
   // already (a tree moved in comes whole, and a directory made inside this one before its mark was
   // on made no event we saw), and no longer one moved out of it. Marks are on inodes: a directory
@@ -1028,9 +1039,15 @@ void FilterManagerCore::follow_directory(const std::string& path, const std::str
     any_comes_in = std::any_of(instances_.begin(), instances_.end(), comes_in);
   }
   std::vector<std::string> inside;  // `path` and its subdirectories, read outside the lock
-  if (any_comes_in) list_tree(path, inside);
+  const bool listed_all = !any_comes_in || list_tree(path, inside);
   std::lock_guard lock(mutex_);
   if (filtering_stopped_) return;
+  // Whenever a tree may hold a directory it has not listed, or keep marks on one that left it
+  // (moved from a place gone before we could name it), chains are found by path from then on.
+  const bool left_unnamed = moved && old_path.empty() &&
+                            std::none_of(instances_.begin(), instances_.end(),
+                                         [&](const Instance& instance) { return in_tree(instance, path); });
+  if (!listed_all || left_unnamed) chains_need_paths_ = true;
   struct Left {
     std::string now;
     uint64_t permission;
@@ -1049,9 +1066,11 @@ void FilterManagerCore::follow_directory(const std::string& path, const std::str
         // Marked even when listed: the name may be that of a directory deleted or moved since.
         if (permission != 0) permissions_.add_mark(directory, fanotify::MarkScope::directory, permission);
         notifications_.add_mark(directory, fanotify::MarkScope::directory, notification);
-        if (std::find(listed.begin(), listed.end(), directory) == listed.end() &&
-            listed.size() < kMaxTreeDirectories) {
+        if (std::find(listed.begin(), listed.end(), directory) != listed.end()) continue;
+        if (listed.size() < kMaxTreeDirectories) {
           listed.push_back(directory);
+        } else {
+          chains_need_paths_ = true;
         }
       }
     } else if (was_in) {

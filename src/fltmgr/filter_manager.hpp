@@ -102,8 +102,9 @@ class FilterManagerCore : public std::enable_shared_from_this<FilterManagerCore>
   uint64_t permission_mask(OperationSet operations) const noexcept;
   static uint64_t notification_mask(OperationSet operations) noexcept;
   Status mark_instance(Instance& instance, bool add);
-  // A directory made (old_path "") or moved: tree instances mark it, rename it or unmark it.
-  void follow_directory(const std::string& path, const std::string& old_path);
+  // A directory made or moved (from old_path, "" when the kernel could not name it): tree
+  // instances mark it, rename it or unmark it.
+  void follow_directory(const std::string& path, const std::string& old_path, bool moved);
   // The filters (highest altitude first) that see `operation` on `path`, and for each the
   // instance that covers it. With no path: false (and nothing found) if the answer depends on it.
   bool chain_for(Operation operation, const std::string* path,
