@@ -966,7 +966,9 @@ Status FilterManagerCore::mark_instance(Instance& instance, bool add) {
                                                                  : fanotify::MarkScope::directory;
   if (instance.scope == AttachScope::directory_tree) {
     notification |= FAN_CREATE | FAN_RENAME;  // to follow new directories
-    if (add && !list_tree(instance.path, instance.marked_directories)) return STATUS_INSUFFICIENT_RESOURCES;
+    std::vector<std::string> tree;
+    if (add && !list_tree(instance.path, tree)) return STATUS_INSUFFICIENT_RESOURCES;
+    if (add) instance.marked_directories = {tree.begin(), tree.end()};
   } else {
     instance.marked_directories = {instance.path};
   }
@@ -978,8 +980,7 @@ Status FilterManagerCore::mark_instance(Instance& instance, bool add) {
     if (!add) {
       for (const Instance& other : instances_) {
         if (&other == &instance) continue;
-        if (std::find(other.marked_directories.begin(), other.marked_directories.end(), directory) !=
-            other.marked_directories.end()) {
+        if (other.marked_directories.count(directory) != 0) {
           keep_permission |= permission_mask(other.filter->registration.operations);
           keep_notification |= notification_mask(other.filter->registration.operations) |
                                (other.scope == AttachScope::directory_tree ? FAN_CREATE | FAN_RENAME : 0);
@@ -1066,28 +1067,29 @@ void FilterManagerCore::follow_directory(const std::string& path, const std::str
         // Marked even when listed: the name may be that of a directory deleted or moved since.
         if (permission != 0) permissions_.add_mark(directory, fanotify::MarkScope::directory, permission);
         notifications_.add_mark(directory, fanotify::MarkScope::directory, notification);
-        if (std::find(listed.begin(), listed.end(), directory) != listed.end()) continue;
+        if (listed.count(directory) != 0) continue;
         if (listed.size() < kMaxTreeDirectories) {
-          listed.push_back(directory);
+          listed.insert(directory);
         } else {
           chains_need_paths_ = true;
         }
       }
     } else if (was_in) {
+      std::vector<std::string> renamed;
       for (auto it = listed.begin(); it != listed.end();) {
         if (!covers(old_path, *it)) {
           ++it;
           continue;
         }
         std::string now = path + it->substr(old_path.size());
-        if (is_in) {  // moved within the tree: the same marks under another name
-          *it++ = std::move(now);
-        } else {
-          // (Gone before we could look, no path: its marks went with it.)
-          if (!path.empty()) left.push_back({std::move(now), permission, notification});
-          it = listed.erase(it);
+        if (is_in) {
+          renamed.push_back(std::move(now));  // moved within the tree: the same marks, another name
+        } else if (!path.empty()) {           // (gone before we could look: its marks went with it)
+          left.push_back({std::move(now), permission, notification});
         }
+        it = listed.erase(it);
       }
+      listed.insert(renamed.begin(), renamed.end());
     }
   }
   for (const Left& directory : left) {
@@ -1095,8 +1097,7 @@ void FilterManagerCore::follow_directory(const std::string& path, const std::str
     uint64_t keep_permission = 0;
     uint64_t keep_notification = 0;
     for (const Instance& other : instances_) {
-      const auto& listed = other.marked_directories;
-      if (std::find(listed.begin(), listed.end(), directory.now) == listed.end()) continue;
+      if (other.marked_directories.count(directory.now) == 0) continue;
       keep_permission |= permission_mask(other.filter->registration.operations);
       keep_notification |= notification_mask(other.filter->registration.operations) |
                            (other.scope == AttachScope::directory_tree ? FAN_CREATE | FAN_RENAME : 0);

@@ -51,7 +51,7 @@ class FilterManagerCore : public std::enable_shared_from_this<FilterManagerCore>
     std::shared_ptr<FilterEntry> filter;
     std::string path;  // canonical
     AttachScope scope;
-    std::vector<std::string> marked_directories;  // directory_tree: every directory marked
+    std::unordered_set<std::string> marked_directories;  // directory_tree: every directory marked, by name
     std::shared_ptr<InstanceCounters> counters;
   };
   struct Deadline {
