@@ -957,6 +957,39 @@ Status FilterManagerCore::unregister_filter(const std::string& name) {
   return STATUS_SUCCESS;
 }
 
+Status FilterManagerCore::add_marks(const Instance& instance, const std::string& directory,
+                                    fanotify::MarkScope scope) {
+  const OperationSet operations = instance.filter->registration.operations;
+  const uint64_t permission = permission_mask(operations);
+  uint64_t notification = notification_mask(operations);
+  if (instance.scope == AttachScope::directory_tree)
+    notification |= FAN_CREATE | FAN_RENAME;  // to follow directories
+  if (permission != 0) {
+    Status s = permissions_.add_mark(directory, scope, permission);
+    if (s == Status(STATUS_NOT_SUPPORTED) && (permission & fanotify::kPreAccess) != 0) {
+      // Pre-access needs a filesystem that supports it (not tmpfs): reads are then seen as
+      // FAN_ACCESS_PERM, without the byte range.
+      s = permissions_.add_mark(directory, scope, (permission & ~fanotify::kPreAccess) | FAN_ACCESS_PERM);
+    }
+    if (!s.ok()) return s;
+  }
+  if (notification != 0) {
+    Status s = notifications_.add_mark(directory, scope, notification);
+    if (s == Status(STATUS_NOT_SUPPORTED) && permission != 0) {
+      // A file system with a weak fsid (FUSE: zero) cannot share the notification group with
+      // file systems that have one (EXDEV): its opens are still decided, its post-operations
+      // and new directories are not reported.
+      FLTPORT_LOG(warning, "fltmgr",
+                  "%s: post-operations are not reported under %s (its file system "
+                  "cannot share the notification group)",
+                  instance.filter->registration.name.c_str(), directory.c_str());
+      s = STATUS_SUCCESS;
+    }
+    if (!s.ok()) return s;
+  }
+  return STATUS_SUCCESS;
+}
+
 Status FilterManagerCore::mark_instance(Instance& instance, bool add) {
   const OperationSet operations = instance.filter->registration.operations;
   const uint64_t permission = permission_mask(operations);
@@ -988,29 +1021,7 @@ Status FilterManagerCore::mark_instance(Instance& instance, bool add) {
       }
     }
     if (add) {
-      if (permission != 0) {
-        Status s = permissions_.add_mark(directory, scope, permission);
-        if (s == Status(STATUS_NOT_SUPPORTED) && (permission & fanotify::kPreAccess) != 0) {
-          // Pre-access needs a filesystem that supports it (not tmpfs): reads are then seen as
-          // FAN_ACCESS_PERM, without the byte range.
-          s = permissions_.add_mark(directory, scope, (permission & ~fanotify::kPreAccess) | FAN_ACCESS_PERM);
-        }
-        if (!s.ok()) return s;
-      }
-      if (notification != 0) {
-        Status s = notifications_.add_mark(directory, scope, notification);
-        if (s == Status(STATUS_NOT_SUPPORTED) && permission != 0) {
-          // A file system with a weak fsid (FUSE: zero) cannot share the notification group with
-          // file systems that have one (EXDEV): its opens are still decided, its post-operations
-          // and new directories are not reported.
-          FLTPORT_LOG(warning, "fltmgr",
-                      "%s: post-operations are not reported under %s (its file system "
-                      "cannot share the notification group)",
-                      instance.filter->registration.name.c_str(), directory.c_str());
-          s = STATUS_SUCCESS;
-        }
-        if (!s.ok()) return s;
-      }
+      if (Status s = add_marks(instance, directory, scope); !s.ok()) return s;
     } else {
       if ((permission & ~keep_permission) != 0)
         permissions_.remove_mark(directory, scope, permission & ~keep_permission, keep_permission == 0);
@@ -1065,8 +1076,7 @@ void FilterManagerCore::follow_directory(const std::string& path, const std::str
     if (comes_in(instance)) {
       for (const auto& directory : inside) {
         // Marked even when listed: the name may be that of a directory deleted or moved since.
-        if (permission != 0) permissions_.add_mark(directory, fanotify::MarkScope::directory, permission);
-        notifications_.add_mark(directory, fanotify::MarkScope::directory, notification);
+        add_marks(instance, directory, fanotify::MarkScope::directory);
         if (listed.count(directory) != 0) continue;
         if (listed.size() < kMaxTreeDirectories) {
           listed.insert(directory);

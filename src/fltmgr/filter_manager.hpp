@@ -102,6 +102,8 @@ class FilterManagerCore : public std::enable_shared_from_this<FilterManagerCore>
   uint64_t permission_mask(OperationSet operations) const noexcept;
   static uint64_t notification_mask(OperationSet operations) noexcept;
   Status mark_instance(Instance& instance, bool add);
+  // The marks `instance` needs on `directory` (or the mount or filesystem it names).
+  Status add_marks(const Instance& instance, const std::string& directory, fanotify::MarkScope scope);
   // A directory made or moved (from old_path, "" when the kernel could not name it): tree
   // instances mark it, rename it or unmark it.
   void follow_directory(const std::string& path, const std::string& old_path, bool moved);
