@@ -718,9 +718,7 @@ bool FilterManagerCore::answer_without_callbacks(const std::shared_ptr<Permissio
     }
   }
   const bool allow = request->chain[speaker]->registration.default_decision == Decision::allow;
-  if (!answer(*request, allow, 0, false)) return false;
-  record(*request, speaker, allow, true);
-  return true;
+  return answer(*request, allow, 0, false, speaker);
 }
 
 void FilterManagerCore::take_default(const std::shared_ptr<PermissionRequest>& request) {
@@ -792,9 +790,7 @@ bool FilterManagerCore::resume(const std::shared_ptr<PermissionRequest>& request
   if (by_default) {
     // The deadline or a dropped operation speaks for this filter and ends the chain: later
     // filters would only make the late answer later.
-    if (!answer(*request, allow, verdict.error, false)) return false;
-    record(*request, index, allow, true);
-    return true;
+    return answer(*request, allow, verdict.error, false, index);
   }
   record(*request, index, allow, false);
   if (!allow) return answer(*request, false, verdict.error, false);
@@ -806,11 +802,14 @@ bool FilterManagerCore::resume(const std::shared_ptr<PermissionRequest>& request
   return answer(*request, true, 0, request->cache);
 }
 
-bool FilterManagerCore::answer(PermissionRequest& request, bool allow, int error, bool cache) {
+bool FilterManagerCore::answer(PermissionRequest& request, bool allow, int error, bool cache,
+                               size_t default_of) {
   if (request.answered.exchange(true)) return false;
   if (request.counted_waiting) waiting_.fetch_sub(1);
   std::shared_lock groups(groups_mutex_);
   if (!groups_open_) return false;
+  // Counted before the process learns the verdict: what it then reads in the statistics holds it.
+  if (default_of != kNoDefault) record(request, default_of, allow, true);
   const struct stat& seen = request.event.file_status;
   if (allow && cache && seen.st_mode != 0) {
     // Before the answer, not after: a process that writes the moment its open is allowed must find

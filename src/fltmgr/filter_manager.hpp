@@ -95,7 +95,10 @@ class FilterManagerCore : public std::enable_shared_from_this<FilterManagerCore>
   bool answer_without_callbacks(const std::shared_ptr<PermissionRequest>& request, size_t from);
   void watch_reader();
   void continue_chain(const std::shared_ptr<PermissionRequest>& request, size_t from);
-  bool answer(PermissionRequest& request, bool allow, int error, bool cache);
+  // The one answer to the kernel (false if another came first). `default_of`: the chain position
+  // of the filter whose default this is, counted as such.
+  static constexpr size_t kNoDefault = SIZE_MAX;
+  bool answer(PermissionRequest& request, bool allow, int error, bool cache, size_t default_of = kNoDefault);
   void worker() noexcept;
   void run_post_operations();
 
