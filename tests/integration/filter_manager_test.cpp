@@ -86,6 +86,7 @@ class FilterManagerTest : public ::testing::Test {
     manager_.reset();  // answers what is left, removes marks, closes the groups
     std::error_code ignored;
     std::filesystem::remove_all(directory_, ignored);
+    for (const auto& other : others_) std::filesystem::remove_all(other, ignored);
     ::alarm(0);
   }
 
@@ -98,7 +99,21 @@ class FilterManagerTest : public ::testing::Test {
     return registration;
   }
 
+  // A directory of the test's own beside directory_ (removed at the end); "" if none could be made.
+  std::string other_directory() {
+    char pattern[] = "/tmp/fltport-fm-other-XXXXXX";
+    if (::mkdtemp(pattern) == nullptr) return {};
+    others_.emplace_back(pattern);
+    return others_.back();
+  }
+
+  FilterRegistration deny_all() {
+    return filter("deny-all", 100,
+                  [](const FileEvent&, PendingOperation&) { return PreResult::now(Verdict::deny()); });
+  }
+
   std::string directory_;
+  std::vector<std::string> others_;
   std::unique_ptr<FilterManager> manager_;
 };
 
@@ -393,11 +408,7 @@ TEST_F(FilterManagerTest, FilesOutsideTheInstanceAndOperationsNobodyWantsAreNotF
 TEST_F(FilterManagerTest, SubdirectoriesOfATreeAreCoveredIncludingNewOnes) {
   std::filesystem::create_directories(directory_ + "/a/b");
   write_file(directory_ + "/a/b/deep.txt", "x");
-  ASSERT_TRUE(manager_
-                  ->register_filter(filter(
-                      "deny-all", 100,
-                      [](const FileEvent&, PendingOperation&) { return PreResult::now(Verdict::deny()); }))
-                  .ok());
+  ASSERT_TRUE(manager_->register_filter(deny_all()).ok());
   ASSERT_TRUE(manager_->attach("deny-all", directory_).ok());
   EXPECT_EQ(open_in_child(directory_ + "/a/b/deep.txt"), EPERM);
   // A directory created after attaching: made by a child, since this process is exempt.
@@ -473,9 +484,8 @@ TEST_F(FilterManagerTest, ThePathIsReadOnlyForFiltersThatWantIt) {
 }
 
 TEST_F(FilterManagerTest, InstancesOnTwoTreesEachSeeOnlyTheirOwn) {
-  char other_pattern[] = "/tmp/fltport-fm-other-XXXXXX";
-  ASSERT_NE(::mkdtemp(other_pattern), nullptr);
-  const std::string other = other_pattern;
+  const std::string other = other_directory();
+  ASSERT_FALSE(other.empty());
   write_file(directory_ + "/mine.txt", "x");
   write_file(other + "/theirs.txt", "x");
   std::mutex mutex;
@@ -501,20 +511,16 @@ TEST_F(FilterManagerTest, InstancesOnTwoTreesEachSeeOnlyTheirOwn) {
     std::lock_guard lock(mutex);
     EXPECT_EQ(calls, (std::vector<std::string>{"first:mine.txt", "second:theirs.txt"}));
   }
-  ASSERT_TRUE(manager_->detach("second", other).ok());
-  std::filesystem::remove_all(other);
 }
 
 TEST_F(FilterManagerTest, ADirectoryMovedOutOfTheTreeIsNoLongerFiltered) {
-  char outside_pattern[] = "/tmp/fltport-fm-outside-XXXXXX";
-  ASSERT_NE(::mkdtemp(outside_pattern), nullptr);
-  const std::string outside = outside_pattern;
+  const std::string outside = other_directory();
+  ASSERT_FALSE(outside.empty());
   std::filesystem::create_directories(directory_ + "/leaving/deeper");
   write_file(directory_ + "/leaving/deeper/file.txt", "x");
-  auto deny_all = filter("deny-all", 100,
-                         [](const FileEvent&, PendingOperation&) { return PreResult::now(Verdict::deny()); });
-  deny_all.want_path = false;
-  ASSERT_TRUE(manager_->register_filter(std::move(deny_all)).ok());
+  auto pathless = deny_all();
+  pathless.want_path = false;
+  ASSERT_TRUE(manager_->register_filter(std::move(pathless)).ok());
   ASSERT_TRUE(manager_->attach("deny-all", directory_).ok());
   EXPECT_EQ(open_in_child(directory_ + "/leaving/deeper/file.txt"), EPERM);
   // Renamed within the tree first, by this process (exempt from filtering, not from being
@@ -527,20 +533,14 @@ TEST_F(FilterManagerTest, ADirectoryMovedOutOfTheTreeIsNoLongerFiltered) {
   // A directory moved back in is covered again.
   in_child([&] { ::rename((outside + "/left").c_str(), (directory_ + "/back").c_str()); });
   EXPECT_EQ(open_until(directory_ + "/back/deeper/file.txt", EPERM), EPERM);
-  std::filesystem::remove_all(outside);
 }
 
 TEST_F(FilterManagerTest, ATreeMovedInAndADirectoryMadeAgainUnderAnOldNameAreCovered) {
-  char outside_pattern[] = "/tmp/fltport-fm-outside-XXXXXX";
-  ASSERT_NE(::mkdtemp(outside_pattern), nullptr);
-  const std::string outside = outside_pattern;
+  const std::string outside = other_directory();
+  ASSERT_FALSE(outside.empty());
   std::filesystem::create_directories(outside + "/tree/inner");
   write_file(outside + "/tree/inner/file.txt", "x");
-  ASSERT_TRUE(manager_
-                  ->register_filter(filter(
-                      "deny-all", 100,
-                      [](const FileEvent&, PendingOperation&) { return PreResult::now(Verdict::deny()); }))
-                  .ok());
+  ASSERT_TRUE(manager_->register_filter(deny_all()).ok());
   ASSERT_TRUE(manager_->attach("deny-all", directory_).ok());
   in_child([&] { ::rename((outside + "/tree").c_str(), (directory_ + "/tree").c_str()); });
   EXPECT_EQ(open_until(directory_ + "/tree/inner/file.txt", EPERM), EPERM)
@@ -553,7 +553,6 @@ TEST_F(FilterManagerTest, ATreeMovedInAndADirectoryMadeAgainUnderAnOldNameAreCov
   });
   write_file(directory_ + "/tree/again.txt", "x");
   EXPECT_EQ(open_until(directory_ + "/tree/again.txt", EPERM), EPERM);
-  std::filesystem::remove_all(outside);
 }
 
 // Detaching one of two filters on a directory takes only its bits off the shared mark: the other
