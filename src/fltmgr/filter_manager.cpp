@@ -371,18 +371,9 @@ bool FilterManagerCore::read_batch(std::vector<Task>& batch) noexcept {
     uint64_t count;
     [[maybe_unused]] ssize_t drained = ::read(wake_fd_, &count, sizeof count);
   }
-  if ((fds[0].revents & POLLIN) != 0) {
-    std::vector<fanotify::PermissionEvent> events;
-    permissions_.read_events(events);
-    if (!events.empty()) {
-      const int64_t now = transport::steady_ns();
-      permission_read_gap_ns_ = now - last_permission_read_ns_;
-      last_permission_read_ns_ = now;
-      last_permission_event_ns_.store(now, std::memory_order_relaxed);
-    }
-    for (auto& event : events) on_permission_event(event, batch);
-  }
-  const size_t permission_tasks = batch.size();
+  // Notifications first: a directory that left a tree before an open inside it was asked about is
+  // unmarked (and no longer in the chain's way) before that open's event is looked at.
+  std::vector<Task> post_operations;
   if ((fds[1].revents & POLLIN) != 0) {
     std::vector<fanotify::Notification> notifications;
     const uint64_t overflows = notifications_.overflows();
@@ -392,8 +383,26 @@ bool FilterManagerCore::read_batch(std::vector<Task>& batch) noexcept {
       std::lock_guard lock(mutex_);
       chains_need_paths_ = true;
     }
-    for (const auto& notification : notifications) on_notification(notification, batch);
+    for (const auto& notification : notifications) on_notification(notification, post_operations);
   }
+  if ((fds[0].revents & POLLIN) != 0) {
+    std::vector<fanotify::PermissionEvent> events;
+    permissions_.read_events(events);
+    if (!events.empty()) {
+      const int64_t now = transport::steady_ns();
+      permission_read_gap_ns_ = now - last_permission_read_ns_;
+      last_permission_read_ns_ = now;
+      last_permission_event_ns_.store(now, std::memory_order_relaxed);
+    }
+    // Events queued before a directory left a tree may have come through its marks: by path until
+    // the queue has been seen empty since.
+    pollfd more{permissions_.fd(), POLLIN, 0};
+    const bool drained = left_tree_since_drained_ && ::poll(&more, 1, 0) == 0;
+    for (auto& event : events) on_permission_event(event, batch);
+    if (drained) left_tree_since_drained_ = false;
+  }
+  const size_t permission_tasks = batch.size();
+  for (Task& task : post_operations) batch.push_back(std::move(task));
   return batch.size() == permission_tasks;
 }
 
@@ -450,7 +459,7 @@ void FilterManagerCore::on_permission_event(fanotify::PermissionEvent& kernel_ev
   // The path only when the instances or a filter need it: its readlink costs more than the rest
   // of the event's bookkeeping (3-8 us here).
   bool have_path = false;
-  if (!chain_for(operation, nullptr, request->chain, request->instances)) {
+  if (left_tree_since_drained_ || !chain_for(operation, nullptr, request->chain, request->instances)) {
     event.path = fd_path(fd);
     have_path = true;
     chain_for(operation, &event.path, request->chain, request->instances);
@@ -1093,8 +1102,10 @@ void FilterManagerCore::follow_directory(const std::string& path, const std::str
         std::string now = path + it->substr(old_path.size());
         if (is_in) {
           renamed.push_back(std::move(now));  // moved within the tree: the same marks, another name
-        } else if (!path.empty()) {           // (gone before we could look: its marks went with it)
-          left.push_back({std::move(now), permission, notification});
+        } else {
+          left_tree_since_drained_ = true;
+          // (Gone before we could look, no path: its marks went with it.)
+          if (!path.empty()) left.push_back({std::move(now), permission, notification});
         }
         it = listed.erase(it);
       }

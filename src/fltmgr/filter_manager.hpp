@@ -130,6 +130,9 @@ class FilterManagerCore : public std::enable_shared_from_this<FilterManagerCore>
   std::atomic<int64_t> last_permission_event_ns_{0};
   int64_t last_permission_read_ns_ = 0;
   int64_t permission_read_gap_ns_ = INT64_MAX;
+  // Also the reader's: a directory left a tree since the permission queue was last seen empty, so
+  // events read until then may have come through its marks and are matched by path.
+  bool left_tree_since_drained_ = false;
 
   // Responses to the kernel hold this shared; shutdown takes it exclusively before closing groups.
   mutable std::shared_mutex groups_mutex_;
