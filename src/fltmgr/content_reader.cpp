@@ -98,6 +98,15 @@ bool read_to_end_from_page_cache(int fd, dev_t device, uint64_t offset, MutableB
   return true;
 }
 
+// The file a log line names: the event's path, or its fd's when the event came without one (its
+// filters take no paths). readlink reads no file system, so a stalled one does not hold it up.
+std::string name_of(const std::string& path, int fd) {
+  if (!path.empty() || fd < 0) return path;
+  FileEvent event;
+  event.fd = fd;
+  return path_of(event);
+}
+
 Status status_for_errno(int error) {
   switch (error) {
     case EBADF:
@@ -259,7 +268,7 @@ void reader_thread(std::shared_ptr<ContentReader::Shared> shared) noexcept {
     if (caller_gone) {
       FLTPORT_LOG_LIMITED(info, "fltmgr",
                           "content read of %s returned after %lld ms, after its caller gave up",
-                          job->path.c_str(), ms_between(job->asked, Clock::now()));
+                          name_of(job->path, job->fd.fd()).c_str(), ms_between(job->asked, Clock::now()));
     }
     job.reset();  // the fd's close, outside the lock (a FUSE close sends a flush)
     lock.lock();
@@ -384,7 +393,8 @@ Result<size_t> ContentReader::read(int fd, uint64_t offset, MutableBytes buffer,
   lock.unlock();
   FLTPORT_LOG_LIMITED(warning, "fltmgr",
                       "content read of %s (%zu bytes at %llu) not done within %lld ms: STATUS_IO_TIMEOUT%s",
-                      path.c_str(), length, static_cast<unsigned long long>(offset), ms_between(asked, until),
+                      name_of(path, fd).c_str(), length, static_cast<unsigned long long>(offset),
+                      ms_between(asked, until),
                       running ? "; its reader thread stays with it" : " (it waited for a reader thread)");
   return Status(STATUS_IO_TIMEOUT);
 }
@@ -398,7 +408,7 @@ Status ContentReader::refuse(std::unique_lock<std::mutex>& lock, const Job& job)
       warning, "fltmgr",
       "content read of %s refused with STATUS_IO_TIMEOUT: every reader thread it could use is in a stalled "
       "read (%zu reads running)",
-      job.path.c_str(), running);
+      name_of(job.path, job.fd.fd()).c_str(), running);
   return STATUS_IO_TIMEOUT;
 }
 
