@@ -345,11 +345,11 @@ Status PermissionGroup::mark(const std::string& path, MarkScope scope, uint64_t 
   const unsigned flags = (add ? FAN_MARK_ADD : FAN_MARK_REMOVE) | scope_flags(scope);
   const uint64_t event_flags = scope == MarkScope::directory && (add || whole) ? FAN_EVENT_ON_CHILD : 0;
   int rc = ::fanotify_mark(fd_.fd(), flags, mask | event_flags, AT_FDCWD, path.c_str());
-  if (rc != 0 && errno == EOPNOTSUPP && (mask & kPreAccess) != 0 && (mask & ~kPreAccess) != 0) {
+  if (rc != 0 && errno == EOPNOTSUPP && (mask & kPreAccess) != 0) {
     // Pre-content events need the filesystem's consent (ext4, xfs, btrfs give it; tmpfs does not):
-    // mark the rest rather than nothing.
+    // reads are seen there as FAN_ACCESS_PERM, without the byte range.
     FLTPORT_LOG(info, kComponent, "%s: no pre-access events on this filesystem", path.c_str());
-    mask &= ~kPreAccess;
+    mask = (mask & ~kPreAccess) | FAN_ACCESS_PERM;
     rc = ::fanotify_mark(fd_.fd(), flags, mask | event_flags, AT_FDCWD, path.c_str());
   }
   if (rc != 0) {

@@ -74,10 +74,10 @@ class PermissionGroup {
 
   // mask: permission bits. directory: inode mark with FAN_EVENT_ON_CHILD (the directory's own
   // entries; a tree is marked directory by directory by the caller). mount/filesystem: the whole
-  // mount / filesystem `path` is on. kPreAccess is dropped where the kernel or the filesystem has
-  // no pre-content events (tmpfs has none) and the rest of `mask` marked; kPreAccess alone there is
-  // STATUS_NOT_SUPPORTED. With both kPreAccess and FAN_ACCESS_PERM, each read asks twice
-  // (FAN_PRE_ACCESS with its range first).
+  // mount / filesystem `path` is on. Where the filesystem has no pre-content events (tmpfs),
+  // kPreAccess is marked as FAN_ACCESS_PERM (reads are asked about, without their range); where the
+  // kernel has none, kPreAccess is dropped, and alone it is STATUS_NOT_SUPPORTED. With both
+  // kPreAccess and FAN_ACCESS_PERM, each read asks twice (FAN_PRE_ACCESS with its range first).
   Status add_mark(const std::string& path, MarkScope scope, uint64_t mask);
   // `whole`: the group keeps nothing on `path`, and the mark goes. Otherwise the bits left keep the
   // flags that make a directory's mark apply to its files (removing those flags would end that).

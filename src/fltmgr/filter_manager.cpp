@@ -973,13 +973,8 @@ Status FilterManagerCore::add_marks(const Instance& instance, const std::string&
   if (instance.scope == AttachScope::directory_tree)
     notification |= FAN_CREATE | FAN_RENAME;  // to follow directories
   if (permission != 0) {
-    Status s = permissions_.add_mark(directory, scope, permission);
-    if (s == Status(STATUS_NOT_SUPPORTED) && (permission & fanotify::kPreAccess) != 0) {
-      // Pre-access needs a filesystem that supports it (not tmpfs): reads are then seen as
-      // FAN_ACCESS_PERM, without the byte range.
-      s = permissions_.add_mark(directory, scope, (permission & ~fanotify::kPreAccess) | FAN_ACCESS_PERM);
-    }
-    if (!s.ok()) return s;
+    // (Where the file system takes no pre-access marks, reads are marked as FAN_ACCESS_PERM.)
+    if (Status s = permissions_.add_mark(directory, scope, permission); !s.ok()) return s;
   }
   if (notification != 0) {
     Status s = notifications_.add_mark(directory, scope, notification);

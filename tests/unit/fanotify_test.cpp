@@ -482,6 +482,30 @@ TEST_F(FanotifyPermission, FilesystemAndMountMarksOnOwnTmpfs) {
     ASSERT_TRUE(group.flush_marks().ok());
   }
   {
+    // Pre-access alone with the opens, as a filter of opens and reads asks: tmpfs's reads come as
+    // FAN_ACCESS_PERM rather than not at all.
+    ASSERT_TRUE(group.add_mark(fs, MarkScope::filesystem, FAN_OPEN_PERM | kPreAccess).ok());
+    Watchdog watchdog(group.fd());
+    Child child(group.fd(), watchdog, [&] {
+      const int fd = ::open(file.c_str(), O_RDONLY);
+      if (fd < 0) return errno;
+      char byte;
+      const int result = ::read(fd, &byte, 1) == 1 ? 0 : errno;
+      ::close(fd);
+      return result;
+    });
+    auto events = take(group, 1);
+    ASSERT_EQ(events.size(), 1u);
+    EXPECT_EQ(events[0].mask, uint64_t{FAN_OPEN_PERM});
+    allow_and_close(group, events);
+    events = take(group, 1);
+    ASSERT_EQ(events.size(), 1u) << "the read was not asked about";
+    EXPECT_EQ(events[0].mask, uint64_t{FAN_ACCESS_PERM});
+    allow_and_close(group, events);
+    EXPECT_EQ(child.wait(), std::optional<int>(0));
+    ASSERT_TRUE(group.flush_marks().ok());
+  }
+  {
     ASSERT_TRUE(group.add_mark(fs, MarkScope::mount, FAN_OPEN_PERM).ok());
     Watchdog watchdog(group.fd());
     Child child(group.fd(), watchdog, [&] { return open_file(file.c_str(), O_RDONLY); });
