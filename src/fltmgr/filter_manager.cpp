@@ -965,13 +965,15 @@ Status FilterManagerCore::unregister_filter(const std::string& name) {
   return STATUS_SUCCESS;
 }
 
+uint64_t FilterManagerCore::notification_bits(const Instance& instance) noexcept {
+  return notification_mask(instance.filter->registration.operations) |
+         (instance.scope == AttachScope::directory_tree ? FAN_CREATE | FAN_RENAME : 0);
+}
+
 Status FilterManagerCore::add_marks(const Instance& instance, const std::string& directory,
                                     fanotify::MarkScope scope) {
-  const OperationSet operations = instance.filter->registration.operations;
-  const uint64_t permission = permission_mask(operations);
-  uint64_t notification = notification_mask(operations);
-  if (instance.scope == AttachScope::directory_tree)
-    notification |= FAN_CREATE | FAN_RENAME;  // to follow directories
+  const uint64_t permission = permission_mask(instance.filter->registration.operations);
+  const uint64_t notification = notification_bits(instance);
   if (permission != 0) {
     // (Where the file system takes no pre-access marks, reads are marked as FAN_ACCESS_PERM.)
     if (Status s = permissions_.add_mark(directory, scope, permission); !s.ok()) return s;
@@ -993,46 +995,42 @@ Status FilterManagerCore::add_marks(const Instance& instance, const std::string&
   return STATUS_SUCCESS;
 }
 
+void FilterManagerCore::remove_marks(const std::string& directory, fanotify::MarkScope scope,
+                                     uint64_t permission, uint64_t notification, const Instance* leaving) {
+  // Marks are shared by every instance on a directory: what another that lists it still needs stays.
+  uint64_t keep_permission = 0;
+  uint64_t keep_notification = 0;
+  for (const Instance& other : instances_) {
+    if (&other == leaving || other.marked_directories.count(directory) == 0) continue;
+    keep_permission |= permission_mask(other.filter->registration.operations);
+    keep_notification |= notification_bits(other);
+  }
+  if ((permission & ~keep_permission) != 0)
+    permissions_.remove_mark(directory, scope, permission & ~keep_permission, keep_permission == 0);
+  if ((notification & ~keep_notification) != 0)
+    notifications_.remove_mark(directory, scope, notification & ~keep_notification, keep_notification == 0);
+}
+
 Status FilterManagerCore::mark_instance(Instance& instance, bool add) {
-  const OperationSet operations = instance.filter->registration.operations;
-  const uint64_t permission = permission_mask(operations);
-  uint64_t notification = notification_mask(operations);
   const auto scope = instance.scope == AttachScope::mount        ? fanotify::MarkScope::mount
                      : instance.scope == AttachScope::filesystem ? fanotify::MarkScope::filesystem
                                                                  : fanotify::MarkScope::directory;
+  if (!add) {
+    const uint64_t permission = permission_mask(instance.filter->registration.operations);
+    const uint64_t notification = notification_bits(instance);
+    for (const auto& directory : instance.marked_directories)
+      remove_marks(directory, scope, permission, notification, &instance);
+    return STATUS_SUCCESS;
+  }
   if (instance.scope == AttachScope::directory_tree) {
-    notification |= FAN_CREATE | FAN_RENAME;  // to follow new directories
     std::vector<std::string> tree;
-    if (add && !list_tree(instance.path, tree)) return STATUS_INSUFFICIENT_RESOURCES;
-    if (add) instance.marked_directories = {tree.begin(), tree.end()};
+    if (!list_tree(instance.path, tree)) return STATUS_INSUFFICIENT_RESOURCES;
+    instance.marked_directories = {tree.begin(), tree.end()};
   } else {
     instance.marked_directories = {instance.path};
   }
   for (const auto& directory : instance.marked_directories) {
-    // Marks are shared by every instance on a directory: removing takes only what no other
-    // instance there still needs.
-    uint64_t keep_permission = 0;
-    uint64_t keep_notification = 0;
-    if (!add) {
-      for (const Instance& other : instances_) {
-        if (&other == &instance) continue;
-        if (other.marked_directories.count(directory) != 0) {
-          keep_permission |= permission_mask(other.filter->registration.operations);
-          keep_notification |= notification_mask(other.filter->registration.operations) |
-                               (other.scope == AttachScope::directory_tree ? FAN_CREATE | FAN_RENAME : 0);
-        }
-      }
-    }
-    if (add) {
-      if (Status s = add_marks(instance, directory, scope); !s.ok()) return s;
-    } else {
-      if ((permission & ~keep_permission) != 0)
-        permissions_.remove_mark(directory, scope, permission & ~keep_permission, keep_permission == 0);
-      if ((notification & ~keep_notification) != 0) {
-        notifications_.remove_mark(directory, scope, notification & ~keep_notification,
-                                   keep_notification == 0);
-      }
-    }
+    if (Status s = add_marks(instance, directory, scope); !s.ok()) return s;
   }
   return STATUS_SUCCESS;
 }
@@ -1072,9 +1070,8 @@ void FilterManagerCore::follow_directory(const std::string& path, const std::str
   for (Instance& instance : instances_) {
     const bool was_in = in_tree(instance, old_path);
     const bool is_in = in_tree(instance, path);
-    const OperationSet operations = instance.filter->registration.operations;
-    const uint64_t permission = permission_mask(operations);
-    const uint64_t notification = notification_mask(operations) | FAN_CREATE | FAN_RENAME;
+    const uint64_t permission = permission_mask(instance.filter->registration.operations);
+    const uint64_t notification = notification_bits(instance);
     auto& listed = instance.marked_directories;
     if (comes_in(instance)) {
       for (const auto& directory : inside) {
@@ -1107,23 +1104,10 @@ void FilterManagerCore::follow_directory(const std::string& path, const std::str
       listed.insert(renamed.begin(), renamed.end());
     }
   }
+  // (An instance that lists it now, because it moved into that one's tree, keeps what it needs.)
   for (const Left& directory : left) {
-    // What an instance that lists it now (it moved into that one's tree) needs stays.
-    uint64_t keep_permission = 0;
-    uint64_t keep_notification = 0;
-    for (const Instance& other : instances_) {
-      if (other.marked_directories.count(directory.now) == 0) continue;
-      keep_permission |= permission_mask(other.filter->registration.operations);
-      keep_notification |= notification_mask(other.filter->registration.operations) |
-                           (other.scope == AttachScope::directory_tree ? FAN_CREATE | FAN_RENAME : 0);
-    }
-    if ((directory.permission & ~keep_permission) != 0)
-      permissions_.remove_mark(directory.now, fanotify::MarkScope::directory,
-                               directory.permission & ~keep_permission, keep_permission == 0);
-    if ((directory.notification & ~keep_notification) != 0) {
-      notifications_.remove_mark(directory.now, fanotify::MarkScope::directory,
-                                 directory.notification & ~keep_notification, keep_notification == 0);
-    }
+    remove_marks(directory.now, fanotify::MarkScope::directory, directory.permission, directory.notification,
+                 nullptr);
   }
 }
 

@@ -105,8 +105,15 @@ class FilterManagerCore : public std::enable_shared_from_this<FilterManagerCore>
   uint64_t permission_mask(OperationSet operations) const noexcept;
   static uint64_t notification_mask(OperationSet operations) noexcept;
   Status mark_instance(Instance& instance, bool add);
+  // The notification bits `instance` marks: its filter's post-operations, and for a tree what
+  // following its directories takes.
+  static uint64_t notification_bits(const Instance& instance) noexcept;
   // The marks `instance` needs on `directory` (or the mount or filesystem it names).
   Status add_marks(const Instance& instance, const std::string& directory, fanotify::MarkScope scope);
+  // Takes these bits off `directory`'s marks, but what another instance listing it needs
+  // (`leaving`: one still listed that is going, whose needs do not count).
+  void remove_marks(const std::string& directory, fanotify::MarkScope scope, uint64_t permission,
+                    uint64_t notification, const Instance* leaving);
   // A directory made or moved (from old_path, "" when the kernel could not name it): tree
   // instances mark it, rename it or unmark it.
   void follow_directory(const std::string& path, const std::string& old_path, bool moved);
