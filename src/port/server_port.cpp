@@ -26,7 +26,9 @@ constexpr size_t kMaxHandshakes = 64;       // connections not yet accepted, per
 PortConnection::PortConnection(std::shared_ptr<PortShared> shared, UniqueFd socket, PeerCredentials peer)
     : shared_(std::move(shared)), socket_(std::move(socket)), peer_(std::move(peer)) {}
 
-PortConnection::~PortConnection() = default;
+PortConnection::~PortConnection() {
+  release_slot();  // a slot holder must never outlive itself in shared_->slot_holders
+}
 
 bool PortConnection::is_open() const noexcept {
   std::lock_guard lock(mutex_);
@@ -227,6 +229,27 @@ void PortConnection::release_slot() noexcept {
   if (!slot_held_) return;
   slot_held_ = false;
   --shared_->connections;
+  std::erase(shared_->slot_holders, this);
+  shared_->slot_freed.notify_all();
+}
+
+bool PortConnection::leaving() const noexcept {
+  pollfd hangup{socket_.fd(), POLLRDHUP, 0};
+  return ::poll(&hangup, 1, 0) == 1 && (hangup.revents & (POLLHUP | POLLRDHUP | POLLERR)) != 0;
+}
+
+bool PortConnection::slot_free_locked(std::unique_lock<std::mutex>& lock) {
+  // On Windows a killed service's handles are closed before anyone can see it dead, so a service
+  // restarted at once finds the slot free. Here the dead one's connection thread has yet to see
+  // the hang-up and run DisconnectNotify: a slot on its way back is waited for, briefly. A full
+  // port whose services are all there refuses at once.
+  const auto give_up = Timeout::Clock::now() + kLeavingSlotWait;
+  while (shared_->connections >= shared_->max_connections) {
+    const bool one_leaving = std::any_of(shared_->slot_holders.begin(), shared_->slot_holders.end(),
+                                         [](const PortConnection* holder) { return holder->leaving(); });
+    if (!one_leaving || shared_->slot_freed.wait_until(lock, give_up) == std::cv_status::timeout) break;
+  }
+  return shared_->connections < shared_->max_connections;
 }
 
 void PortConnection::close_locked(NTSTATUS reason) noexcept {
@@ -371,12 +394,14 @@ bool PortConnection::handshake() {
     return false;
   }
   {
-    std::lock_guard lock(shared_->mutex);
-    if (shared_->connections >= shared_->max_connections) {
+    std::unique_lock lock(shared_->mutex);
+    if (!slot_free_locked(lock)) {
+      lock.unlock();
       answer(STATUS_CONNECTION_COUNT_LIMIT);
       return false;
     }
     ++shared_->connections;
+    shared_->slot_holders.push_back(this);
     slot_held_ = true;
   }
   // Before ConnectNotify, which may already start senders on this connection.

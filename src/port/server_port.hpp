@@ -27,6 +27,8 @@
 
 namespace fltport::detail {
 
+class PortConnection;
+
 // What a port and its connections share; outlives the listener because FltCloseCommunicationPort
 // leaves connections working.
 struct PortShared {
@@ -44,6 +46,8 @@ struct PortShared {
 
   std::mutex mutex;
   int connections = 0;  // accepted and not yet through DisconnectNotify
+  std::vector<const PortConnection*> slot_holders;  // those `connections`; each removes itself
+  std::condition_variable slot_freed;
 };
 
 class PortConnection : public std::enable_shared_from_this<PortConnection> {
@@ -105,6 +109,10 @@ class PortConnection : public std::enable_shared_from_this<PortConnection> {
   void close_locked(NTSTATUS reason) noexcept;
   void violation(const char* what) noexcept;
   void release_slot() noexcept;
+  // The service has gone or we closed: the slot is on its way back (DisconnectNotify still runs).
+  bool leaving() const noexcept;
+  // Under shared_->mutex: waits a little while the port is full and one holder is leaving.
+  bool slot_free_locked(std::unique_lock<std::mutex>& lock);
   void violation_locked(const char* what) noexcept;
   // A sender waiting for its reply reads the reply channel itself; false at the deadline.
   // `service_waking`: the reply waited for answers a message that had to wake the service.

@@ -25,6 +25,9 @@ inline bool wait_until(std::condition_variable& cv, std::unique_lock<std::mutex>
 inline constexpr std::chrono::seconds kPeerStallLimit{10};
 // How long a connecting service may take to say hello, and a filter to answer it.
 inline constexpr std::chrono::seconds kHandshakeLimit{10};
+// How long a connect to a full port waits for the slot of a service that has left (its
+// DisconnectNotify still running) before it is refused with STATUS_CONNECTION_COUNT_LIMIT.
+inline constexpr std::chrono::seconds kLeavingSlotWait{2};
 
 inline transport::LazyDeadline stall_limit(Deadline wanted = Deadline::max()) {
   return {wanted, kPeerStallLimit};

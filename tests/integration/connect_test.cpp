@@ -6,6 +6,7 @@
 
 #include <unistd.h>
 
+#include <chrono>
 #include <cstring>
 #include <vector>
 
@@ -14,6 +15,8 @@
 
 namespace fltport::test {
 namespace {
+
+using namespace std::chrono_literals;
 
 class Connect : public PortTest {};
 class CreatePort : public PortTest {};
@@ -69,6 +72,47 @@ TEST_F(Connect, PortOfKilledFilterProcessIsFileNotFound) {
   filter_process.kill();
   HANDLE port = nullptr;
   EXPECT_CODE(connect_service(&port), HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND));
+}
+
+// On Windows a killed process's handles are closed before anyone can see it dead, so a service
+// restarted at once finds its predecessor's slot free. Here the filter learns of the death a
+// moment later, and its DisconnectNotify may take a while: the connect waits for that slot.
+TEST_F(Connect, ASlotHeldByAKilledServiceIsFreeForTheServiceStartedAfterIt) {
+  CFilter filter;
+  filter.set_disconnect_delay(300ms);
+  ASSERT_CODE(filter.create_port({.max_connections = 1}), STATUS_SUCCESS);
+  Signal connected;
+  ChildProcess killed_service([&] {
+    HANDLE port = nullptr;
+    notify_code(connected, connect_service(&port));
+    for (;;) ::pause();
+    return 0;
+  });
+  ASSERT_CODE(wait_code(connected), S_OK);
+  ASSERT_TRUE(filter.wait_connections(1));
+  killed_service.kill();
+  HANDLE port = nullptr;
+  const HRESULT connected_next = connect_service(&port);
+  EXPECT_CODE(connected_next, S_OK) << "the dead service's slot must be the next one's";
+  EXPECT_EQ(filter.disconnect_count(), 1) << "the slot was freed by the dead service's DisconnectNotify";
+  if (SUCCEEDED(connected_next)) {
+    EXPECT_TRUE(CloseHandle(port));
+    EXPECT_TRUE(filter.wait_disconnects(2));
+  }
+}
+
+TEST_F(Connect, AtTheLimitWithEveryServiceAliveTheRefusalIsImmediate) {
+  CFilter filter;
+  filter.set_disconnect_delay(300ms);
+  ASSERT_CODE(filter.create_port({.max_connections = 1}), STATUS_SUCCESS);
+  HANDLE first = nullptr;
+  ASSERT_CODE(connect_service(&first), S_OK);
+  HANDLE second = nullptr;
+  const auto started = std::chrono::steady_clock::now();
+  EXPECT_CODE(connect_service(&second), HRESULT_FROM_WIN32(ERROR_CONNECTION_COUNT_LIMIT));
+  EXPECT_LT(std::chrono::steady_clock::now() - started, 1500ms) << "no wait for a slot nobody is leaving";
+  EXPECT_TRUE(CloseHandle(first));
+  EXPECT_TRUE(filter.wait_disconnects(1));
 }
 
 // ---- connection context ----

@@ -279,6 +279,8 @@ class CFilter {
   // ---- behaviour, set before services connect ----
   void set_connect_verdict(NTSTATUS verdict) { connect_verdict_ = verdict; }
   void set_close_client_on_disconnect(bool close) { close_client_on_disconnect_ = close; }
+  // DisconnectNotify takes this long before it closes the client port (a filter cleaning up).
+  void set_disconnect_delay(std::chrono::milliseconds delay) { disconnect_delay_ms_ = delay.count(); }
   void set_message_callback(MessageCallback callback) {
     std::lock_guard lock(mutex_);
     message_callback_ = std::move(callback);
@@ -416,6 +418,7 @@ class CFilter {
     if (self == nullptr) return;
     if (record != nullptr) {
       record->disconnects++;
+      std::this_thread::sleep_for(std::chrono::milliseconds(self->disconnect_delay_ms_.load()));
       if (self->close_client_on_disconnect_) {
         std::lock_guard lock(self->port_mutex_);
         FltCloseClientPort(self->filter_, &record->client_port);
@@ -457,6 +460,7 @@ class CFilter {
 
   std::atomic<NTSTATUS> connect_verdict_{STATUS_SUCCESS};
   std::atomic<bool> close_client_on_disconnect_{true};
+  std::atomic<int64_t> disconnect_delay_ms_{0};
   std::atomic<int> bad_cookies_{0};
 
   mutable std::mutex mutex_;
