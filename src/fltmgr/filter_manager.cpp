@@ -413,15 +413,20 @@ bool FilterManagerCore::exempt(pid_t pid) const {
 
 bool FilterManagerCore::chain_for(Operation operation, const std::string* path,
                                   std::vector<std::shared_ptr<FilterEntry>>& chain,
-                                  std::vector<std::shared_ptr<InstanceCounters>>& instances) const {
+                                  std::vector<std::shared_ptr<InstanceCounters>>& instances,
+                                  const std::string* old_path) const {
   std::lock_guard lock(mutex_);
   if (path == nullptr && chains_need_paths_) return false;
+  const auto filter_instance = [this](const std::shared_ptr<FilterEntry>& filter, const std::string* where) {
+    return std::find_if(instances_.begin(), instances_.end(), [&](const Instance& candidate) {
+      return candidate.filter == filter && (where == nullptr || covers(candidate.path, *where));
+    });
+  };
   for (const auto& filter : filters_) {
     // An exec makes two events, FAN_OPEN_EXEC_PERM then FAN_OPEN_PERM: each goes to its own filters.
     if (!contains(filter->registration.operations, operation)) continue;
-    const auto instance = std::find_if(instances_.begin(), instances_.end(), [&](const Instance& candidate) {
-      return candidate.filter == filter && (path == nullptr || covers(candidate.path, *path));
-    });
+    auto instance = filter_instance(filter, path);
+    if (instance == instances_.end() && old_path != nullptr) instance = filter_instance(filter, old_path);
     if (instance == instances_.end()) continue;
     chain.push_back(filter);
     instances.push_back(instance->counters);
@@ -569,10 +574,9 @@ void FilterManagerCore::on_notification(const fanotify::Notification& notificati
     if ((notification.mask & bit) == 0) continue;
     std::vector<std::shared_ptr<FilterEntry>> chain;
     std::vector<std::shared_ptr<InstanceCounters>> instances;
-    chain_for(operation, &notification.path, chain, instances);
-    // Moved out of an instance: it is told where the file went.
-    if (chain.empty() && operation == Operation::rename)
-      chain_for(operation, &notification.old_path, chain, instances);
+    // A rename goes to the instances of both places: one moved out of is told where the file went.
+    chain_for(operation, &notification.path, chain, instances,
+              operation == Operation::rename ? &notification.old_path : nullptr);
     if (chain.empty()) continue;
     FileEvent event;
     event.operation = operation;

@@ -119,9 +119,11 @@ class FilterManagerCore : public std::enable_shared_from_this<FilterManagerCore>
   void follow_directory(const std::string& path, const std::string& old_path, bool moved);
   // The filters (highest altitude first) that see `operation` on `path`, and for each the
   // instance that covers it. With no path: false (and nothing found) if the answer depends on it.
+  // `old_path` (a rename's): filters whose instance covers only where the file was are in too.
   bool chain_for(Operation operation, const std::string* path,
                  std::vector<std::shared_ptr<FilterEntry>>& chain,
-                 std::vector<std::shared_ptr<InstanceCounters>>& instances) const;
+                 std::vector<std::shared_ptr<InstanceCounters>>& instances,
+                 const std::string* old_path = nullptr) const;
   bool exempt(pid_t pid) const;
   // The user-space verdict cache: allowed with caching before, and unchanged since.
   // Looks at the file (`file`: what the verdict will be about; st_mode 0 if fstat failed) and its

@@ -649,6 +649,40 @@ TEST_F(FilterManagerTest, PostOperationsReportCreateWriteRenameDelete) {
   EXPECT_EQ(seen, expected);
 }
 
+TEST_F(FilterManagerTest, AFileMovedFromOneTreeToAnotherIsReportedToTheFiltersOfBoth) {
+  const std::string other = other_directory();
+  ASSERT_FALSE(other.empty());
+  write_file(directory_ + "/a.txt", "x");
+  std::mutex mutex;
+  std::vector<std::string> seen;
+  for (const char* name : {"left", "right"}) {
+    FilterRegistration registration;
+    registration.name = name;
+    registration.operations = OperationSet{0} | Operation::rename;
+    registration.post_operation = [&, name](const FileEvent& event) {
+      std::lock_guard lock(mutex);
+      seen.push_back(std::string(name) + ": " + std::filesystem::path(event.path).filename().string() +
+                     " from " + std::filesystem::path(event.old_path).filename().string());
+    };
+    ASSERT_TRUE(manager_->register_filter(std::move(registration)).ok());
+  }
+  ASSERT_TRUE(manager_->attach("left", directory_).ok());
+  ASSERT_TRUE(manager_->attach("right", other).ok());
+  in_child([&] { ::rename((directory_ + "/a.txt").c_str(), (other + "/b.txt").c_str()); });
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    {
+      std::lock_guard lock(mutex);
+      if (seen.size() >= 2) break;
+    }
+    std::this_thread::sleep_for(10ms);
+  }
+  std::this_thread::sleep_for(50ms);  // nothing more comes
+  std::lock_guard lock(mutex);
+  std::sort(seen.begin(), seen.end());
+  EXPECT_EQ(seen, (std::vector<std::string>{"left: b.txt from a.txt", "right: b.txt from a.txt"}))
+      << "the tree the file left and the tree it entered each hear of the move, once";
+}
+
 }  // namespace
 }  // namespace fltport
 
