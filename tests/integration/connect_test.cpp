@@ -78,16 +78,18 @@ TEST_F(Connect, PortOfKilledFilterProcessIsFileNotFound) {
 // restarted at once finds its predecessor's slot free. Here the filter learns of the death a
 // moment later, and its DisconnectNotify may take a while: the connect waits for that slot.
 TEST_F(Connect, ASlotHeldByAKilledServiceIsFreeForTheServiceStartedAfterIt) {
-  CFilter filter;
-  filter.set_disconnect_delay(300ms);
-  ASSERT_CODE(filter.create_port({.max_connections = 1}), STATUS_SUCCESS);
-  Signal connected;
-  ChildProcess killed_service([&] {
+  Signal port_ready, connected;
+  ChildProcess killed_service([&] {  // forked before the filter's threads start
+    CHILD_CHECK(port_ready.wait());
     HANDLE port = nullptr;
     notify_code(connected, connect_service(&port));
     for (;;) ::pause();
     return 0;
   });
+  CFilter filter;
+  filter.set_disconnect_delay(300ms);
+  ASSERT_CODE(filter.create_port({.max_connections = 1}), STATUS_SUCCESS);
+  port_ready.notify();
   ASSERT_CODE(wait_code(connected), S_OK);
   ASSERT_TRUE(filter.wait_connections(1));
   killed_service.kill();
