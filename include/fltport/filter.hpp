@@ -167,6 +167,7 @@ struct InstanceInfo {
   uint64_t denied = 0;
   uint64_t defaults_taken = 0;
   uint64_t post_notifications = 0;
+  std::array<uint64_t, 24> latency_us_log2{};  // as FilterStatistics', for this instance's verdicts
 };
 
 // The host's queues (fltmc host): what waits for verdicts, and what the kernel could not queue.

@@ -12,6 +12,7 @@
 #include <climits>
 #include <cstring>
 #include <filesystem>
+#include <tuple>
 
 #include "base/log.hpp"
 #include "fltmgr/fatal_signal_guard.hpp"
@@ -120,16 +121,25 @@ const char* operation_name(Operation op) noexcept {
   return "?";
 }
 
-struct FilterEntry {
-  FilterRegistration registration;
-  std::atomic<uint64_t> events{0}, allowed{0}, denied{0}, defaults_taken{0}, cache_hits{0}, posts{0};
-  std::array<std::atomic<uint64_t>, 24> latency{};
+// What a filter, and each of its instances, counts of the events it was asked about.
+struct VerdictCounters {
+  std::atomic<uint64_t> events{0}, allowed{0}, denied{0}, defaults_taken{0}, posts{0};
+  std::array<std::atomic<uint64_t>, std::tuple_size_v<decltype(FilterStatistics::latency_us_log2)>> latency{};
 
-  void record(bool allow, std::chrono::steady_clock::duration latency_since_arrival, bool by_default) {
+  void record(bool allow, unsigned latency_bucket_since_arrival, bool by_default) {
     (allow ? allowed : denied).fetch_add(1, std::memory_order_relaxed);
     if (by_default) defaults_taken.fetch_add(1, std::memory_order_relaxed);
-    latency[latency_bucket(latency_since_arrival)].fetch_add(1, std::memory_order_relaxed);
+    latency[latency_bucket_since_arrival].fetch_add(1, std::memory_order_relaxed);
   }
+  template <size_t N>
+  void copy_latency(std::array<uint64_t, N>& to) const {
+    for (size_t i = 0; i < N; ++i) to[i] = latency[i].load(std::memory_order_relaxed);
+  }
+};
+
+struct FilterEntry : VerdictCounters {
+  FilterRegistration registration;
+  std::atomic<uint64_t> cache_hits{0};
 
   // Callbacks running, so that unregistering waits for them (FltUnregisterFilter's rundown): after
   // it returns, a plugin's code may be unmapped.
@@ -159,9 +169,7 @@ struct FilterEntry {
   bool unregistered = false;
 };
 
-struct InstanceCounters {
-  std::atomic<uint64_t> events{0}, allowed{0}, denied{0}, defaults_taken{0}, posts{0};
-};
+struct InstanceCounters : VerdictCounters {};
 
 struct PermissionRequest {
   UniqueFd fd;  // owned until the last callback that may read it is done
@@ -178,10 +186,9 @@ struct PermissionRequest {
 
 // A verdict of chain position `index`, in its filter's and its instance's counters.
 void record(PermissionRequest& request, size_t index, bool allow, bool by_default) {
-  request.chain[index]->record(allow, std::chrono::steady_clock::now() - request.arrival, by_default);
-  InstanceCounters& instance = *request.instances[index];
-  (allow ? instance.allowed : instance.denied).fetch_add(1, std::memory_order_relaxed);
-  if (by_default) instance.defaults_taken.fetch_add(1, std::memory_order_relaxed);
+  const unsigned bucket = latency_bucket(std::chrono::steady_clock::now() - request.arrival);
+  request.chain[index]->record(allow, bucket, by_default);
+  request.instances[index]->record(allow, bucket, by_default);
 }
 
 struct PendingOperation::State {
@@ -1181,6 +1188,7 @@ std::vector<InstanceInfo> FilterManagerCore::instances() const {
     info.denied = instance.counters->denied.load();
     info.defaults_taken = instance.counters->defaults_taken.load();
     info.post_notifications = instance.counters->posts.load();
+    instance.counters->copy_latency(info.latency_us_log2);
     infos.push_back(std::move(info));
   }
   return infos;
@@ -1197,8 +1205,7 @@ Result<FilterStatistics> FilterManagerCore::statistics(const std::string& name) 
     stats.defaults_taken = filter->defaults_taken.load();
     stats.cache_hits = filter->cache_hits.load();
     stats.post_notifications = filter->posts.load();
-    for (size_t i = 0; i < stats.latency_us_log2.size(); ++i)
-      stats.latency_us_log2[i] = filter->latency[i].load();
+    filter->copy_latency(stats.latency_us_log2);
     return stats;
   }
   return Status(STATUS_OBJECT_NAME_NOT_FOUND);

@@ -148,6 +148,13 @@ TEST_F(FilterManagerTest, DenyReachesTheOpeningProcessAndAllowLetsItOpen) {
   EXPECT_EQ(instances[0].events, 2u) << "per-instance statistics";
   EXPECT_EQ(instances[0].allowed, 1u);
   EXPECT_EQ(instances[0].denied, 1u);
+  uint64_t timed = 0;
+  for (size_t i = 0; i < instances[0].latency_us_log2.size(); ++i) {
+    timed += instances[0].latency_us_log2[i];
+    EXPECT_EQ(instances[0].latency_us_log2[i], stats->latency_us_log2[i])
+        << "one instance: its histogram is its filter's (bucket " << i << ")";
+  }
+  EXPECT_EQ(timed, 2u) << "each verdict has its latency in the instance's histogram";
 }
 
 // The host's fstat of the event's file comes with the event, so that neither the filter nor the

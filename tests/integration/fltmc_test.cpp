@@ -317,6 +317,15 @@ TEST(Fltmc, ManagesTheScanner) {
   ASSERT_EQ(stats.code, 0) << stats.err;
   EXPECT_TRUE(Json::valid(stats.out)) << stats.out;
   EXPECT_NE(stats.out.find("\"latency_us_log2\": ["), std::string::npos) << stats.out;
+  auto instance_stats = fltmc({"instances", "--json"});
+  EXPECT_TRUE(Json::valid(instance_stats.out)) << instance_stats.out;
+  EXPECT_NE(instance_stats.out.find("\"latency_us_log2\": ["), std::string::npos) << instance_stats.out;
+  auto all_stats = fltmc({"stats"});
+  ASSERT_EQ(all_stats.code, 0) << all_stats.err;
+  const size_t instance_section = all_stats.out.find("\nFilter                Volume Name");
+  ASSERT_NE(instance_section, std::string::npos) << "fltmc stats shows each instance:\n" << all_stats.out;
+  EXPECT_NE(all_stats.out.find("scanner               " + dir.path(), instance_section), std::string::npos)
+      << all_stats.out;
 
   auto detach = fltmc({"detach", "scanner", dir.path()});
   EXPECT_EQ(detach.code, 0) << detach.err;

@@ -61,6 +61,14 @@ std::string runtime_directory() {
   return (value != nullptr && value[0] != '\0') ? value : "/run/fltport";
 }
 
+// A latency histogram as the control protocol's list of numbers: "3,0,12,...".
+template <size_t N>
+std::string histogram_text(const std::array<uint64_t, N>& buckets) {
+  std::string text;
+  for (size_t i = 0; i < N; ++i) text += (i ? "," : "") + std::to_string(buckets[i]);
+  return text;
+}
+
 std::string filesystem_name(const std::string& path) {
   struct statfs info {};
   if (::statfs(path.c_str(), &info) != 0) return "?";
@@ -360,7 +368,8 @@ class Daemon {
                                   {"allowed", ColumnType::number},
                                   {"denied", ColumnType::number},
                                   {"defaults_taken", ColumnType::number},
-                                  {"post_notifications", ColumnType::number}});
+                                  {"post_notifications", ColumnType::number},
+                                  {"latency_us_log2", ColumnType::numbers}});
       for (const auto& instance : instances) {
         const char* scope = instance.scope == fltport::AttachScope::directory_tree ? "directory"
                             : instance.scope == fltport::AttachScope::mount        ? "mount"
@@ -369,7 +378,7 @@ class Daemon {
                    control::instance_name(instance.filter, instance.path), "0", scope,
                    std::to_string(instance.events), std::to_string(instance.allowed),
                    std::to_string(instance.denied), std::to_string(instance.defaults_taken),
-                   std::to_string(instance.post_notifications)});
+                   std::to_string(instance.post_notifications), histogram_text(instance.latency_us_log2)});
       }
       return table.finish(request.start);
     }
@@ -446,12 +455,10 @@ class Daemon {
         }
         continue;
       }
-      std::string histogram;
-      for (size_t i = 0; i < stats->latency_us_log2.size(); ++i)
-        histogram += (i ? "," : "") + std::to_string(stats->latency_us_log2[i]);
       table.add({name, std::to_string(stats->events), std::to_string(stats->allowed),
                  std::to_string(stats->denied), std::to_string(stats->defaults_taken),
-                 std::to_string(stats->cache_hits), std::to_string(stats->post_notifications), histogram});
+                 std::to_string(stats->cache_hits), std::to_string(stats->post_notifications),
+                 histogram_text(stats->latency_us_log2)});
     }
     return table.finish(request.start);
   }
