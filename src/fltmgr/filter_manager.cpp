@@ -1,11 +1,16 @@
 #include "fltmgr/filter_manager.hpp"
 
+#include <dirent.h>
+#include <fcntl.h>
 #include <linux/fanotify.h>
+#include <linux/magic.h>
 #include <poll.h>
 #include <sched.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -62,18 +67,71 @@ std::string fd_path(int fd) {
   return length > 0 ? std::string(target, static_cast<size_t>(length)) : std::string();
 }
 
+// Whether a directory's link count on this file system is 2 + its subdirectories, so that a walk
+// may stop reading it once those are found (GNU find's "leaf optimization"). Only where known to
+// hold: btrfs says 1, and network file systems may say 2 whatever the directory holds.
+bool counts_subdirectories(int directory_fd) {
+  struct statfs file_system {};
+  if (::fstatfs(directory_fd, &file_system) != 0) return false;
+  switch (static_cast<unsigned long>(file_system.f_type)) {
+    case EXT4_SUPER_MAGIC:  // ext2, ext3 and ext4
+    case XFS_SUPER_MAGIC:
+    case TMPFS_MAGIC:
+      return true;
+    default:
+      return false;
+  }
+}
+
 // `root` and the directories under it (not through symlinks), into `directories`; false when
-// there are more than kMaxTreeDirectories (the first of them are listed).
+// there are more than kMaxTreeDirectories (the first of them are listed). Files are most of a
+// tree, and every entry read costs ~1.3 us here: where link counts count subdirectories, a
+// directory is read only until its subdirectories are found, and one with none not at all (a tree
+// of 1,011 directories and 100,000 files: 135 ms with every entry read, 9 ms so).
 bool list_tree(const std::string& root, std::vector<std::string>& directories) {
   directories = {root};
-  std::error_code error;
-  for (auto it = std::filesystem::recursive_directory_iterator(
-           root, std::filesystem::directory_options::skip_permission_denied, error);
-       !error && it != std::filesystem::recursive_directory_iterator(); it.increment(error)) {
-    if (it->is_directory(error) && !it->is_symlink(error)) {
-      if (directories.size() >= kMaxTreeDirectories) return false;
-      directories.push_back(it->path().string());
+  dev_t counting_device = 0;  // the last file system found to count subdirectories
+  dev_t other_device = 0;     // the last one found not to
+  for (size_t next = 0; next < directories.size(); ++next) {
+    // Gone since, or not ours to read: skipped, as a directory iterator skipping errors would.
+    const int fd = ::open(directories[next].c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) continue;
+    DIR* const directory = ::fdopendir(fd);
+    if (directory == nullptr) {
+      ::close(fd);
+      continue;
     }
+    constexpr uint64_t kUnknown = UINT64_MAX;
+    uint64_t subdirectories_left = kUnknown;
+    struct stat status {};
+    if (::fstat(fd, &status) == 0 && status.st_nlink >= 2) {
+      bool counts = status.st_dev == counting_device;
+      if (!counts && status.st_dev != other_device) {
+        counts = counts_subdirectories(fd);
+        (counts ? counting_device : other_device) = status.st_dev;
+      }
+      if (counts) subdirectories_left = status.st_nlink - 2;
+    }
+    while (subdirectories_left != 0) {
+      const dirent* entry = ::readdir(directory);
+      if (entry == nullptr) break;
+      if (std::strcmp(entry->d_name, ".") == 0 || std::strcmp(entry->d_name, "..") == 0) continue;
+      bool is_directory = entry->d_type == DT_DIR;
+      if (entry->d_type == DT_UNKNOWN) {
+        struct stat child {};
+        is_directory =
+            ::fstatat(fd, entry->d_name, &child, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(child.st_mode);
+      }
+      if (!is_directory) continue;
+      if (directories.size() >= kMaxTreeDirectories) {
+        ::closedir(directory);
+        return false;
+      }
+      const std::string& parent = directories[next];
+      directories.push_back(parent + (parent == "/" ? "" : "/") + entry->d_name);
+      if (subdirectories_left != kUnknown) --subdirectories_left;
+    }
+    ::closedir(directory);
   }
   return true;
 }
@@ -1072,6 +1130,12 @@ void FilterManagerCore::follow_directory(const std::string& path, const std::str
                             std::none_of(instances_.begin(), instances_.end(),
                                          [&](const Instance& instance) { return in_tree(instance, path); });
   if (!listed_all || left_unnamed) chains_need_paths_ = true;
+  if (!listed_all) {
+    FLTPORT_LOG(warning, "fltmgr",
+                "%s came into a tree with more than %zu directories: those past them are not filtered "
+                "(a mount or filesystem instance covers any number)",
+                path.c_str(), kMaxTreeDirectories);
+  }
   struct Left {
     std::string now;
     uint64_t permission;

@@ -520,6 +520,40 @@ TEST_F(FilterManagerTest, InstancesOnTwoTreesEachSeeOnlyTheirOwn) {
   }
 }
 
+// The tree's walk stops reading a directory once its link count's subdirectories are found (where
+// the file system counts them): every directory is still found, wherever it comes among files.
+TEST_F(FilterManagerTest, EveryDirectoryOfATreeIsFilteredWhereverItComesAmongFiles) {
+  std::vector<std::string> leaves;
+  for (const char* branch : {"/wide", "/wide/late", "/wide/late/er", "/narrow", "/narrow/a/b/c/d"}) {
+    std::filesystem::create_directories(directory_ + branch);
+    for (int i = 0; i < 50; ++i) write_file(directory_ + branch + "/f" + std::to_string(i), "x");
+    leaves.push_back(directory_ + branch + "/f49");
+  }
+  std::filesystem::create_directories(directory_ + "/wide/zz-last");  // made after the files
+  leaves.push_back(directory_ + "/wide/zz-last/file.txt");
+  write_file(leaves.back(), "x");
+  // A link to a directory of the test's own (never to a system one: a walk through it would mark it).
+  const std::string linked = other_directory();
+  ASSERT_FALSE(linked.empty());
+  write_file(linked + "/file.txt", "x");
+  ASSERT_EQ(::symlink(linked.c_str(), (directory_ + "/wide/link").c_str()), 0);
+  ASSERT_TRUE(manager_->register_filter(deny_all()).ok());
+  ASSERT_TRUE(manager_->attach("deny-all", directory_).ok());
+  for (const auto& leaf : leaves) EXPECT_EQ(open_in_child(leaf), EPERM) << leaf;
+  // A tree moved in is walked the same way.
+  const std::string outside = other_directory();
+  ASSERT_FALSE(outside.empty());
+  std::filesystem::create_directories(outside + "/moved/x/y");
+  for (int i = 0; i < 50; ++i) write_file(outside + "/moved/x/f" + std::to_string(i), "x");
+  std::filesystem::create_directories(outside + "/moved/x/z");
+  write_file(outside + "/moved/x/z/file.txt", "x");
+  write_file(outside + "/moved/x/y/file.txt", "x");
+  in_child([&] { ::rename((outside + "/moved").c_str(), (directory_ + "/moved").c_str()); });
+  EXPECT_EQ(open_until(directory_ + "/moved/x/z/file.txt", EPERM), EPERM);
+  EXPECT_EQ(open_until(directory_ + "/moved/x/y/file.txt", EPERM), EPERM);
+  EXPECT_EQ(open_in_child(directory_ + "/wide/link/file.txt"), 0) << "the walk does not follow symlinks";
+}
+
 TEST_F(FilterManagerTest, ADirectoryMovedOutOfTheTreeIsNoLongerFiltered) {
   const std::string outside = other_directory();
   ASSERT_FALSE(outside.empty());
