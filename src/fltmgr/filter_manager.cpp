@@ -191,6 +191,7 @@ struct VerdictCounters {
   }
   template <size_t N>
   void copy_latency(std::array<uint64_t, N>& to) const {
+    static_assert(N == std::tuple_size_v<decltype(latency)>, "one histogram layout");
     for (size_t i = 0; i < N; ++i) to[i] = latency[i].load(std::memory_order_relaxed);
   }
 };

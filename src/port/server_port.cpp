@@ -215,8 +215,13 @@ void PortConnection::deliver(OutgoingMessage& m, std::unique_lock<std::mutex>& l
 }
 
 void PortConnection::close(NTSTATUS reason) noexcept {
-  std::lock_guard lock(mutex_);
-  close_locked(reason);
+  {
+    std::lock_guard lock(mutex_);
+    close_locked(reason);
+  }
+  // This connection may be waiting for a slot in its handshake (slot_free_locked): it stops now.
+  { std::lock_guard slots(shared_->mutex); }
+  shared_->slot_freed.notify_all();
 }
 
 void PortConnection::close_by_filter() noexcept {
@@ -244,7 +249,8 @@ bool PortConnection::slot_free_locked(std::unique_lock<std::mutex>& lock) {
   // the hang-up and run DisconnectNotify: a slot on its way back is waited for, briefly. A full
   // port whose services are all there refuses at once.
   const auto give_up = Timeout::Clock::now() + kLeavingSlotWait;
-  while (shared_->connections >= shared_->max_connections) {
+  // Not while the port closes, nor once this connection is closed or its service gone (leaving()).
+  while (shared_->connections >= shared_->max_connections && shared_->listening.load() && !leaving()) {
     const bool one_leaving = std::any_of(shared_->slot_holders.begin(), shared_->slot_holders.end(),
                                          [](const PortConnection* holder) { return holder->leaving(); });
     if (!one_leaving || shared_->slot_freed.wait_until(lock, give_up) == std::cv_status::timeout) break;
@@ -395,7 +401,14 @@ bool PortConnection::handshake() {
   }
   {
     std::unique_lock lock(shared_->mutex);
-    if (!slot_free_locked(lock)) {
+    const bool slot_free = slot_free_locked(lock);
+    if (leaving()) return false;       // closed while it waited (the port shut down), or the service left
+    if (!shared_->listening.load()) {  // the port closed while it waited
+      lock.unlock();
+      answer(STATUS_OBJECT_NAME_NOT_FOUND);
+      return false;
+    }
+    if (!slot_free) {
       lock.unlock();
       answer(STATUS_CONNECTION_COUNT_LIMIT);
       return false;
@@ -697,6 +710,10 @@ void ServerPortCore::stop_listening() noexcept {
     listening_ = false;
   }
   shared_->listening.store(false);
+  {
+    std::lock_guard slots(shared_->mutex);  // a connect waiting for a slot stops (slot_free_locked)
+  }
+  shared_->slot_freed.notify_all();
   listener_.shutdown();  // accept() returns at once
   if (acceptor_.joinable()) acceptor_.join();
   // Unlink before giving up the name, so that a new owner's socket is never ours to remove.

@@ -103,6 +103,32 @@ TEST_F(Connect, ASlotHeldByAKilledServiceIsFreeForTheServiceStartedAfterIt) {
   }
 }
 
+TEST_F(Connect, AConnectWaitingForALeavingSlotIsRefusedWhenThePortCloses) {
+  Signal port_ready, connected;
+  ChildProcess killed_service([&] {  // forked before the filter's threads start
+    CHILD_CHECK(port_ready.wait());
+    HANDLE port = nullptr;
+    notify_code(connected, connect_service(&port));
+    for (;;) ::pause();
+    return 0;
+  });
+  CFilter filter;
+  filter.set_disconnect_delay(1000ms);  // the dead service's slot stays taken that long
+  ASSERT_CODE(filter.create_port({.max_connections = 1}), STATUS_SUCCESS);
+  port_ready.notify();
+  ASSERT_CODE(wait_code(connected), S_OK);
+  ASSERT_TRUE(filter.wait_connections(1));
+  killed_service.kill();
+  HANDLE port = nullptr;
+  AsyncCall waiting_connect([&] { return static_cast<int64_t>(connect_service(&port)); });
+  std::this_thread::sleep_for(200ms);  // it waits for the dead service's slot
+  filter.close_server_port();          // FltCloseCommunicationPort: no new connections
+  EXPECT_CODE(waiting_connect.wait_code(700ms), HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND))
+      << "refused as a connect to a closed port is, before the slot came back";
+  EXPECT_EQ(filter.connect_attempts(), 1) << "ConnectNotify never ran for it";
+  EXPECT_TRUE(filter.wait_disconnects(1));
+}
+
 TEST_F(Connect, AtTheLimitWithEveryServiceAliveTheRefusalIsImmediate) {
   CFilter filter;
   filter.set_disconnect_delay(300ms);
