@@ -74,25 +74,38 @@ TEST_F(Connect, PortOfKilledFilterProcessIsFileNotFound) {
   EXPECT_CODE(connect_service(&port), HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND));
 }
 
-// On Windows a killed process's handles are closed before anyone can see it dead, so a service
-// restarted at once finds its predecessor's slot free. Here the filter learns of the death a
-// moment later, and its DisconnectNotify may take a while: the connect waits for that slot.
-TEST_F(Connect, ASlotHeldByAKilledServiceIsFreeForTheServiceStartedAfterIt) {
+// A service that connects once the filter's port is there, and is then killed with SIGKILL while
+// the filter's DisconnectNotify takes `disconnect_delay`: its slot stays held until that is done.
+// Forked at construction, before the filter's threads start (TSan).
+struct KilledService {
   Signal port_ready, connected;
-  ChildProcess killed_service([&] {  // forked before the filter's threads start
+  ChildProcess process{[this] {
     CHILD_CHECK(port_ready.wait());
     HANDLE port = nullptr;
     notify_code(connected, connect_service(&port));
     for (;;) ::pause();
     return 0;
-  });
+  }};
+
+  ::testing::AssertionResult connect_then_kill(CFilter& filter, std::chrono::milliseconds disconnect_delay) {
+    filter.set_disconnect_delay(disconnect_delay);
+    if (filter.create_port({.max_connections = 1}) != STATUS_SUCCESS)
+      return ::testing::AssertionFailure() << "no port";
+    port_ready.notify();
+    if (wait_code(connected) != S_OK) return ::testing::AssertionFailure() << "the service did not connect";
+    if (!filter.wait_connections(1)) return ::testing::AssertionFailure() << "no ConnectNotify";
+    process.kill();
+    return ::testing::AssertionSuccess();
+  }
+};
+
+// On Windows a killed process's handles are closed before anyone can see it dead, so a service
+// restarted at once finds its predecessor's slot free. Here the filter learns of the death a
+// moment later, and its DisconnectNotify may take a while: the connect waits for that slot.
+TEST_F(Connect, ASlotHeldByAKilledServiceIsFreeForTheServiceStartedAfterIt) {
+  KilledService killed;
   CFilter filter;
-  filter.set_disconnect_delay(300ms);
-  ASSERT_CODE(filter.create_port({.max_connections = 1}), STATUS_SUCCESS);
-  port_ready.notify();
-  ASSERT_CODE(wait_code(connected), S_OK);
-  ASSERT_TRUE(filter.wait_connections(1));
-  killed_service.kill();
+  ASSERT_TRUE(killed.connect_then_kill(filter, 300ms));
   HANDLE port = nullptr;
   const HRESULT connected_next = connect_service(&port);
   EXPECT_CODE(connected_next, S_OK) << "the dead service's slot must be the next one's";
@@ -104,21 +117,9 @@ TEST_F(Connect, ASlotHeldByAKilledServiceIsFreeForTheServiceStartedAfterIt) {
 }
 
 TEST_F(Connect, AConnectWaitingForALeavingSlotIsRefusedWhenThePortCloses) {
-  Signal port_ready, connected;
-  ChildProcess killed_service([&] {  // forked before the filter's threads start
-    CHILD_CHECK(port_ready.wait());
-    HANDLE port = nullptr;
-    notify_code(connected, connect_service(&port));
-    for (;;) ::pause();
-    return 0;
-  });
+  KilledService killed;
   CFilter filter;
-  filter.set_disconnect_delay(1000ms);  // the dead service's slot stays taken that long
-  ASSERT_CODE(filter.create_port({.max_connections = 1}), STATUS_SUCCESS);
-  port_ready.notify();
-  ASSERT_CODE(wait_code(connected), S_OK);
-  ASSERT_TRUE(filter.wait_connections(1));
-  killed_service.kill();
+  ASSERT_TRUE(killed.connect_then_kill(filter, 1000ms));  // the dead service's slot stays taken 1 s
   HANDLE port = nullptr;
   AsyncCall waiting_connect([&] { return static_cast<int64_t>(connect_service(&port)); });
   std::this_thread::sleep_for(200ms);  // it waits for the dead service's slot
