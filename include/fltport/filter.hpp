@@ -144,6 +144,10 @@ struct FilterRegistration {
 
 enum class AttachScope { directory_tree, mount, filesystem };
 
+// Buckets of the verdict latency histograms (FilterStatistics, InstanceInfo).
+inline constexpr size_t kLatencyBuckets = 24;
+using LatencyHistogram = std::array<uint64_t, kLatencyBuckets>;
+
 // Counters of one filter. Latencies are from the event's arrival to its verdict.
 struct FilterStatistics {
   uint64_t events = 0;
@@ -153,7 +157,7 @@ struct FilterStatistics {
   uint64_t cache_hits = 0;
   uint64_t post_notifications = 0;
   // Powers of two of microseconds: bucket i counts verdicts in [2^i, 2^(i+1)) µs (bucket 0 from 0).
-  std::array<uint64_t, 24> latency_us_log2{};
+  LatencyHistogram latency_us_log2{};
 };
 
 struct InstanceInfo {
@@ -167,7 +171,7 @@ struct InstanceInfo {
   uint64_t denied = 0;
   uint64_t defaults_taken = 0;
   uint64_t post_notifications = 0;
-  std::array<uint64_t, 24> latency_us_log2{};  // as FilterStatistics', for this instance's verdicts
+  LatencyHistogram latency_us_log2{};  // as FilterStatistics', for this instance's verdicts
 };
 
 // The host's queues (fltmc host): what waits for verdicts, and what the kernel could not queue.

@@ -17,7 +17,6 @@
 #include <climits>
 #include <cstring>
 #include <filesystem>
-#include <tuple>
 
 #include "base/log.hpp"
 #include "fltmgr/fatal_signal_guard.hpp"
@@ -146,7 +145,7 @@ unsigned latency_bucket(std::chrono::steady_clock::duration latency) {
   const auto us =
       static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(latency).count());
   unsigned bucket = 0;
-  while (bucket + 1 < FilterStatistics{}.latency_us_log2.size() && (us >> (bucket + 1)) != 0) ++bucket;
+  while (bucket + 1 < kLatencyBuckets && (us >> (bucket + 1)) != 0) ++bucket;
   return bucket;
 }
 
@@ -182,17 +181,15 @@ const char* operation_name(Operation op) noexcept {
 // What a filter, and each of its instances, counts of the events it was asked about.
 struct VerdictCounters {
   std::atomic<uint64_t> events{0}, allowed{0}, denied{0}, defaults_taken{0}, posts{0};
-  std::array<std::atomic<uint64_t>, std::tuple_size_v<decltype(FilterStatistics::latency_us_log2)>> latency{};
+  std::array<std::atomic<uint64_t>, kLatencyBuckets> latency{};
 
   void record(bool allow, unsigned latency_bucket_since_arrival, bool by_default) {
     (allow ? allowed : denied).fetch_add(1, std::memory_order_relaxed);
     if (by_default) defaults_taken.fetch_add(1, std::memory_order_relaxed);
     latency[latency_bucket_since_arrival].fetch_add(1, std::memory_order_relaxed);
   }
-  template <size_t N>
-  void copy_latency(std::array<uint64_t, N>& to) const {
-    static_assert(N == std::tuple_size_v<decltype(latency)>, "one histogram layout");
-    for (size_t i = 0; i < N; ++i) to[i] = latency[i].load(std::memory_order_relaxed);
+  void copy_latency(LatencyHistogram& to) const {
+    for (size_t i = 0; i < kLatencyBuckets; ++i) to[i] = latency[i].load(std::memory_order_relaxed);
   }
 };
 

@@ -62,10 +62,9 @@ std::string runtime_directory() {
 }
 
 // A latency histogram as the control protocol's list of numbers: "3,0,12,...".
-template <size_t N>
-std::string histogram_text(const std::array<uint64_t, N>& buckets) {
+std::string histogram_text(const fltport::LatencyHistogram& buckets) {
   std::string text;
-  for (size_t i = 0; i < N; ++i) text += (i ? "," : "") + std::to_string(buckets[i]);
+  for (size_t i = 0; i < buckets.size(); ++i) text += (i ? "," : "") + std::to_string(buckets[i]);
   return text;
 }
 
