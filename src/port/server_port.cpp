@@ -219,9 +219,7 @@ void PortConnection::close(NTSTATUS reason) noexcept {
     std::lock_guard lock(mutex_);
     close_locked(reason);
   }
-  // This connection may be waiting for a slot in its handshake (slot_free_locked): it stops now.
-  { std::lock_guard slots(shared_->mutex); }
-  shared_->slot_freed.notify_all();
+  shared_->wake_slot_waiters();  // this connection may be one, in its handshake: it stops now
 }
 
 void PortConnection::close_by_filter() noexcept {
@@ -710,10 +708,7 @@ void ServerPortCore::stop_listening() noexcept {
     listening_ = false;
   }
   shared_->listening.store(false);
-  {
-    std::lock_guard slots(shared_->mutex);  // a connect waiting for a slot stops (slot_free_locked)
-  }
-  shared_->slot_freed.notify_all();
+  shared_->wake_slot_waiters();  // a connect waiting for a slot stops
   listener_.shutdown();  // accept() returns at once
   if (acceptor_.joinable()) acceptor_.join();
   // Unlink before giving up the name, so that a new owner's socket is never ours to remove.

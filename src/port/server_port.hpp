@@ -48,6 +48,13 @@ struct PortShared {
   int connections = 0;  // accepted and not yet through DisconnectNotify
   std::vector<const PortConnection*> slot_holders;  // those `connections`; each removes itself
   std::condition_variable slot_freed;
+
+  // Wakes connects waiting for a slot (PortConnection::slot_free_locked) to look again: a slot
+  // came free, the port stopped listening, or a waiting connection was closed.
+  void wake_slot_waiters() noexcept {
+    { std::lock_guard lock(mutex); }  // a waiter between its check and its wait sees the change
+    slot_freed.notify_all();
+  }
 };
 
 class PortConnection : public std::enable_shared_from_this<PortConnection> {
