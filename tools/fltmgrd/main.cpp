@@ -37,6 +37,9 @@
 #ifndef FLTPORT_PLUGIN_DIR
 #define FLTPORT_PLUGIN_DIR "/usr/local/lib/fltport/filters"
 #endif
+#ifndef FLTPORT_PLUGIN_DIR_FROM_BINDIR
+#define FLTPORT_PLUGIN_DIR_FROM_BINDIR "../lib/fltport/filters"
+#endif
 
 namespace {
 
@@ -658,6 +661,13 @@ int run(int argc, char** argv) {
       if (colon == std::string_view::npos) break;
       rest.remove_prefix(colon + 1);
     }
+  }
+  // The install directory as seen from this program's own (any install prefix), then as configured.
+  char self[PATH_MAX];
+  const ssize_t self_length = ::readlink("/proc/self/exe", self, sizeof self - 1);
+  if (self_length > 0) {
+    const std::string program(self, static_cast<size_t>(self_length));
+    directories.push_back(program.substr(0, program.rfind('/') + 1) + FLTPORT_PLUGIN_DIR_FROM_BINDIR);
   }
   directories.emplace_back(FLTPORT_PLUGIN_DIR);
 
