@@ -17,6 +17,7 @@
 #include <gtest/gtest.h>
 
 #include "support/captured_process.hpp"
+#include "support/fanotify_probe.hpp"
 #include "support/runtime_dir.hpp"
 
 #ifndef FLTMC_PATH
@@ -216,6 +217,7 @@ TEST(Fltmc, UsageErrorsFail) {
 }
 
 TEST(Fltmc, EmptyDaemonShowsEmptyTables) {
+  FLTPORT_SKIP_WITHOUT_FANOTIFY();
   fltport::test::ScopedRuntimeDir runtime;
   Daemon daemon;
   ASSERT_TRUE(daemon.ready()) << daemon.log();
@@ -236,6 +238,7 @@ TEST(Fltmc, EmptyDaemonShowsEmptyTables) {
 }
 
 TEST(Fltmc, JsonOutputIsValid) {
+  FLTPORT_SKIP_WITHOUT_FANOTIFY();
   fltport::test::ScopedRuntimeDir runtime;
   Daemon daemon;
   ASSERT_TRUE(daemon.ready()) << daemon.log();
@@ -256,6 +259,7 @@ TEST(Fltmc, JsonOutputIsValid) {
 }
 
 TEST(Fltmc, FailedCommandsExplainAndExitNonZero) {
+  FLTPORT_SKIP_WITHOUT_FANOTIFY();
   fltport::test::ScopedRuntimeDir runtime;
   TempDir dir;
   Daemon daemon({"--plugin-dir", dir.path()});
@@ -280,6 +284,7 @@ TEST(Fltmc, FailedCommandsExplainAndExitNonZero) {
 
 #ifdef FLTPORT_TEST_SCANNER_PLUGIN_DIR
 TEST(Fltmc, ManagesTheScanner) {
+  FLTPORT_SKIP_WITHOUT_FANOTIFY();
   const std::string plugin_dir = FLTPORT_TEST_SCANNER_PLUGIN_DIR;
   if (::access((plugin_dir + "/fltport-filter-scanner.so").c_str(), R_OK) != 0)
     GTEST_SKIP() << "the scanner plugin is not built";

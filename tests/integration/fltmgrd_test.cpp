@@ -21,6 +21,7 @@
 
 #include "control/control_protocol.hpp"
 #include "support/captured_process.hpp"
+#include "support/fanotify_probe.hpp"
 #include "support/runtime_dir.hpp"
 
 #ifndef FLTMGRD_PATH
@@ -137,6 +138,7 @@ TEST(FltmgrdProtocol, TablesEscapeAndPage) {
 // ---- the daemon ----
 
 TEST(Fltmgrd, PrintsReadyAndExitsZeroOnSigterm) {
+  FLTPORT_SKIP_WITHOUT_FANOTIFY();
   fltport::test::ScopedRuntimeDir runtime;
   Proc daemon(daemon_args());
   ASSERT_TRUE(daemon.wait_for_line("fltmgrd: ready")) << daemon.err;
@@ -148,6 +150,7 @@ TEST(Fltmgrd, PrintsReadyAndExitsZeroOnSigterm) {
 }
 
 TEST(Fltmgrd, ExitsZeroOnSigint) {
+  FLTPORT_SKIP_WITHOUT_FANOTIFY();
   fltport::test::ScopedRuntimeDir runtime;
   Proc daemon(daemon_args());
   ASSERT_TRUE(daemon.wait_for_line("fltmgrd: ready")) << daemon.err;
@@ -156,6 +159,7 @@ TEST(Fltmgrd, ExitsZeroOnSigint) {
 }
 
 TEST(Fltmgrd, SecondDaemonOnTheSameRuntimeDirectoryRefuses) {
+  FLTPORT_SKIP_WITHOUT_FANOTIFY();
   fltport::test::ScopedRuntimeDir runtime;
   Proc first(daemon_args());
   ASSERT_TRUE(first.wait_for_line("fltmgrd: ready")) << first.err;
@@ -186,6 +190,7 @@ TEST(Fltmgrd, RefusesALockFilePlantedAsASymlink) {
 }
 
 TEST(Fltmgrd, UnknownFilterAtStartupFailsClearly) {
+  FLTPORT_SKIP_WITHOUT_FANOTIFY();
   fltport::test::ScopedRuntimeDir runtime;
   TempDir plugins;
   Proc daemon(daemon_args({"--plugin-dir", plugins.path(), "--load", "nosuchfilter"}));
@@ -195,6 +200,7 @@ TEST(Fltmgrd, UnknownFilterAtStartupFailsClearly) {
 }
 
 TEST(Fltmgrd, AttachOfAFilterNotLoadedFails) {
+  FLTPORT_SKIP_WITHOUT_FANOTIFY();
   fltport::test::ScopedRuntimeDir runtime;
   TempDir dir;
   Proc daemon(daemon_args({"--attach", "ghost=" + dir.path()}));
@@ -248,6 +254,7 @@ TEST(Fltmgrd, ConfigErrorsNameTheLine) {
 }
 
 TEST(Fltmgrd, ValidConfigWithoutLoadsStarts) {
+  FLTPORT_SKIP_WITHOUT_FANOTIFY();
   fltport::test::ScopedRuntimeDir runtime;
   TempDir dir;
   const std::string path = write_file(dir.path(), "ok.conf",
@@ -262,6 +269,7 @@ TEST(Fltmgrd, ValidConfigWithoutLoadsStarts) {
 }
 
 TEST(Fltmgrd, ControlPortRejectsMalformedRequests) {
+  FLTPORT_SKIP_WITHOUT_FANOTIFY();
   fltport::test::ScopedRuntimeDir runtime;
   Proc daemon(daemon_args());
   ASSERT_TRUE(daemon.wait_for_line("fltmgrd: ready")) << daemon.err;
@@ -334,6 +342,7 @@ TEST(Management, ArgumentChecks) {
 }
 
 TEST(Management, EmptyDaemonEnumeratesNothing) {
+  FLTPORT_SKIP_WITHOUT_FANOTIFY();
   fltport::test::ScopedRuntimeDir runtime;
   Proc daemon(daemon_args());
   ASSERT_TRUE(daemon.wait_for_line("fltmgrd: ready")) << daemon.err;
@@ -363,6 +372,7 @@ std::wstring wide(const std::string& text) {
 }
 
 TEST(Management, LoadAttachEnumerateDetachUnloadWithTheScanner) {
+  FLTPORT_SKIP_WITHOUT_FANOTIFY();
   const std::string plugin_dir = FLTPORT_TEST_SCANNER_PLUGIN_DIR;
   if (::access((plugin_dir + "/fltport-filter-scanner.so").c_str(), R_OK) != 0)
     GTEST_SKIP() << "the scanner plugin is not built";

@@ -36,6 +36,7 @@
 #include <thread>
 #include <vector>
 
+#include "support/fanotify_probe.hpp"
 #include "support/runtime_dir.hpp"
 #include "support/sanitized.hpp"
 
@@ -492,13 +493,7 @@ class ScannerTest : public ::testing::Test {
                      << " (the scanner test runs fltmgrd, the scanner plugin and the scanner service)";
       }
     }
-    const int probe = ::fanotify_init(FAN_CLASS_CONTENT | FAN_CLOEXEC, O_RDONLY);
-    if (probe < 0) {
-      GTEST_SKIP()
-          << "fanotify permission events are not permitted here (fanotify_init: " << std::strerror(errno)
-          << "): the scanner needs root (CAP_SYS_ADMIN) and a kernel with CONFIG_FANOTIFY_ACCESS_PERMISSIONS";
-    }
-    ::close(probe);
+    FLTPORT_SKIP_WITHOUT_FANOTIFY();
     runtime_ = std::make_unique<ScopedRuntimeDir>();
     char pattern[] = "/tmp/fltport-scanner-test-XXXXXX";
     ASSERT_NE(::mkdtemp(pattern), nullptr) << std::strerror(errno);
