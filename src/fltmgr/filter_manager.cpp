@@ -17,6 +17,8 @@
 #include <climits>
 #include <cstring>
 #include <filesystem>
+#include <limits>
+#include <thread>
 
 #include "base/log.hpp"
 #include "fltmgr/fatal_signal_guard.hpp"
@@ -234,11 +236,37 @@ struct PermissionRequest {
   std::chrono::steady_clock::time_point arrival;
   std::vector<std::shared_ptr<FilterEntry>> chain;           // highest altitude first
   std::vector<std::shared_ptr<InstanceCounters>> instances;  // chain[i]'s instance covering the file
-  std::atomic<size_t> deciding{0};                           // chain position whose verdict is awaited
+  // The chain position whose verdict is awaited; kClaimed set while one party gives it (claim()).
+  std::atomic<size_t> deciding{0};
   std::atomic<bool> answered{false};
   bool counted_waiting = false;  // in FilterManagerCore::waiting_ until answered
   bool cache = true;  // every allow so far asked for caching (touched by one deciding thread at a time)
 };
+
+constexpr size_t kClaimed = size_t{1} << (std::numeric_limits<size_t>::digits - 1);
+
+// Chain position `index`'s verdict is the caller's to give: of its callback's verdict, the deadline's
+// default, a dropped operation's default and the shutdown's, exactly one gives it (and is counted).
+// The winner then answers, or moves the chain on by storing the next position (which frees it).
+bool claim(PermissionRequest& request, size_t index) {
+  size_t expected = index;
+  return request.deciding.compare_exchange_strong(expected, index | kClaimed);
+}
+
+// Claims whichever position decides now, waiting out another party's claim (it answers or moves
+// the chain on within microseconds); false once the event is answered or the chain is through.
+bool claim_current(PermissionRequest& request, size_t& index) {
+  for (;;) {
+    if (request.answered.load()) return false;
+    index = request.deciding.load();
+    if ((index & kClaimed) != 0) {
+      std::this_thread::yield();
+      continue;
+    }
+    if (index >= request.chain.size()) return false;
+    if (claim(request, index)) return true;
+  }
+}
 
 // A verdict of chain position `index`, in its filter's and its instance's counters.
 void record(PermissionRequest& request, size_t index, bool allow, bool by_default) {
@@ -351,7 +379,7 @@ size_t FilterManagerCore::stop_filtering() noexcept {
   }
   size_t answered = 0;
   for (auto& request : waiting) {
-    if (answer_without_callbacks(request, request->deciding.load())) ++answered;
+    if (answer_without_callbacks(request)) ++answered;
   }
   // Queued in the kernel and not read yet: read them here (a worker still reading answers the ones
   // it takes the same way, seeing filtering_stopped_).
@@ -597,7 +625,7 @@ void FilterManagerCore::on_permission_event(fanotify::PermissionEvent& kernel_ev
                 path_of(event).c_str());
   }
   if (stopped || overloaded) {  // no callback starts: the filters' defaults answer now
-    answer_without_callbacks(request, 0);
+    answer_without_callbacks(request);
     return;
   }
   batch.push_back([this, request] { continue_chain(request, 0); });
@@ -780,12 +808,12 @@ void FilterManagerCore::watch_reader() {
   }
 }
 
-// The filters from `from` on will not be asked (shutdown, overload): a filter whose default is
+// The filters from the deciding one on will not be asked (shutdown, overload): a filter whose default is
 // deny would have denied what it was never shown, so any such default denies (and is counted as
 // that filter's); otherwise the deciding filter's default, allow.
-bool FilterManagerCore::answer_without_callbacks(const std::shared_ptr<PermissionRequest>& request,
-                                                 size_t from) {
-  if (from >= request->chain.size()) return false;
+bool FilterManagerCore::answer_without_callbacks(const std::shared_ptr<PermissionRequest>& request) {
+  size_t from;
+  if (!claim_current(*request, from)) return false;
   size_t speaker = from;
   for (size_t i = from; i < request->chain.size(); ++i) {
     if (request->chain[i]->registration.default_decision == Decision::deny) {
@@ -798,80 +826,82 @@ bool FilterManagerCore::answer_without_callbacks(const std::shared_ptr<Permissio
 }
 
 void FilterManagerCore::take_default(const std::shared_ptr<PermissionRequest>& request) {
-  // The deciding filter may answer just now and the chain move on to the next one while we look:
-  // the deadline is the event's, so whichever filter decides when it passes gives its default.
-  // (Each retry follows the chain a step on, or finds the event answered.)
-  for (;;) {
-    if (request->answered.load()) return;
-    const size_t index = request->deciding.load();
-    if (index >= request->chain.size()) return;
-    const auto& filter = request->chain[index]->registration;
-    const bool allow = filter.default_decision == Decision::allow;
-    if (!resume(request, index, allow ? Verdict::allow() : Verdict::deny(), true)) continue;
-    uint64_t not_logged = 0;
-    if (log::enabled(log::Level::warning) && request->chain[index]->default_log.admit(not_logged)) {
-      log::write_after(not_logged, log::Level::warning, "fltmgr",
-                       "%s: no verdict for %s of %s by pid %d within %lld ms; %s by default",
-                       filter.name.c_str(), operation_name(request->event.operation),
-                       path_of(request->event).c_str(), static_cast<int>(request->event.pid),
-                       static_cast<long long>(filter.deadline.count()), allow ? "allowed" : "denied");
-    }
-    return;
+  // The deadline is the event's: whichever filter decides when it passes gives its default (unless
+  // its verdict is being given just now: then that one answers, or the next filter decides).
+  size_t index;
+  if (!claim_current(*request, index)) return;
+  const auto& filter = request->chain[index]->registration;
+  const bool allow = filter.default_decision == Decision::allow;
+  if (!answer(*request, allow, 0, false, index)) return;
+  uint64_t not_logged = 0;
+  if (log::enabled(log::Level::warning) && request->chain[index]->default_log.admit(not_logged)) {
+    log::write_after(not_logged, log::Level::warning, "fltmgr",
+                     "%s: no verdict for %s of %s by pid %d within %lld ms; %s by default",
+                     filter.name.c_str(), operation_name(request->event.operation),
+                     path_of(request->event).c_str(), static_cast<int>(request->event.pid),
+                     static_cast<long long>(filter.deadline.count()), allow ? "allowed" : "denied");
   }
 }
 
 // ---- the chain of pre-operation callbacks ----
 
+// From position `from`, which the caller made the deciding one (unclaimed): each filter's callback
+// in turn, until one denies or pends, or the chain is through.
 void FilterManagerCore::continue_chain(const std::shared_ptr<PermissionRequest>& request, size_t from) {
-  for (size_t index = from; index < request->chain.size(); ++index) {
+  const size_t last = request->chain.size() - 1;
+  for (size_t index = from; index <= last; ++index) {
     if (request->answered.load()) return;
-    request->deciding.store(index);
     FilterEntry& filter = *request->chain[index];
-    if (!filter.registration.pre_operation || !filter.enter_callback()) {  // none, or unregistered
-      record(*request, index, true, false);
-      continue;
-    }
-    auto state = std::make_shared<PendingOperation::State>();
-    state->core = weak_from_this();
-    state->request = request;
-    state->index = index;
-    PendingOperation pending(state);
-    PreResult result;
-    try {
-      result = filter.registration.pre_operation(request->event, pending);
-    } catch (...) {
+    Verdict verdict = Verdict::allow();
+    if (filter.registration.pre_operation && filter.enter_callback()) {  // else none, or unregistered
+      auto state = std::make_shared<PendingOperation::State>();
+      state->core = weak_from_this();
+      state->request = request;
+      state->index = index;
+      PendingOperation pending(state);
+      PreResult result;
+      try {
+        result = filter.registration.pre_operation(request->event, pending);
+      } catch (...) {
+        filter.leave_callback();
+        FLTPORT_LOG(error, "fltmgr", "%s: pre-operation callback threw; taking its default",
+                    filter.registration.name.c_str());
+        return;  // `pending` answers with the default as it goes
+      }
       filter.leave_callback();
-      FLTPORT_LOG(error, "fltmgr", "%s: pre-operation callback threw; taking its default",
-                  filter.registration.name.c_str());
-      return;  // `pending` answers with the default as it goes
+      if (result.pending) return;  // the filter holds `pending`, or dropping it answers with the default
+      state->used.store(true);     // answered here and now
+      verdict = result.verdict;
     }
-    filter.leave_callback();
-    if (result.pending) return;  // the filter holds `pending`, or dropping it answers with the default
-    state->used.store(true);     // answered here and now
-    const Verdict& verdict = result.verdict;
-    record(*request, index, verdict.decision == Decision::allow, false);
-    if (verdict.decision == Decision::deny) {
+    // A default given meanwhile (the deadline passed during the callback) answered and was counted:
+    // this verdict came too late.
+    if (!claim(*request, index)) return;
+    const bool allow = verdict.decision == Decision::allow;
+    record(*request, index, allow, false);
+    if (!allow) {
       answer(*request, false, verdict.error, false);
       return;
     }
     request->cache = request->cache && verdict.cache;
+    if (index < last) request->deciding.store(index + 1);
   }
   answer(*request, true, 0, request->cache);
 }
 
 bool FilterManagerCore::resume(const std::shared_ptr<PermissionRequest>& request, size_t index,
                                const Verdict& verdict, bool by_default) {
-  if (request->answered.load() || index != request->deciding.load()) return false;
+  if (request->answered.load() || !claim(*request, index)) return false;
   const bool allow = verdict.decision == Decision::allow;
   if (by_default) {
-    // The deadline or a dropped operation speaks for this filter and ends the chain: later
-    // filters would only make the late answer later.
+    // A dropped operation speaks for this filter and ends the chain: later filters would only make
+    // the late answer later.
     return answer(*request, allow, verdict.error, false, index);
   }
   record(*request, index, allow, false);
   if (!allow) return answer(*request, false, verdict.error, false);
   request->cache = request->cache && verdict.cache;
   if (index + 1 < request->chain.size()) {
+    request->deciding.store(index + 1);
     continue_chain(request, index + 1);
     return true;
   }

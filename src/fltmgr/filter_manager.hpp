@@ -92,7 +92,7 @@ class FilterManagerCore : public std::enable_shared_from_this<FilterManagerCore>
   void on_notification(const fanotify::Notification& notification, std::vector<Task>& batch);
   void deadline_loop() noexcept;
   void take_default(const std::shared_ptr<PermissionRequest>& request);
-  bool answer_without_callbacks(const std::shared_ptr<PermissionRequest>& request, size_t from);
+  bool answer_without_callbacks(const std::shared_ptr<PermissionRequest>& request);
   void watch_reader();
   void continue_chain(const std::shared_ptr<PermissionRequest>& request, size_t from);
   // The one answer to the kernel (false if another came first). `default_of`: the chain position

@@ -389,6 +389,38 @@ TEST_F(FilterManagerTest, AFilterThatNeverAnswersTakesItsDefaultAtTheDeadline) {
   EXPECT_FALSE(never_completed[0].complete(Verdict::allow())) << "a verdict after the deadline is refused";
 }
 
+// A callback that returns after its deadline: the default answered and is what the statistics
+// count; the late verdict is neither answered nor counted (allowed + denied = events, one latency).
+TEST_F(FilterManagerTest, AVerdictReturnedAfterTheDeadlineIsNotCountedBesideTheDefault) {
+  write_file(directory_ + "/late.txt", "x");
+  std::atomic<bool> returned{false};
+  auto registration = filter("late", 100, [&](const FileEvent&, PendingOperation&) {
+    std::this_thread::sleep_for(600ms);
+    returned = true;
+    return PreResult::now(Verdict::allow());
+  });
+  registration.deadline = 200ms;
+  registration.default_decision = Decision::deny;
+  ASSERT_TRUE(manager_->register_filter(std::move(registration)).ok());
+  ASSERT_TRUE(manager_->attach("late", directory_).ok());
+  EXPECT_EQ(open_in_child(directory_ + "/late.txt"), EPERM) << "the default (deny) answers at the deadline";
+  for (int i = 0; i < 200 && !returned; ++i) std::this_thread::sleep_for(10ms);
+  ASSERT_TRUE(returned.load());
+  std::this_thread::sleep_for(50ms);  // the late verdict has been handed back
+  auto stats = manager_->statistics("late");
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->events, 1u);
+  EXPECT_EQ(stats->defaults_taken, 1u);
+  EXPECT_EQ(stats->denied, 1u) << "the default's verdict";
+  EXPECT_EQ(stats->allowed, 0u) << "the late verdict is not counted";
+  uint64_t timed = 0;
+  for (const uint64_t count : stats->latency_us_log2) timed += count;
+  EXPECT_EQ(timed, 1u) << "one latency per event";
+  const auto instances = manager_->instances();
+  ASSERT_EQ(instances.size(), 1u);
+  EXPECT_EQ(instances[0].allowed + instances[0].denied, instances[0].events);
+}
+
 TEST_F(FilterManagerTest, FilesOutsideTheInstanceAndOperationsNobodyWantsAreNotFiltered) {
   char other[] = "/tmp/fltport-fm-other-XXXXXX";
   ASSERT_NE(::mkdtemp(other), nullptr);
