@@ -81,7 +81,11 @@ typedef enum _FLT_PREOP_CALLBACK_STATUS {
   FLT_PREOP_DISALLOW_FASTIO = 3,
   FLT_PREOP_COMPLETE = 4, /* with a failure in Data->IoStatus.Status: the operation is denied */
   FLT_PREOP_SYNCHRONIZE = 5,
-  FLT_PREOP_DISALLOW_FSFILTER_IO = 6
+  FLT_PREOP_DISALLOW_FSFILTER_IO = 6,
+  /* Linux extension, returned by a pre-operation callback or given to FltCompletePendedPreOperation:
+   * the filter cannot decide (its service is gone or too slow), and its default verdict answers
+   * (fltmgrd's --default NAME=allow|deny), counted and logged as a default, as when its deadline passes. */
+  FLT_PREOP_FLTPORT_TAKE_DEFAULT = 0x1000
 } FLT_PREOP_CALLBACK_STATUS,
     *PFLT_PREOP_CALLBACK_STATUS;
 
@@ -254,7 +258,8 @@ FLTPORT_API VOID FLTAPI FltUnregisterFilter(PFLT_FILTER Filter);
  * DriverObject; see fltmgrd). STATUS_INVALID_PARAMETER for a port-only filter. */
 FLTPORT_API NTSTATUS FLTAPI FltStartFiltering(PFLT_FILTER Filter);
 /* Completes a pre-operation that returned FLT_PREOP_PENDING, from any thread: CallbackStatus
- * FLT_PREOP_COMPLETE with a failure Data->IoStatus.Status denies, anything else allows. Too late
+ * FLT_PREOP_COMPLETE with a failure Data->IoStatus.Status denies, FLT_PREOP_FLTPORT_TAKE_DEFAULT
+ * takes the filter's default, anything else allows. Too late
  * (the deadline answered already) is harmless. Data must not be used afterwards. */
 FLTPORT_API VOID FLTAPI FltCompletePendedPreOperation(PFLT_CALLBACK_DATA Data,
                                                       FLT_PREOP_CALLBACK_STATUS CallbackStatus,

@@ -144,6 +144,10 @@ Result<FilterRegistration> operations_from(const FLT_REGISTRATION& registration,
       (void)frame.release();  // FltCompletePendedPreOperation takes it back
       return PreResult::later();
     }
+    if (status == FLT_PREOP_FLTPORT_TAKE_DEFAULT) {
+      PendingOperation dropped(std::move(pending));  // dropped: the filter's default answers, counted
+      return PreResult::later();
+    }
     return PreResult::now(verdict_of(*frame, status));
   };
   result.post_operation = [callbacks, filter](const FileEvent& event) {
@@ -218,5 +222,6 @@ extern "C" VOID FLTAPI FltCompletePendedPreOperation(PFLT_CALLBACK_DATA data,
   if (frame == nullptr || frame->magic != CallbackFrame::kMagic) return;
   frame->magic = 0;
   std::unique_ptr<CallbackFrame> owned(frame);
+  if (status == FLT_PREOP_FLTPORT_TAKE_DEFAULT) return;  // the operation, dropped, takes the default
   owned->pending.complete(fltport::compat::verdict_of(*owned, status));
 }

@@ -268,6 +268,20 @@ bool claim_current(PermissionRequest& request, size_t& index) {
   }
 }
 
+// Each default, counted by record(), is also logged (at most at its filter's default_log rate).
+void log_default(PermissionRequest& request, size_t index, bool allow, bool at_deadline) {
+  uint64_t not_logged = 0;
+  if (!log::enabled(log::Level::warning) || !request.chain[index]->default_log.admit(not_logged)) return;
+  const auto& filter = request.chain[index]->registration;
+  const std::string deadline = std::to_string(filter.deadline.count()) + " ms";
+  log::write_after(not_logged, log::Level::warning, "fltmgr",
+                   "%s: no verdict for %s of %s by pid %d %s; %s by default", filter.name.c_str(),
+                   operation_name(request.event.operation), path_of(request.event).c_str(),
+                   static_cast<int>(request.event.pid),
+                   at_deadline ? ("within " + deadline).c_str() : "(the filter dropped the operation)",
+                   allow ? "allowed" : "denied");
+}
+
 // A verdict of chain position `index`, in its filter's and its instance's counters.
 void record(PermissionRequest& request, size_t index, bool allow, bool by_default) {
   const unsigned bucket = latency_bucket(std::chrono::steady_clock::now() - request.arrival);
@@ -832,15 +846,7 @@ void FilterManagerCore::take_default(const std::shared_ptr<PermissionRequest>& r
   if (!claim_current(*request, index)) return;
   const auto& filter = request->chain[index]->registration;
   const bool allow = filter.default_decision == Decision::allow;
-  if (!answer(*request, allow, 0, false, index)) return;
-  uint64_t not_logged = 0;
-  if (log::enabled(log::Level::warning) && request->chain[index]->default_log.admit(not_logged)) {
-    log::write_after(not_logged, log::Level::warning, "fltmgr",
-                     "%s: no verdict for %s of %s by pid %d within %lld ms; %s by default",
-                     filter.name.c_str(), operation_name(request->event.operation),
-                     path_of(request->event).c_str(), static_cast<int>(request->event.pid),
-                     static_cast<long long>(filter.deadline.count()), allow ? "allowed" : "denied");
-  }
+  if (answer(*request, allow, 0, false, index)) log_default(*request, index, allow, true);
 }
 
 // ---- the chain of pre-operation callbacks ----
@@ -895,7 +901,9 @@ bool FilterManagerCore::resume(const std::shared_ptr<PermissionRequest>& request
   if (by_default) {
     // A dropped operation speaks for this filter and ends the chain: later filters would only make
     // the late answer later.
-    return answer(*request, allow, verdict.error, false, index);
+    if (!answer(*request, allow, verdict.error, false, index)) return false;
+    log_default(*request, index, allow, false);
+    return true;
   }
   record(*request, index, allow, false);
   if (!allow) return answer(*request, false, verdict.error, false);

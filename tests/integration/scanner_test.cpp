@@ -182,6 +182,40 @@ TEST_F(ScannerTest, KilledServiceOpensGoOn) {
   EXPECT_TRUE(is_denial(open_in_child(path("foul.txt")).error));
 }
 
+// Opens the service was asked about and never answered take the policy's default, whatever it is:
+// with deny, a service killed with an open in flight denies that open (at once, not at the
+// deadline), and one that stalls past the scanner's send timeout (2 s, inside a 3 s deadline)
+// denies too. With no service connected, opens are allowed (the classic scanner's rule).
+TEST_F(ScannerTest, WithADenyPolicyOpensTheServiceNeverAnsweredAreDenied) {
+  constexpr int kLongDeadlineMs = 3000;
+  ASSERT_TRUE(start_fltmgrd(
+      {"--deadline-ms", "scanner=" + std::to_string(kLongDeadlineMs), "--default", "scanner=deny"}));
+  ASSERT_TRUE(start_service());
+  write_file(path("clean.txt"), "clean: allowed whenever the service answers\n");
+  ASSERT_EQ(open_in_child(path("clean.txt")).error, 0);
+  write_file(path("clean2.txt"), "clean as well\n");  // not cached yet
+
+  ASSERT_TRUE(service_->stop());
+  const auto stalled = OpenProbe(path("clean2.txt")).result(10s);
+  EXPECT_TRUE(is_denial(stalled.error)) << "a stalled service: the default (deny), error " << stalled.error;
+  EXPECT_GE(stalled.elapsed_ms, 1900) << "answered before the scanner's send timed out";
+  EXPECT_LE(stalled.elapsed_ms, kLongDeadlineMs + kDeadlineMargin.count());
+
+  OpenProbe in_flight(path("clean2.txt"));
+  std::this_thread::sleep_for(200ms);
+  service_->kill();  // SIGKILL by pid, reaped
+  const auto killed = in_flight.result(10s);
+  EXPECT_TRUE(is_denial(killed.error)) << "a killed service: the default (deny), error " << killed.error;
+  EXPECT_LT(killed.elapsed_ms, 1900) << "the service's death should end the wait, not the send's timeout";
+
+  const auto alone = open_in_child(path("clean2.txt"));
+  EXPECT_EQ(alone.error, 0) << "no service connected: allowed";
+  std::ifstream log(fltmgrd_log_);
+  const std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+  EXPECT_NE(text.find("no verdict for open"), std::string::npos) << text;
+  EXPECT_NE(text.find("denied by default"), std::string::npos) << text;
+}
+
 }  // namespace
 }  // namespace fltport
 

@@ -8,8 +8,10 @@
  * post-operation (IRP_MJ_CLEANUP), creates the port \ScannerPort for one user-mode service and
  * starts filtering. On every open of a regular file it sends the file's first 1024 bytes to the
  * service and denies the open when the service answers that they are unsafe. With no service
- * connected, or when the service does not answer in time, the open is allowed (the classic
- * sample's choice: a scanner that is not running must not lock the machine up). After a file was
+ * connected the open is allowed (the classic sample's choice: a scanner that is not running must
+ * not lock the machine up). When the service was asked and gives no answer (it died, or stalled past
+ * the send's timeout), the filter's default verdict answers, as at the deadline: fltmgrd's
+ * --default scanner=allow|deny (FLT_PREOP_FLTPORT_TAKE_DEFAULT). After a file was
  * written and closed it is scanned again and the finding is logged: a close cannot be refused.
  *
  * Linux notes: the open arrives as a fanotify permission event; Data->FileEvent->FileDescriptor is
@@ -92,8 +94,8 @@ static VOID FLTAPI ScannerPortDisconnect(PVOID ConnectionCookie) {
 /* ---- scanning ---- */
 
 /* Reads the first bytes of the file (File->FileDescriptor) and asks the service about them.
- * STATUS_SUCCESS with *SafeToOpen set, or the reason there is no verdict (then the caller allows:
- * the classic behaviour). The read goes through FltportReadFile, not pread: on a stalled device
+ * STATUS_SUCCESS with *SafeToOpen set, or the reason there is no verdict (then the open takes the
+ * filter's default). The read goes through FltportReadFile, not pread: on a stalled device
  * (a failing disk, a hung network file system) it gives up at the event's deadline with
  * STATUS_IO_TIMEOUT, so that open takes the filter's default and this thread is free again. */
 static NTSTATUS ScannerScanFile(PFLTPORT_FILE_EVENT File, BOOLEAN* SafeToOpen, ULONG* BytesScanned) {
@@ -160,9 +162,12 @@ static FLT_PREOP_CALLBACK_STATUS FLTAPI ScannerPreCreate(PFLT_CALLBACK_DATA Data
   ULONG scanned = 0;
   const NTSTATUS status = ScannerScanFile(file, &safe, &scanned);
   if (status != STATUS_SUCCESS) {
-    fprintf(stderr, "scanner filter: open of %s by pid %u allowed unscanned: %s (0x%08X)\n",
+    /* Asked and not answered (the service died or stalled, the file could not be read): the policy
+     * decides (fltmgrd --default scanner=allow|deny), as at the deadline, and it counts as a default. */
+    fprintf(stderr,
+            "scanner filter: open of %s by pid %u not scanned: %s (0x%08X); the default verdict answers\n",
             FltportGetFilePath(Data), (unsigned)file->ProcessId, ScannerReason(status), (unsigned)status);
-    return FLT_PREOP_SUCCESS_NO_CALLBACK;
+    return FLT_PREOP_FLTPORT_TAKE_DEFAULT;
   }
   if (!safe) {
     fprintf(stderr, "scanner filter: open of %s by pid %u DENIED: the service found foul content\n",
