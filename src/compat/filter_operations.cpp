@@ -65,11 +65,27 @@ struct CallbackFrame {
   }
 };
 
-// The errno a denied process sees for the status a Windows filter completes with.
-// EACCES where the kernel accepts it; it takes a few errnos only, and answers a refused one with
-// plain EPERM (see fanotify.cpp).
+// The errno a denied process sees for the status a Windows filter completes with: the nearest of
+// those FAN_DENY_ERRNO takes (Linux 6.14+: EPERM, EIO, EBUSY, ETXTBSY, EAGAIN, ENOSPC, EDQUOT).
+// EACCES, the natural one for access denied, is refused by the kernels so far: the answer is then
+// a plain deny, EPERM (fanotify.cpp), as everywhere on kernels without FAN_DENY_ERRNO.
 int errno_for(NTSTATUS status) {
-  return status == STATUS_ACCESS_DENIED ? EACCES : EPERM;
+  switch (status) {
+    case STATUS_ACCESS_DENIED:
+      return EACCES;
+    case STATUS_SHARING_VIOLATION:
+      return EBUSY;
+    case STATUS_FILE_LOCK_CONFLICT:
+      return EAGAIN;
+    case STATUS_IO_DEVICE_ERROR:
+      return EIO;
+    case STATUS_DISK_FULL:
+      return ENOSPC;
+    case STATUS_QUOTA_EXCEEDED:
+      return EDQUOT;
+    default:  // STATUS_VIRUS_INFECTED and the rest
+      return EPERM;
+  }
 }
 
 Verdict verdict_of(const CallbackFrame& frame, FLT_PREOP_CALLBACK_STATUS status) {

@@ -7,12 +7,17 @@
  *   slow*: answers allow after 200 ms (a service that thinks);
  *   hang*, or anything under a directory named hangdir: does not answer for 30 s, or until the
  *       filter unloads;
- *   deny*: denies; anything else: allows;
+ *   deny*: denies; busy*: denies with STATUS_SHARING_VIOLATION (EBUSY where the kernel takes errnos);
+ *   default*: FLT_PREOP_FLTPORT_TAKE_DEFAULT;
+ *   pend-allow*, pend-deny*, pend-default*: FLT_PREOP_PENDING, completed 50 ms later from another
+ *       thread with an allow, a deny (STATUS_ACCESS_DENIED) or FLT_PREOP_FLTPORT_TAKE_DEFAULT;
+ *   anything else: allows;
  * and after a file named post* was written and closed, its post-operation takes 2 ms.
  */
 #define _GNU_SOURCE
 #include <fltport/fltkernel.h>
 
+#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -27,6 +32,7 @@
 
 static PFLT_FILTER ProbeFilter;
 static atomic_bool ProbeUnloading;
+static atomic_int ProbeCompleters; /* threads completing a pended operation: unload waits for them */
 
 PROBE_EXPORT NTSTATUS DriverEntry(PDRIVER_OBJECT DriverObject, PUNICODE_STRING RegistryPath);
 
@@ -57,6 +63,38 @@ __attribute__((no_sanitize("undefined"))) static void Crash(const char* name) {
   }
 }
 
+typedef struct _PROBE_PENDED {
+  PFLT_CALLBACK_DATA Data;
+  FLT_PREOP_CALLBACK_STATUS Status;
+} PROBE_PENDED;
+
+static void* ProbeComplete(void* argument) {
+  PROBE_PENDED* pended = argument;
+  SleepMs(50);
+  if (pended->Status == FLT_PREOP_COMPLETE) pended->Data->IoStatus.Status = STATUS_ACCESS_DENIED;
+  FltCompletePendedPreOperation(pended->Data, pended->Status, NULL);
+  free(pended);
+  atomic_fetch_sub(&ProbeCompleters, 1);
+  return NULL;
+}
+
+/* Completes Data from another thread 50 ms from now with `status`; allows now if it cannot. */
+static FLT_PREOP_CALLBACK_STATUS ProbePend(PFLT_CALLBACK_DATA Data, FLT_PREOP_CALLBACK_STATUS status) {
+  PROBE_PENDED* pended = malloc(sizeof *pended);
+  if (pended == NULL) return FLT_PREOP_SUCCESS_NO_CALLBACK;
+  pended->Data = Data;
+  pended->Status = status;
+  atomic_fetch_add(&ProbeCompleters, 1);
+  pthread_t thread;
+  if (pthread_create(&thread, NULL, ProbeComplete, pended) != 0) {
+    atomic_fetch_sub(&ProbeCompleters, 1);
+    free(pended);
+    return FLT_PREOP_SUCCESS_NO_CALLBACK;
+  }
+  pthread_detach(thread);
+  return FLT_PREOP_PENDING;
+}
+
 static FLT_PREOP_CALLBACK_STATUS FLTAPI ProbePreCreate(PFLT_CALLBACK_DATA Data,
                                                        PCFLT_RELATED_OBJECTS FltObjects,
                                                        PVOID* CompletionContext) {
@@ -80,6 +118,17 @@ static FLT_PREOP_CALLBACK_STATUS FLTAPI ProbePreCreate(PFLT_CALLBACK_DATA Data,
   } else if (strncmp(name, "deny", 4) == 0) {
     Data->IoStatus.Status = STATUS_ACCESS_DENIED;
     return FLT_PREOP_COMPLETE;
+  } else if (strncmp(name, "busy", 4) == 0) {
+    Data->IoStatus.Status = STATUS_SHARING_VIOLATION;
+    return FLT_PREOP_COMPLETE;
+  } else if (strncmp(name, "default", 7) == 0) {
+    return FLT_PREOP_FLTPORT_TAKE_DEFAULT;
+  } else if (strncmp(name, "pend-allow", 10) == 0) {
+    return ProbePend(Data, FLT_PREOP_SUCCESS_NO_CALLBACK);
+  } else if (strncmp(name, "pend-deny", 9) == 0) {
+    return ProbePend(Data, FLT_PREOP_COMPLETE);
+  } else if (strncmp(name, "pend-default", 12) == 0) {
+    return ProbePend(Data, FLT_PREOP_FLTPORT_TAKE_DEFAULT);
   }
   return FLT_PREOP_SUCCESS_NO_CALLBACK;
 }
@@ -106,6 +155,8 @@ static const FLT_OPERATION_REGISTRATION Callbacks[] = {
 static NTSTATUS FLTAPI ProbeUnload(FLT_FILTER_UNLOAD_FLAGS Flags) {
   (void)Flags;
   atomic_store(&ProbeUnloading, true); /* hung callbacks return */
+  /* Pended operations are completed (each within 50 ms) before this code may be unmapped. */
+  for (int i = 0; i < 500 && atomic_load(&ProbeCompleters) > 0; ++i) SleepMs(10);
   FltUnregisterFilter(ProbeFilter);
   ProbeFilter = NULL;
   return STATUS_SUCCESS;
@@ -114,6 +165,7 @@ static NTSTATUS FLTAPI ProbeUnload(FLT_FILTER_UNLOAD_FLAGS Flags) {
 NTSTATUS DriverEntry(PDRIVER_OBJECT DriverObject, PUNICODE_STRING RegistryPath) {
   (void)RegistryPath;
   atomic_init(&ProbeUnloading, false);
+  atomic_init(&ProbeCompleters, 0);
   FLT_REGISTRATION registration;
   memset(&registration, 0, sizeof registration);
   registration.Size = sizeof registration;
