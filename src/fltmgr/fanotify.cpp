@@ -4,13 +4,17 @@
 #include <sys/fanotify.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <climits>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <string_view>
+#include <vector>
 
 #include "base/log.hpp"
 #include "fltmgr/fatal_signal_guard.hpp"
@@ -402,6 +406,70 @@ Status PermissionGroup::stop_ignoring(int event_fd, uint64_t mask) {
   FLTPORT_LOG_LIMITED(warning, kComponent, "could not take back the ignore mark 0x%llx on event fd %d: %s",
                       static_cast<unsigned long long>(mask), event_fd, std::strerror(error));
   return status_from_errno(error);
+}
+
+size_t PermissionGroup::forget_ignore_marks(const std::vector<std::string>& directories) {
+  if (!fd_.valid()) return 0;
+  // A handle is opened on the file system it names: one directory of each, by device. Not O_PATH
+  // (open_by_handle_at refuses it); a directory's open makes no event of a permission group.
+  std::vector<std::pair<dev_t, UniqueFd>> file_systems;
+  for (const std::string& directory : directories) {
+    UniqueFd opened(::open(directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    struct stat status {};
+    if (!opened.valid() || ::fstat(opened.fd(), &status) != 0) continue;
+    const bool known = std::any_of(file_systems.begin(), file_systems.end(),
+                                   [&](const auto& entry) { return entry.first == status.st_dev; });
+    if (!known) file_systems.emplace_back(status.st_dev, std::move(opened));
+  }
+  // The group's marks, one line each (fs/notify/fdinfo.c):
+  //   fanotify ino:<hex> sdev:<hex> mflags:<hex> mask:<hex> ignored_mask:<hex> fhandle-bytes:<hex>
+  //   fhandle-type:<hex> f_handle:<hex bytes>
+  // sdev is the kernel's dev_t: major in the bits above 20, minor below.
+  std::ifstream info("/proc/self/fdinfo/" + std::to_string(fd_.fd()));
+  const unsigned flags =
+      FAN_MARK_REMOVE | (capabilities_.ignore_marks ? FAN_MARK_IGNORE : FAN_MARK_IGNORED_MASK);
+  size_t forgotten = 0;
+  std::string line;
+  while (std::getline(info, line)) {
+    unsigned long inode = 0;
+    unsigned sdev = 0, mark_flags = 0, bytes = 0;
+    unsigned long long mask = 0, ignored = 0;
+    int type = 0, consumed = 0;
+    if (std::sscanf(line.c_str(),
+                    "fanotify ino:%lx sdev:%x mflags:%x mask:%llx ignored_mask:%llx fhandle-bytes:%x "
+                    "fhandle-type:%x f_handle:%n",
+                    &inode, &sdev, &mark_flags, &mask, &ignored, &bytes, &type, &consumed) != 7 ||
+        consumed == 0 || (ignored & kPermissionMask) == 0 || bytes == 0 || bytes > MAX_HANDLE_SZ) {
+      continue;
+    }
+    const std::string_view hex = std::string_view(line).substr(static_cast<size_t>(consumed));
+    if (hex.size() < 2 * static_cast<size_t>(bytes)) continue;
+    std::vector<unsigned char> storage(sizeof(file_handle) + bytes);
+    auto* handle = reinterpret_cast<file_handle*>(storage.data());
+    handle->handle_bytes = bytes;
+    handle->handle_type = type;
+    bool parsed = true;
+    for (unsigned i = 0; i < bytes && parsed; ++i) {
+      const auto digit = [&](char c) -> int {
+        return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+      };
+      const int high = digit(hex[2 * i]), low = digit(hex[2 * i + 1]);
+      parsed = high >= 0 && low >= 0;
+      handle->f_handle[i] = static_cast<unsigned char>(high * 16 + low);
+    }
+    const dev_t device = makedev(sdev >> 20, sdev & 0xFFFFF);
+    const auto file_system = std::find_if(file_systems.begin(), file_systems.end(),
+                                          [&](const auto& entry) { return entry.first == device; });
+    if (!parsed || file_system == file_systems.end()) continue;
+    // O_PATH: opening the file for real would make an event of this very group. The mark is taken
+    // back through the fd's /proc path, which names the inode whatever became of its names.
+    UniqueFd file(::open_by_handle_at(file_system->second.fd(), handle, O_PATH | O_CLOEXEC));
+    if (!file.valid()) continue;  // gone meanwhile: its mark went with it
+    const std::string by_fd = "/proc/self/fd/" + std::to_string(file.fd());
+    if (::fanotify_mark(fd_.fd(), flags, ignored & kPermissionMask, AT_FDCWD, by_fd.c_str()) == 0)
+      ++forgotten;
+  }
+  return forgotten;
 }
 
 Status PermissionGroup::flush_marks() {

@@ -87,6 +87,10 @@ class PermissionGroup {
   Status ignore_until_modified(int event_fd, uint64_t mask);
   // Takes back what ignore_until_modified() did (a file that changed before the mark was there).
   Status stop_ignoring(int event_fd, uint64_t mask);
+  // Takes back every ignore mark of the group (the kernel half of a verdict cache), leaving the
+  // other marks: those on inodes of the file systems `directories` are on (others have no handle
+  // to reach them by). Returns how many were taken back.
+  size_t forget_ignore_marks(const std::vector<std::string>& directories);
   Status flush_marks();  // every mark of this group, all scopes
   // Closes the group: the kernel allows every event still unanswered. Nothing else may use it then.
   void close() noexcept;

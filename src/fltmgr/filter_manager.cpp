@@ -241,6 +241,7 @@ struct PermissionRequest {
   std::atomic<bool> answered{false};
   bool counted_waiting = false;  // in FilterManagerCore::waiting_ until answered
   bool cache = true;  // every allow so far asked for caching (touched by one deciding thread at a time)
+  uint64_t generation = 0;  // FilterManagerCore::chain_generation_ when the chain was found
 };
 
 constexpr size_t kClaimed = size_t{1} << (std::numeric_limits<size_t>::digits - 1);
@@ -566,6 +567,7 @@ void FilterManagerCore::on_permission_event(fanotify::PermissionEvent& kernel_ev
   event.fd = fd;
   event.range_offset = kernel_event.range_offset;
   event.range_count = kernel_event.range_count;
+  request->generation = chain_generation_.load();
   // The path only when the instances or a filter need it: its readlink costs more than the rest
   // of the event's bookkeeping (3-8 us here).
   bool have_path = false;
@@ -579,7 +581,7 @@ void FilterManagerCore::on_permission_event(fanotify::PermissionEvent& kernel_ev
     permissions_.respond(fd, true);
     return;
   }
-  if (known_clean(fd, event.file_status)) {
+  if (known_clean(fd, event.file_status, operation)) {
     for (const auto& filter : request->chain) filter->cache_hits.fetch_add(1, std::memory_order_relaxed);
     std::shared_lock groups(groups_mutex_);
     permissions_.respond(fd, true);
@@ -645,7 +647,7 @@ void FilterManagerCore::on_permission_event(fanotify::PermissionEvent& kernel_ev
   batch.push_back([this, request] { continue_chain(request, 0); });
 }
 
-bool FilterManagerCore::known_clean(int fd, struct stat& file) {
+bool FilterManagerCore::known_clean(int fd, struct stat& file, Operation operation) {
   if (::fstat(fd, &file) != 0) {
     file.st_mode = 0;  // unknown: no verdict cached either
     return false;
@@ -653,7 +655,7 @@ bool FilterManagerCore::known_clean(int fd, struct stat& file) {
   std::lock_guard lock(mutex_);
   const auto found = clean_files_.find({file.st_dev, file.st_ino});
   if (found == clean_files_.end()) return false;
-  if (found->second == FileVersion::of(file)) return true;
+  if (found->second.version == FileVersion::of(file)) return contains(found->second.operations, operation);
   clean_files_.erase(found);  // changed since its verdict: scan again
   return false;
 }
@@ -931,17 +933,24 @@ bool FilterManagerCore::answer(PermissionRequest& request, bool allow, int error
     // verdict is about the file as it was when the event came; a write since then (through an fd
     // opened earlier) did not drop a mark that was not there yet: a file that looks changed once
     // the mark is on gets it taken back, and no entry.
+    // Likewise a filter attached while the chain decided (it was not asked): an attach after the
+    // mark is on takes the mark back itself.
     const int fd = request.fd.fd();
     const FileVersion judged = FileVersion::of(seen);
     const bool marked = permissions_.ignore_until_modified(fd, request.mask).ok();
     struct stat now {};
+    bool cached = false;
     if (::fstat(fd, &now) == 0 && FileVersion::of(now) == judged) {
       std::lock_guard lock(mutex_);
-      if (clean_files_.size() >= kCleanFileCacheLimit) clean_files_.clear();
-      clean_files_[{seen.st_dev, seen.st_ino}] = judged;
-    } else if (marked) {
-      permissions_.stop_ignoring(fd, request.mask);
+      if (request.generation == chain_generation_.load()) {
+        if (clean_files_.size() >= kCleanFileCacheLimit) clean_files_.clear();
+        CleanVerdict& entry = clean_files_[{seen.st_dev, seen.st_ino}];
+        if (!(entry.version == judged)) entry = CleanVerdict{judged, 0};
+        entry.operations = entry.operations | request.event.operation;
+        cached = true;
+      }
     }
+    if (!cached && marked) permissions_.stop_ignoring(fd, request.mask);
   }
   permissions_.respond(request.fd.fd(), allow, error);
   // The opener's next event comes some tens of µs after this verdict: the reader's spin counts
@@ -1226,7 +1235,7 @@ Status FilterManagerCore::attach(const std::string& filter_name, const std::stri
   std::error_code error;
   const auto canonical = std::filesystem::canonical(path, error);
   if (error || !std::filesystem::is_directory(canonical, error)) return STATUS_OBJECT_NAME_NOT_FOUND;
-  std::lock_guard lock(mutex_);
+  std::unique_lock lock(mutex_);
   if (filtering_stopped_) return STATUS_THREAD_IS_TERMINATING;
   const auto filter = std::find_if(filters_.begin(), filters_.end(), [&](const auto& entry) {
     return entry->registration.name == filter_name;
@@ -1245,6 +1254,16 @@ Status FilterManagerCore::attach(const std::string& filter_name, const std::stri
     return marked;
   }
   instances_.push_back(std::move(instance));
+  // The verdicts cached so far were given without this filter: none holds now. In this order (see
+  // answer()): a chain found before the attach caches nothing after it, and an ignore mark it put on
+  // before is taken back here.
+  chain_generation_.fetch_add(1);
+  clean_files_.clear();
+  std::vector<std::string> roots;
+  for (const Instance& each : instances_) roots.push_back(each.path);
+  lock.unlock();
+  std::shared_lock groups(groups_mutex_);
+  if (groups_open_) permissions_.forget_ignore_marks(roots);
   return STATUS_SUCCESS;
 }
 

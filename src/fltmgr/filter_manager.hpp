@@ -128,7 +128,7 @@ class FilterManagerCore : public std::enable_shared_from_this<FilterManagerCore>
   // The user-space verdict cache: allowed with caching before, and unchanged since.
   // Looks at the file (`file`: what the verdict will be about; st_mode 0 if fstat failed) and its
   // cached verdict.
-  bool known_clean(int fd, struct stat& file);
+  bool known_clean(int fd, struct stat& file, Operation operation);
 
   fanotify::PermissionGroup permissions_;
   fanotify::NotificationGroup notifications_;
@@ -160,7 +160,15 @@ class FilterManagerCore : public std::enable_shared_from_this<FilterManagerCore>
   bool chains_need_paths_ = false;
   std::unordered_set<pid_t> exempt_;
   std::priority_queue<Deadline, std::vector<Deadline>, std::greater<>> deadlines_;
-  std::unordered_map<FileIdentity, FileVersion, FileIdentityHash> clean_files_;
+  // Clean verdicts, by file: for the version judged, and the operations whose chains gave them.
+  struct CleanVerdict {
+    FileVersion version;
+    OperationSet operations;
+  };
+  std::unordered_map<FileIdentity, CleanVerdict, FileIdentityHash> clean_files_;
+  // Counts the attaches: a verdict is cached only by chains found since the last one (a filter
+  // attached later must be asked about files already cached; the attach drops the cache).
+  std::atomic<uint64_t> chain_generation_{0};
 
   // Events read and not answered: each holds an fd and memory, so there is a ceiling (from the
   // fd limit); beyond it an event takes its filter's default at once.

@@ -58,6 +58,21 @@ void write_file(const std::string& path, const std::string& content) {
   std::ofstream(path, std::ios::trunc) << content;
 }
 
+// Runs `path` (with no arguments) in a child process and returns 0 when the exec succeeded and the
+// program exited 0, the errno the exec failed with, or -1.
+int exec_in_child(const std::string& path) {
+  const pid_t child = ::fork();
+  if (child == 0) {
+    ::alarm(20);
+    ::execl(path.c_str(), path.c_str(), static_cast<char*>(nullptr));
+    ::_exit(100 + errno);
+  }
+  int status = 0;
+  if (::waitpid(child, &status, 0) != child || !WIFEXITED(status)) return -1;
+  const int code = WEXITSTATUS(status);
+  return code >= 100 ? code - 100 : (code == 0 ? 0 : -1);
+}
+
 // Up to `count` bytes from the start of the event's file, read through the event (nullopt: the
 // read failed).
 std::optional<std::string> first_bytes(const FileEvent& event, size_t count) {
@@ -333,6 +348,49 @@ TEST_F(FilterManagerTest, CleanVerdictIsCachedUntilTheFileIsWritten) {
   write_file(path, "changed");  // this process is exempt: the write makes no event but drops the cache
   EXPECT_EQ(open_in_child(path), 0);
   EXPECT_EQ(scans.load(), 2) << "a written file is scanned again";
+}
+
+// A verdict is cached for the chain that gave it: a filter attached later is asked about a file
+// already cached (the kernel's ignore marks and the host's entries are dropped at an attach),
+// and an open's clean verdict does not answer an exec, which other filters may watch.
+TEST_F(FilterManagerTest, ACachedVerdictDoesNotAnswerForAFilterAttachedLaterOrAnotherOperation) {
+  const std::string path = directory_ + "/cached.txt";
+  write_file(path, "clean");
+  std::atomic<int> scans{0};
+  ASSERT_TRUE(manager_
+                  ->register_filter(filter("scanner", 100,
+                                           [&](const FileEvent&, PendingOperation&) {
+                                             ++scans;
+                                             return PreResult::now(Verdict::allow(true));
+                                           }))
+                  .ok());
+  ASSERT_TRUE(manager_->attach("scanner", directory_).ok());
+  EXPECT_EQ(open_in_child(path), 0);
+  EXPECT_EQ(open_in_child(path), 0);
+  ASSERT_EQ(scans.load(), 1) << "cached";
+  ASSERT_TRUE(manager_->register_filter(deny_all()).ok());
+  ASSERT_TRUE(manager_->attach("deny-all", directory_).ok());
+  const int denied = open_in_child(path);
+  EXPECT_TRUE(denied == EPERM || denied == EACCES) << "the filter attached later was not asked: " << denied;
+  EXPECT_EQ(scans.load(), 2) << "the first filter is asked again too (its cache was dropped)";
+  ASSERT_TRUE(manager_->detach("deny-all", directory_).ok());
+
+  // An executable scanned clean on open, then run: the exec filter is asked.
+  const std::string program = directory_ + "/true";
+  ASSERT_TRUE(std::filesystem::copy_file("/bin/true", program));
+  std::atomic<int> exec_checks{0};
+  auto exec_watch = filter("exec-watch", 50, [&](const FileEvent&, PendingOperation&) {
+    ++exec_checks;
+    return PreResult::now(Verdict::allow(true));
+  });
+  exec_watch.operations = static_cast<uint32_t>(Operation::open_exec);
+  ASSERT_TRUE(manager_->register_filter(std::move(exec_watch)).ok());
+  ASSERT_TRUE(manager_->attach("exec-watch", directory_).ok());
+  EXPECT_EQ(open_in_child(program), 0);
+  EXPECT_EQ(open_in_child(program), 0);
+  EXPECT_EQ(exec_checks.load(), 0);
+  EXPECT_EQ(exec_in_child(program), 0);
+  EXPECT_EQ(exec_checks.load(), 1) << "an open's clean verdict answered the exec";
 }
 
 // A write through an fd opened earlier, while the filter decides, makes no event and comes before
