@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <sys/fanotify.h>
 #include <sys/stat.h>
+#include <grp.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -348,6 +349,43 @@ TEST_F(FilterManagerTest, CleanVerdictIsCachedUntilTheFileIsWritten) {
   write_file(path, "changed");  // this process is exempt: the write makes no event but drops the cache
   EXPECT_EQ(open_in_child(path), 0);
   EXPECT_EQ(scans.load(), 2) << "a written file is scanned again";
+}
+
+// A filter that asks for credentials gets the process's effective uid and gid, also for one that
+// changed them. (Such a process is not dumpable, and its /proc files are root's; /proc/PID itself,
+// which the host stats, keeps the effective ids: the kernel's rule for that directory.)
+TEST_F(FilterManagerTest, AnEventCarriesTheEffectiveIdsOfAProcessThatChangedThem) {
+  if (::geteuid() != 0) GTEST_SKIP() << "switching to another uid needs root";
+  const std::string path = directory_ + "/readable.txt";
+  write_file(path, "x");
+  ASSERT_EQ(::chmod(path.c_str(), 0644), 0);
+  ASSERT_EQ(::chmod(directory_.c_str(), 0755), 0);
+  std::mutex mutex;
+  std::vector<std::pair<uid_t, gid_t>> seen;
+  auto registration = filter("ids", 100, [&](const FileEvent& event, PendingOperation&) {
+    std::lock_guard lock(mutex);
+    seen.emplace_back(event.uid, event.gid);
+    return PreResult::now(Verdict::allow());
+  });
+  registration.want_credentials = true;
+  ASSERT_TRUE(manager_->register_filter(std::move(registration)).ok());
+  ASSERT_TRUE(manager_->attach("ids", directory_).ok());
+  const pid_t child = ::fork();
+  if (child == 0) {
+    ::alarm(20);
+    if (::setgroups(0, nullptr) != 0 || ::setresgid(65534, 65534, 65534) != 0 ||
+        ::setresuid(65534, 65534, 65534) != 0)
+      ::_exit(2);
+    const int fd = ::open(path.c_str(), O_RDONLY);
+    ::_exit(fd >= 0 ? 0 : 3);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "child status " << status;
+  std::lock_guard lock(mutex);
+  ASSERT_EQ(seen.size(), 1u);
+  EXPECT_EQ(seen[0].first, 65534u) << "uid";
+  EXPECT_EQ(seen[0].second, 65534u) << "gid";
 }
 
 // A verdict is cached for the chain that gave it: a filter attached later is asked about a file
