@@ -142,6 +142,10 @@ struct FilterRegistration {
   bool want_path = true;
 };
 
+// What an instance marks. Whatever the scope, it covers the files whose path, as the host sees it,
+// is under the path it was attached by: attach a mount instance at its mount point. A filesystem
+// mark also makes the kernel ask about the file system's other mounts (a bind mount elsewhere):
+// those files are allowed at once, their paths being outside the instance.
 enum class AttachScope { directory_tree, mount, filesystem };
 
 // Buckets of the verdict latency histograms (FilterStatistics, InstanceInfo).
