@@ -371,6 +371,42 @@ std::wstring wide(const std::string& text) {
   return std::wstring(text.begin(), text.end());
 }
 
+// What the systemd unit relies on: a configuration that loads a filter and attaches it, with its
+// settings, and nothing on the command line but --config.
+TEST(Fltmgrd, ConfigLoadsAndAttachesWithItsSettings) {
+  FLTPORT_SKIP_WITHOUT_FANOTIFY();
+  const std::string plugin_dir = FLTPORT_TEST_SCANNER_PLUGIN_DIR;
+  if (::access((plugin_dir + "/fltport-filter-scanner.so").c_str(), R_OK) != 0)
+    GTEST_SKIP() << "the scanner plugin is not built";
+  fltport::test::ScopedRuntimeDir runtime;
+  TempDir dir;
+  TempDir watched;
+  const std::string config = write_file(dir.path(), "fltmgrd.conf",
+                                        "[fltmgrd]\nplugin_dir = " + plugin_dir +
+                                            "\n\n[filter scanner]\naltitude = 320000\ndeadline_ms = 1500\n"
+                                            "default = deny\nattach = " +
+                                            watched.path() + "\nload = true\n");
+  Proc daemon(daemon_args({"--config", config}));
+  ASSERT_TRUE(daemon.wait_for_line("fltmgrd: ready")) << daemon.err;
+  EXPECT_NE(daemon.err.find("loaded scanner from " + plugin_dir), std::string::npos) << daemon.err;
+  EXPECT_NE(daemon.err.find("altitude 320000, deadline 1500 ms, default deny"), std::string::npos)
+      << daemon.err;
+  EXPECT_NE(daemon.err.find("attached scanner to " + watched.path()), std::string::npos) << daemon.err;
+  alignas(8) BYTE buffer[4096];
+  DWORD returned = 0;
+  HANDLE find = INVALID_HANDLE_VALUE;
+  ASSERT_EQ(
+      FilterInstanceFindFirst(L"scanner", InstanceFullInformation, buffer, sizeof buffer, &returned, &find),
+      S_OK);
+  auto* instance = reinterpret_cast<INSTANCE_FULL_INFORMATION*>(buffer);
+  const std::wstring volume(reinterpret_cast<const WCHAR*>(buffer + instance->VolumeNameBufferOffset),
+                            instance->VolumeNameLength / sizeof(WCHAR));
+  EXPECT_EQ(volume, wide(watched.path()));
+  EXPECT_EQ(FilterInstanceFindClose(find), S_OK);
+  daemon.signal(SIGTERM);
+  EXPECT_EQ(daemon.finish(2s), 0) << daemon.err;
+}
+
 TEST(Management, LoadAttachEnumerateDetachUnloadWithTheScanner) {
   FLTPORT_SKIP_WITHOUT_FANOTIFY();
   const std::string plugin_dir = FLTPORT_TEST_SCANNER_PLUGIN_DIR;
