@@ -26,7 +26,9 @@ namespace fltport {
 enum class Operation : uint32_t {
   open = 1u << 0,       // pre: FAN_OPEN_PERM
   open_exec = 1u << 1,  // pre: FAN_OPEN_EXEC_PERM
-  read = 1u << 2,  // pre: FAN_PRE_ACCESS with the byte range where the kernel has it, else FAN_ACCESS_PERM
+  // pre: FAN_PRE_ACCESS with the byte range where the kernel has it (it comes before writes,
+  // truncates and mappings of the range too, and does not say which), else FAN_ACCESS_PERM (reads)
+  read = 1u << 2,
   close_write = 1u << 3,  // post: FAN_CLOSE_WRITE
   create = 1u << 4,       // post: FAN_CREATE
   remove = 1u << 5,       // post: FAN_DELETE
