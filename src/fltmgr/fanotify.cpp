@@ -408,68 +408,119 @@ Status PermissionGroup::stop_ignoring(int event_fd, uint64_t mask) {
   return status_from_errno(error);
 }
 
-size_t PermissionGroup::forget_ignore_marks(const std::vector<std::string>& directories) {
-  if (!fd_.valid()) return 0;
-  // A handle is opened on the file system it names: one directory of each, by device. Not O_PATH
-  // (open_by_handle_at refuses it); a directory's open makes no event of a permission group.
-  std::vector<std::pair<dev_t, UniqueFd>> file_systems;
-  for (const std::string& directory : directories) {
-    UniqueFd opened(::open(directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    struct stat status {};
-    if (!opened.valid() || ::fstat(opened.fd(), &status) != 0) continue;
-    const bool known = std::any_of(file_systems.begin(), file_systems.end(),
-                                   [&](const auto& entry) { return entry.first == status.st_dev; });
-    if (!known) file_systems.emplace_back(status.st_dev, std::move(opened));
-  }
+std::vector<IgnoreMark> PermissionGroup::ignore_marks() const {
+  std::vector<IgnoreMark> marks;
+  if (!fd_.valid()) return marks;
   // The group's marks, one line each (fs/notify/fdinfo.c):
   //   fanotify ino:<hex> sdev:<hex> mflags:<hex> mask:<hex> ignored_mask:<hex> fhandle-bytes:<hex>
   //   fhandle-type:<hex> f_handle:<hex bytes>
-  // sdev is the kernel's dev_t: major in the bits above 20, minor below.
+  // sdev is the superblock's dev_t as the kernel keeps it: major above bit 20, minor below.
   std::ifstream info("/proc/self/fdinfo/" + std::to_string(fd_.fd()));
-  const unsigned flags =
-      FAN_MARK_REMOVE | (capabilities_.ignore_marks ? FAN_MARK_IGNORE : FAN_MARK_IGNORED_MASK);
-  size_t forgotten = 0;
   std::string line;
   while (std::getline(info, line)) {
     unsigned long inode = 0;
-    unsigned sdev = 0, mark_flags = 0, bytes = 0;
+    unsigned sdev = 0, mark_flags = 0, bytes = 0, type = 0;
     unsigned long long mask = 0, ignored = 0;
-    int type = 0, consumed = 0;
+    int consumed = 0;
     if (std::sscanf(line.c_str(),
                     "fanotify ino:%lx sdev:%x mflags:%x mask:%llx ignored_mask:%llx fhandle-bytes:%x "
                     "fhandle-type:%x f_handle:%n",
                     &inode, &sdev, &mark_flags, &mask, &ignored, &bytes, &type, &consumed) != 7 ||
-        consumed == 0 || (ignored & kPermissionMask) == 0 || bytes == 0 || bytes > MAX_HANDLE_SZ) {
+        consumed == 0 || (ignored & kPermissionMask) == 0) {
       continue;
     }
+    IgnoreMark mark;
+    mark.device = makedev(sdev >> 20, sdev & 0xFFFFF);
+    mark.inode = static_cast<ino_t>(inode);
+    mark.mask = ignored & kPermissionMask;
+    mark.handle_type = static_cast<int>(type);
     const std::string_view hex = std::string_view(line).substr(static_cast<size_t>(consumed));
-    if (hex.size() < 2 * static_cast<size_t>(bytes)) continue;
-    std::vector<unsigned char> storage(sizeof(file_handle) + bytes);
-    auto* handle = reinterpret_cast<file_handle*>(storage.data());
-    handle->handle_bytes = bytes;
-    handle->handle_type = type;
-    bool parsed = true;
-    for (unsigned i = 0; i < bytes && parsed; ++i) {
-      const auto digit = [&](char c) -> int {
-        return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-      };
-      const int high = digit(hex[2 * i]), low = digit(hex[2 * i + 1]);
-      parsed = high >= 0 && low >= 0;
-      handle->f_handle[i] = static_cast<unsigned char>(high * 16 + low);
+    const auto digit = [](char c) -> int {
+      return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+    };
+    // No handle (a file system without them): listed all the same, and counted as left.
+    if (bytes <= MAX_HANDLE_SZ && hex.size() >= 2 * static_cast<size_t>(bytes)) {
+      for (unsigned i = 0; i < bytes; ++i) {
+        const int high = digit(hex[2 * i]), low = digit(hex[2 * i + 1]);
+        if (high < 0 || low < 0) {
+          mark.handle.clear();
+          break;
+        }
+        mark.handle.push_back(static_cast<unsigned char>(high * 16 + low));
+      }
     }
-    const dev_t device = makedev(sdev >> 20, sdev & 0xFFFFF);
-    const auto file_system = std::find_if(file_systems.begin(), file_systems.end(),
-                                          [&](const auto& entry) { return entry.first == device; });
-    if (!parsed || file_system == file_systems.end()) continue;
-    // O_PATH: opening the file for real would make an event of this very group. The mark is taken
-    // back through the fd's /proc path, which names the inode whatever became of its names.
-    UniqueFd file(::open_by_handle_at(file_system->second.fd(), handle, O_PATH | O_CLOEXEC));
-    if (!file.valid()) continue;  // gone meanwhile: its mark went with it
-    const std::string by_fd = "/proc/self/fd/" + std::to_string(file.fd());
-    if (::fanotify_mark(fd_.fd(), flags, ignored & kPermissionMask, AT_FDCWD, by_fd.c_str()) == 0)
-      ++forgotten;
+    marks.push_back(std::move(mark));
   }
-  return forgotten;
+  return marks;
+}
+
+std::vector<std::pair<UniqueFd, uint64_t>> open_marked_files(const std::vector<IgnoreMark>& marks) {
+  std::vector<std::pair<UniqueFd, uint64_t>> files;
+  // A handle opens on a mount of the file system it names: one per device, found in mountinfo,
+  // whose major:minor is the superblock's (on btrfs not what stat says of a subvolume's files).
+  std::vector<std::pair<dev_t, UniqueFd>> mounts;
+  const auto mount_of = [&](dev_t device) -> int {
+    for (const auto& [known, fd] : mounts) {
+      if (known == device) return fd.fd();
+    }
+    std::ifstream table("/proc/self/mountinfo");
+    std::string line;
+    UniqueFd opened;
+    while (!opened.valid() && std::getline(table, line)) {
+      // <id> <parent> <major>:<minor> <root> <mount point> ...; the mount point with \040 for a space.
+      unsigned id = 0, parent = 0, major_number = 0, minor_number = 0;
+      char root[4096], point[4096];
+      if (std::sscanf(line.c_str(), "%u %u %u:%u %4095s %4095s", &id, &parent, &major_number, &minor_number,
+                      root, point) != 6 ||
+          makedev(major_number, minor_number) != device) {
+        continue;
+      }
+      std::string path;
+      for (const char* c = point; *c != '\0'; ++c) {
+        if (c[0] == '\\' && c[1] >= '0' && c[1] <= '3' && c[2] >= '0' && c[2] <= '7' && c[3] >= '0' &&
+            c[3] <= '7') {
+          path.push_back(static_cast<char>((c[1] - '0') * 64 + (c[2] - '0') * 8 + (c[3] - '0')));
+          c += 3;
+        } else {
+          path.push_back(*c);
+        }
+      }
+      // Not O_PATH (open_by_handle_at refuses it); a directory's open makes no event of a
+      // permission group (no FAN_ONDIR).
+      opened = UniqueFd(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    }
+    const int fd = opened.fd();
+    mounts.emplace_back(device, std::move(opened));  // also when none: not looked up again
+    return fd;
+  };
+  for (const IgnoreMark& mark : marks) {
+    if (mark.handle.empty()) continue;
+    const int mount = mount_of(mark.device);
+    if (mount < 0) continue;
+    std::vector<unsigned char> storage(sizeof(file_handle) + mark.handle.size());
+    auto* handle = reinterpret_cast<file_handle*>(storage.data());
+    handle->handle_bytes = static_cast<unsigned>(mark.handle.size());
+    handle->handle_type = mark.handle_type;
+    std::copy(mark.handle.begin(), mark.handle.end(), handle->f_handle);
+    // O_PATH: opening the file for real would make an event of the very group it is marked in.
+    UniqueFd file(::open_by_handle_at(mount, handle, O_PATH | O_CLOEXEC));
+    struct stat status {};
+    if (!file.valid() || ::fstat(file.fd(), &status) != 0 || status.st_ino != mark.inode) continue;
+    files.emplace_back(std::move(file), mark.mask);
+  }
+  return files;
+}
+
+Status PermissionGroup::stop_ignoring_file(int file, uint64_t mask) {
+  if (!fd_.valid() || file < 0) return STATUS_INVALID_HANDLE;
+  const unsigned flags =
+      FAN_MARK_REMOVE | (capabilities_.ignore_marks ? FAN_MARK_IGNORE : FAN_MARK_IGNORED_MASK);
+  // By the fd's /proc path: the kernel takes no O_PATH fd as dirfd, and the path names the inode
+  // whatever became of its names.
+  const std::string by_fd = "/proc/self/fd/" + std::to_string(file);
+  if (::fanotify_mark(fd_.fd(), flags, mask, AT_FDCWD, by_fd.c_str()) == 0 || errno == ENOENT)
+    return STATUS_SUCCESS;
+  return status_from_errno(errno);
 }
 
 Status PermissionGroup::flush_marks() {

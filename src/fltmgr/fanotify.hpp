@@ -20,8 +20,10 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "base/unique_fd.hpp"
 #include "transport/unix_socket.hpp"
 
 namespace fltport::fanotify {
@@ -59,6 +61,20 @@ struct Notification {
 
 // Both groups: one thread reads (read_events); respond, ignore_until_modified and the accessors may
 // be called from any thread meanwhile. Marks are changed by one thread at a time.
+// An ignore mark of a permission group, as /proc/self/fdinfo lists it.
+struct IgnoreMark {
+  dev_t device = 0;  // the file system's (its superblock's)
+  ino_t inode = 0;
+  uint64_t mask = 0;                  // the permission events ignored
+  std::vector<unsigned char> handle;  // the inode's file handle; empty when none is listed
+  int handle_type = 0;
+};
+
+// The files `marks` are on, opened O_PATH by handle (no event) on a mount of their file system,
+// each with its mask. Reads file systems (a stalled one can hold it up): call it with no lock held.
+// A file gone meanwhile, or without a handle, is not in the list.
+std::vector<std::pair<UniqueFd, uint64_t>> open_marked_files(const std::vector<IgnoreMark>& marks);
+
 class PermissionGroup {
  public:
   PermissionGroup() noexcept = default;  // no group: fd() is -1, every call fails
@@ -87,10 +103,11 @@ class PermissionGroup {
   Status ignore_until_modified(int event_fd, uint64_t mask);
   // Takes back what ignore_until_modified() did (a file that changed before the mark was there).
   Status stop_ignoring(int event_fd, uint64_t mask);
-  // Takes back every ignore mark of the group (the kernel half of a verdict cache), leaving the
-  // other marks: those on inodes of the file systems `directories` are on (others have no handle
-  // to reach them by). Returns how many were taken back.
-  size_t forget_ignore_marks(const std::vector<std::string>& directories);
+  // The group's ignore marks (the kernel half of a verdict cache), from /proc/self/fdinfo. Reads
+  // no file system. To take them back: open_marked_files(), then stop_ignoring_file() on each.
+  std::vector<IgnoreMark> ignore_marks() const;
+  // Takes back the ignore `mask` on `file` (any fd of it, O_PATH too); ENOENT (gone) is success.
+  Status stop_ignoring_file(int file, uint64_t mask);
   Status flush_marks();  // every mark of this group, all scopes
   // Closes the group: the kernel allows every event still unanswered. Nothing else may use it then.
   void close() noexcept;

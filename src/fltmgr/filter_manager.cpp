@@ -1259,12 +1259,35 @@ Status FilterManagerCore::attach(const std::string& filter_name, const std::stri
   // before is taken back here.
   chain_generation_.fetch_add(1);
   clean_files_.clear();
-  std::vector<std::string> roots;
-  for (const Instance& each : instances_) roots.push_back(each.path);
   lock.unlock();
-  std::shared_lock groups(groups_mutex_);
-  if (groups_open_) permissions_.forget_ignore_marks(roots);
+  forget_ignore_marks();
   return STATUS_SUCCESS;
+}
+
+// Takes back the kernel's cached verdicts (ignore marks). The files are found with no lock held: a
+// stalled file system then holds up this attach, not the host's shutdown.
+void FilterManagerCore::forget_ignore_marks() {
+  std::vector<fanotify::IgnoreMark> marks;
+  {
+    std::shared_lock groups(groups_mutex_);
+    if (!groups_open_) return;
+    marks = permissions_.ignore_marks();
+  }
+  const auto files = fanotify::open_marked_files(marks);
+  size_t left = marks.size() - files.size();
+  {
+    std::shared_lock groups(groups_mutex_);
+    if (!groups_open_) return;
+    for (const auto& [file, mask] : files) {
+      if (!permissions_.stop_ignoring_file(file.fd(), mask).ok()) ++left;
+    }
+  }
+  if (left != 0) {
+    FLTPORT_LOG(warning, "fltmgr",
+                "%zu of %zu cached verdicts could not be taken back (a file system without file handles?): "
+                "those files are not shown to the filter just attached until they are written or evicted",
+                left, marks.size());
+  }
 }
 
 Status FilterManagerCore::detach(const std::string& filter_name, const std::string& path) {

@@ -129,6 +129,7 @@ class FilterManagerCore : public std::enable_shared_from_this<FilterManagerCore>
   // Looks at the file (`file`: what the verdict will be about; st_mode 0 if fstat failed) and its
   // cached verdict.
   bool known_clean(int fd, struct stat& file, Operation operation);
+  void forget_ignore_marks();
 
   fanotify::PermissionGroup permissions_;
   fanotify::NotificationGroup notifications_;
