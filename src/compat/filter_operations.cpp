@@ -66,13 +66,10 @@ struct CallbackFrame {
 };
 
 // The errno a denied process sees for the status a Windows filter completes with: the nearest of
-// those FAN_DENY_ERRNO takes (Linux 6.14+: EPERM, EIO, EBUSY, ETXTBSY, EAGAIN, ENOSPC, EDQUOT).
-// EACCES, the natural one for access denied, is refused by the kernels so far: the answer is then
-// a plain deny, EPERM (fanotify.cpp), as everywhere on kernels without FAN_DENY_ERRNO.
+// those FAN_DENY_ERRNO takes (Linux 6.14+: EPERM, EIO, EBUSY, ETXTBSY, EAGAIN, ENOSPC, EDQUOT; a
+// plain deny, EPERM, on older kernels). Not EACCES for access denied: no kernel takes it.
 int errno_for(NTSTATUS status) {
   switch (status) {
-    case STATUS_ACCESS_DENIED:
-      return EACCES;
     case STATUS_SHARING_VIOLATION:
       return EBUSY;
     case STATUS_FILE_LOCK_CONFLICT:
@@ -83,7 +80,7 @@ int errno_for(NTSTATUS status) {
       return ENOSPC;
     case STATUS_QUOTA_EXCEEDED:
       return EDQUOT;
-    default:  // STATUS_VIRUS_INFECTED and the rest
+    default:  // STATUS_ACCESS_DENIED, STATUS_VIRUS_INFECTED and the rest
       return EPERM;
   }
 }

@@ -59,7 +59,7 @@ done
 if grep -q "fltmgrd: ready" "$log"; then
   FLTPORT_RUNTIME_DIR="$work/run" env -u LD_LIBRARY_PATH "$work/prefix/bin/fltmc" filters | grep -q "^scanner " ||
     { kill "$daemon"; echo "installed fltmgrd has no scanner filter"; cat "$log"; exit 1; }
-  grep -q "loaded scanner from $work/prefix/bin/../lib/fltport/filters/" "$log" ||
+  grep -q "loaded scanner from $work/prefix/bin/../${libdir#"$work/prefix/"}/fltport/filters/" "$log" ||
     { kill "$daemon"; echo "installed fltmgrd loaded another scanner plugin"; cat "$log"; exit 1; }
   kill "$daemon"
   wait "$daemon" || { echo "installed fltmgrd did not stop cleanly"; cat "$log"; exit 1; }

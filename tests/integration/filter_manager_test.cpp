@@ -427,7 +427,9 @@ TEST_F(FilterManagerTest, ACachedVerdictDoesNotAnswerForAFilterAttachedLaterOrAn
   EXPECT_EQ(open_in_child(program), 0);
   EXPECT_EQ(open_in_child(program), 0);
   EXPECT_EQ(exec_checks.load(), 0);
-  EXPECT_EQ(exec_in_child(program), 0);
+  const int ran = exec_in_child(program);
+  if (ran == EACCES && exec_checks.load() == 0) GTEST_SKIP() << directory_ << " is on a noexec mount";
+  EXPECT_EQ(ran, 0);
   EXPECT_EQ(exec_checks.load(), 1) << "an open's clean verdict answered the exec";
 }
 

@@ -292,7 +292,7 @@ TEST_F(StalledFsTest, StalledReadTakesTheDefaultAtTheDeadlineWhileOtherOpensGoOn
 }
 
 // The default is the filter's, whatever it is: with deny, the stalled open is denied at its deadline
-// (the read gives up just after it, so the scanner's own "allow unscanned" never races the default).
+// (the read gives up just after it; the scanner then takes the default as well).
 TEST_F(StalledFsTest, StalledReadTakesADenyDefault) {
   ASSERT_TRUE(start_fltmgrd("deny"));
   ASSERT_TRUE(start_service());
@@ -315,7 +315,7 @@ TEST_F(StalledFsTest, MoreStalledFilesThanReaderThreadsDoNotBlockOtherOpens) {
   // Nine stalled files at once: more than the pool's 8 reader threads, and than the 4 one device
   // may hold. Each open is answered by its deadline at the latest; the reads beyond the device's
   // share wait until the 4 in the file system count as stalled (200 ms), then are refused and
-  // allowed unscanned (the scanner's choice), as are reads of the mount's clean files from then on.
+  // take the default unscanned (allow here), as do reads of the mount's clean files from then on.
   std::vector<std::unique_ptr<OpenProbe>> stalled;
   for (int i = 1; i <= 9; ++i)
     stalled.push_back(std::make_unique<OpenProbe>(fuse_path("stall" + std::to_string(i))));

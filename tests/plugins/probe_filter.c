@@ -32,7 +32,11 @@
 
 static PFLT_FILTER ProbeFilter;
 static atomic_bool ProbeUnloading;
-static atomic_int ProbeCompleters; /* threads completing a pended operation: unload waits for them */
+/* Threads completing a pended operation: unload joins them (their code is the plugin's). */
+#define PROBE_MAX_COMPLETERS 64
+static pthread_mutex_t ProbeCompletersLock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_t ProbeCompleters[PROBE_MAX_COMPLETERS];
+static int ProbeCompleterCount;
 
 PROBE_EXPORT NTSTATUS DriverEntry(PDRIVER_OBJECT DriverObject, PUNICODE_STRING RegistryPath);
 
@@ -74,7 +78,6 @@ static void* ProbeComplete(void* argument) {
   if (pended->Status == FLT_PREOP_COMPLETE) pended->Data->IoStatus.Status = STATUS_ACCESS_DENIED;
   FltCompletePendedPreOperation(pended->Data, pended->Status, NULL);
   free(pended);
-  atomic_fetch_sub(&ProbeCompleters, 1);
   return NULL;
 }
 
@@ -84,14 +87,15 @@ static FLT_PREOP_CALLBACK_STATUS ProbePend(PFLT_CALLBACK_DATA Data, FLT_PREOP_CA
   if (pended == NULL) return FLT_PREOP_SUCCESS_NO_CALLBACK;
   pended->Data = Data;
   pended->Status = status;
-  atomic_fetch_add(&ProbeCompleters, 1);
-  pthread_t thread;
-  if (pthread_create(&thread, NULL, ProbeComplete, pended) != 0) {
-    atomic_fetch_sub(&ProbeCompleters, 1);
+  pthread_mutex_lock(&ProbeCompletersLock);
+  const int made = !atomic_load(&ProbeUnloading) && ProbeCompleterCount < PROBE_MAX_COMPLETERS &&
+                   pthread_create(&ProbeCompleters[ProbeCompleterCount], NULL, ProbeComplete, pended) == 0;
+  if (made) ++ProbeCompleterCount;
+  pthread_mutex_unlock(&ProbeCompletersLock);
+  if (!made) {
     free(pended);
     return FLT_PREOP_SUCCESS_NO_CALLBACK;
   }
-  pthread_detach(thread);
   return FLT_PREOP_PENDING;
 }
 
@@ -156,7 +160,10 @@ static NTSTATUS FLTAPI ProbeUnload(FLT_FILTER_UNLOAD_FLAGS Flags) {
   (void)Flags;
   atomic_store(&ProbeUnloading, true); /* hung callbacks return */
   /* Pended operations are completed (each within 50 ms) before this code may be unmapped. */
-  for (int i = 0; i < 500 && atomic_load(&ProbeCompleters) > 0; ++i) SleepMs(10);
+  pthread_mutex_lock(&ProbeCompletersLock);
+  for (int i = 0; i < ProbeCompleterCount; ++i) pthread_join(ProbeCompleters[i], NULL);
+  ProbeCompleterCount = 0;
+  pthread_mutex_unlock(&ProbeCompletersLock);
   FltUnregisterFilter(ProbeFilter);
   ProbeFilter = NULL;
   return STATUS_SUCCESS;
@@ -165,7 +172,6 @@ static NTSTATUS FLTAPI ProbeUnload(FLT_FILTER_UNLOAD_FLAGS Flags) {
 NTSTATUS DriverEntry(PDRIVER_OBJECT DriverObject, PUNICODE_STRING RegistryPath) {
   (void)RegistryPath;
   atomic_init(&ProbeUnloading, false);
-  atomic_init(&ProbeCompleters, 0);
   FLT_REGISTRATION registration;
   memset(&registration, 0, sizeof registration);
   registration.Size = sizeof registration;

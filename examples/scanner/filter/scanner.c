@@ -11,7 +11,8 @@
  * connected the open is allowed (the classic sample's choice: a scanner that is not running must
  * not lock the machine up). When the service was asked and gives no answer (it died, or stalled past
  * the send's timeout), the filter's default verdict answers, as at the deadline: fltmgrd's
- * --default scanner=allow|deny (FLT_PREOP_FLTPORT_TAKE_DEFAULT). After a file was
+ * --default scanner=allow|deny (FLT_PREOP_FLTPORT_TAKE_DEFAULT); so does an open sent in the few
+ * milliseconds between the service's death and this filter's DisconnectNotify. After a file was
  * written and closed it is scanned again and the finding is logged: a close cannot be refused.
  *
  * Linux notes: the open arrives as a fanotify permission event; Data->FileEvent->FileDescriptor is
@@ -86,7 +87,7 @@ static VOID FLTAPI ScannerPortDisconnect(PVOID ConnectionCookie) {
   (void)ConnectionCookie;
   atomic_store(&ScannerData.Connected, false);
   atomic_store(&ScannerData.UserProcessId, 0);
-  /* Pending FltSendMessage calls on it return STATUS_PORT_DISCONNECTED: their opens are allowed. */
+  /* Pending FltSendMessage calls on it return STATUS_PORT_DISCONNECTED: their opens take the default. */
   FltCloseClientPort(ScannerData.Filter, &ScannerData.ClientPort);
   fprintf(stderr, "scanner filter: service disconnected\n");
 }
