@@ -123,6 +123,14 @@ class FilterManagerTest : public ::testing::Test {
     return others_.back();
   }
 
+  // Counts its calls in `calls` and allows, asking for the verdict to be cached.
+  FilterRegistration clean_and_cached(const std::string& name, std::atomic<int>& calls) {
+    return filter(name, 100, [&calls](const FileEvent&, PendingOperation&) {
+      ++calls;
+      return PreResult::now(Verdict::allow(true));
+    });
+  }
+
   FilterRegistration deny_all() {
     return filter("deny-all", 100,
                   [](const FileEvent&, PendingOperation&) { return PreResult::now(Verdict::deny()); });
@@ -334,13 +342,7 @@ TEST_F(FilterManagerTest, CleanVerdictIsCachedUntilTheFileIsWritten) {
   const std::string path = directory_ + "/cached.txt";
   write_file(path, "clean");
   std::atomic<int> scans{0};
-  ASSERT_TRUE(manager_
-                  ->register_filter(filter("scanner", 100,
-                                           [&](const FileEvent&, PendingOperation&) {
-                                             ++scans;
-                                             return PreResult::now(Verdict::allow(true));
-                                           }))
-                  .ok());
+  ASSERT_TRUE(manager_->register_filter(clean_and_cached("scanner", scans)).ok());
   ASSERT_TRUE(manager_->attach("scanner", directory_).ok());
   EXPECT_EQ(open_in_child(path), 0);
   EXPECT_EQ(open_in_child(path), 0);
@@ -395,13 +397,7 @@ TEST_F(FilterManagerTest, ACachedVerdictDoesNotAnswerForAFilterAttachedLaterOrAn
   const std::string path = directory_ + "/cached.txt";
   write_file(path, "clean");
   std::atomic<int> scans{0};
-  ASSERT_TRUE(manager_
-                  ->register_filter(filter("scanner", 100,
-                                           [&](const FileEvent&, PendingOperation&) {
-                                             ++scans;
-                                             return PreResult::now(Verdict::allow(true));
-                                           }))
-                  .ok());
+  ASSERT_TRUE(manager_->register_filter(clean_and_cached("scanner", scans)).ok());
   ASSERT_TRUE(manager_->attach("scanner", directory_).ok());
   EXPECT_EQ(open_in_child(path), 0);
   EXPECT_EQ(open_in_child(path), 0);

@@ -17,7 +17,7 @@
 #include <gtest/gtest.h>
 
 #include "support/captured_process.hpp"
-#include "support/fanotify_probe.hpp"
+#include "support/prerequisites.hpp"
 #include "support/runtime_dir.hpp"
 
 #ifndef FLTMC_PATH
@@ -286,8 +286,7 @@ TEST(Fltmc, FailedCommandsExplainAndExitNonZero) {
 TEST(Fltmc, ManagesTheScanner) {
   FLTPORT_SKIP_WITHOUT_FANOTIFY();
   const std::string plugin_dir = FLTPORT_TEST_SCANNER_PLUGIN_DIR;
-  if (::access((plugin_dir + "/fltport-filter-scanner.so").c_str(), R_OK) != 0)
-    GTEST_SKIP() << "the scanner plugin is not built";
+  FLTPORT_SKIP_WITHOUT_SCANNER_PLUGIN(plugin_dir);
   fltport::test::ScopedRuntimeDir runtime;
   TempDir dir;
   Daemon daemon({"--plugin-dir", plugin_dir, "--altitude", "scanner=320000"});

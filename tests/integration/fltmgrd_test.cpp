@@ -21,7 +21,7 @@
 
 #include "control/control_protocol.hpp"
 #include "support/captured_process.hpp"
-#include "support/fanotify_probe.hpp"
+#include "support/prerequisites.hpp"
 #include "support/runtime_dir.hpp"
 
 #ifndef FLTMGRD_PATH
@@ -376,8 +376,7 @@ std::wstring wide(const std::string& text) {
 TEST(Fltmgrd, ConfigLoadsAndAttachesWithItsSettings) {
   FLTPORT_SKIP_WITHOUT_FANOTIFY();
   const std::string plugin_dir = FLTPORT_TEST_SCANNER_PLUGIN_DIR;
-  if (::access((plugin_dir + "/fltport-filter-scanner.so").c_str(), R_OK) != 0)
-    GTEST_SKIP() << "the scanner plugin is not built";
+  FLTPORT_SKIP_WITHOUT_SCANNER_PLUGIN(plugin_dir);
   fltport::test::ScopedRuntimeDir runtime;
   TempDir dir;
   TempDir watched;
@@ -410,8 +409,7 @@ TEST(Fltmgrd, ConfigLoadsAndAttachesWithItsSettings) {
 TEST(Management, LoadAttachEnumerateDetachUnloadWithTheScanner) {
   FLTPORT_SKIP_WITHOUT_FANOTIFY();
   const std::string plugin_dir = FLTPORT_TEST_SCANNER_PLUGIN_DIR;
-  if (::access((plugin_dir + "/fltport-filter-scanner.so").c_str(), R_OK) != 0)
-    GTEST_SKIP() << "the scanner plugin is not built";
+  FLTPORT_SKIP_WITHOUT_SCANNER_PLUGIN(plugin_dir);
   fltport::test::ScopedRuntimeDir runtime;
   TempDir dir;
   Proc daemon(daemon_args({"--plugin-dir", plugin_dir, "--altitude", "scanner=320000"}));

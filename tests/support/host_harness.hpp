@@ -36,7 +36,7 @@
 #include <thread>
 #include <vector>
 
-#include "support/fanotify_probe.hpp"
+#include "support/prerequisites.hpp"
 #include "support/runtime_dir.hpp"
 #include "support/sanitized.hpp"
 
