@@ -149,14 +149,17 @@ Result<FilterRegistration> operations_from(const FLT_REGISTRATION& registration,
     const UCHAR major = event.operation == Operation::open        ? IRP_MJ_CREATE
                         : event.operation == Operation::open_exec ? IRP_MJ_ACQUIRE_FOR_SECTION_SYNCHRONIZATION
                                                                   : IRP_MJ_READ;
-    auto frame = std::make_unique<CallbackFrame>(event, filter, major);
+    // The frame holds the operation, and is not ours, while the callback runs: one that pends may
+    // hand Data to another thread, which may complete it (FltCompletePendedPreOperation frees the
+    // frame) before the callback has returned.
+    auto* frame_while_called = new CallbackFrame(event, filter, major);
+    frame_while_called->pending = std::move(pending);
     PVOID completion_context = nullptr;
-    const FLT_PREOP_CALLBACK_STATUS status = callback(&frame->data, &frame->objects, &completion_context);
-    if (status == FLT_PREOP_PENDING) {
-      frame->pending = std::move(pending);
-      (void)frame.release();  // FltCompletePendedPreOperation takes it back
-      return PreResult::later();
-    }
+    const FLT_PREOP_CALLBACK_STATUS status =
+        callback(&frame_while_called->data, &frame_while_called->objects, &completion_context);
+    if (status == FLT_PREOP_PENDING) return PreResult::later();  // FltCompletePendedPreOperation's now
+    std::unique_ptr<CallbackFrame> frame(frame_while_called);
+    pending = std::move(frame->pending);  // answered here and now, by the caller
     if (status == FLT_PREOP_FLTPORT_TAKE_DEFAULT) {
       PendingOperation dropped(std::move(pending));  // dropped: the filter's default answers, counted
       return PreResult::later();
